@@ -1,0 +1,283 @@
+//! Boards as data: one TOML file per board under `boards/`, parsed strictly (unknown keys are errors)
+//! and then checked by named rules, so a typo in a board file is reported instead of ignored.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Errors reading or validating a board file.
+#[derive(Debug, thiserror::Error)]
+pub enum BoardError {
+    /// The board file could not be read.
+    #[error("cannot read board file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for the board schema.
+    #[error("board file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the TOML parser said, with line and column.
+        message: String,
+    },
+    /// A named validation rule failed.
+    #[error("board file {path}: {rule}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The rule that failed.
+        rule: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// No board of that name exists.
+    #[error("no board named `{name}` (known boards: {known})")]
+    Unknown {
+        /// The requested name.
+        name: String,
+        /// The boards found in the boards directory.
+        known: String,
+    },
+}
+
+/// CPU architecture of a board, as the compiler and the formatter need it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// 32-bit ARM (ARMv7, AAPCS).
+    Arm,
+    /// 64-bit ARM.
+    Aarch64,
+    /// 32-bit MIPS, o32 ABI.
+    Mips,
+    /// 32-bit PowerPC.
+    Powerpc,
+    /// 64-bit PowerPC, ELFv2.
+    Powerpc64,
+    /// x86_64.
+    X86_64,
+}
+
+impl Arch {
+    /// How many function arguments the calling convention passes in registers.
+    pub fn register_args(self) -> u8 {
+        match self {
+            Arch::Arm | Arch::Mips => 4,
+            Arch::X86_64 => 6,
+            Arch::Aarch64 | Arch::Powerpc | Arch::Powerpc64 => 8,
+        }
+    }
+
+    /// The ELF `e_machine` value of a vmlinux built for this arch.
+    pub fn elf_machine(self) -> u16 {
+        match self {
+            Arch::Arm => 40,
+            Arch::Aarch64 => 183,
+            Arch::Mips => 8,
+            Arch::Powerpc => 20,
+            Arch::Powerpc64 => 21,
+            Arch::X86_64 => 62,
+        }
+    }
+}
+
+/// Byte order of a board.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Endian {
+    /// Little-endian.
+    Little,
+    /// Big-endian.
+    Big,
+}
+
+/// One board, as read from `boards/<name>.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Board {
+    /// The board's name; must equal the file stem.
+    pub name: String,
+    /// One line for `ktap-host boards`.
+    pub description: String,
+    /// CPU architecture.
+    pub arch: Arch,
+    /// Byte order.
+    pub endian: Endian,
+    /// Native word size in bits (32 or 64).
+    pub word_bits: u8,
+    /// How the agent is built and reached.
+    pub agent: AgentSpec,
+    /// The kernel the board runs and how modules are built for it.
+    pub kernel: KernelSpec,
+    /// How to emulate the board; absent for real hardware.
+    pub qemu: Option<QemuSpec>,
+}
+
+/// The target agent: its Rust target and the device it talks on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSpec {
+    /// Rust target triple the static agent is built for.
+    pub rust_target: String,
+    /// Serial device on the board that the agent opens.
+    pub device: String,
+    /// Line speed of that device.
+    pub baud: u32,
+}
+
+/// The board's kernel: where it comes from and how out-of-tree modules are built against it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelSpec {
+    /// Debian metapackage whose dependency names the exact kernel ABI (e.g. `linux-image-armmp`).
+    pub debian_metapackage: String,
+    /// Debian architecture of the kernel packages (e.g. `armhf`).
+    pub debian_arch: String,
+    /// Debian kernel flavour (e.g. `armmp`).
+    pub flavour: String,
+    /// `ARCH=` for Kbuild.
+    pub kbuild_arch: String,
+    /// `CROSS_COMPILE=` prefix for Kbuild.
+    pub cross_compile: String,
+    /// Debian package providing the cross C compiler.
+    pub cross_gcc_package: String,
+    /// Rust target the VM object for the kernel module is built for.
+    pub rust_target: String,
+    /// Extra rustc flags for the kernel VM object.
+    #[serde(default)]
+    pub rustflags: Vec<String>,
+}
+
+/// How QEMU emulates the board.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QemuSpec {
+    /// The `qemu-system-*` binary.
+    pub binary: String,
+    /// The Debian package providing it.
+    pub package: String,
+    /// `-M` argument.
+    pub machine: String,
+    /// `-cpu` argument.
+    pub cpu: String,
+    /// Number of CPUs.
+    pub smp: u8,
+    /// Guest memory in MiB.
+    pub memory_mb: u32,
+    /// Kernel console device name (first serial port).
+    pub console: String,
+    /// Further arguments, passed as they are.
+    #[serde(default)]
+    pub args: Vec<String>,
+}
+
+impl Board {
+    /// Parse and validate a board file.
+    pub fn from_file(path: &Path) -> Result<Board, BoardError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| BoardError::Read { path: path.to_owned(), source })?;
+        let board: Board = toml::from_str(&text)
+            .map_err(|e| BoardError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        board.validate(path)?;
+        Ok(board)
+    }
+
+    /// Load board `name` from a boards directory.
+    pub fn load(boards_dir: &Path, name: &str) -> Result<Board, BoardError> {
+        let path = boards_dir.join(format!("{name}.toml"));
+        if !path.exists() {
+            let known = list(boards_dir).unwrap_or_default().join(", ");
+            return Err(BoardError::Unknown { name: name.to_owned(), known });
+        }
+        Board::from_file(&path)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), BoardError> {
+        let invalid =
+            |rule, message: String| Err(BoardError::Invalid { path: path.to_owned(), rule, message });
+        if path.file_stem().and_then(|s| s.to_str()) != Some(self.name.as_str()) {
+            return invalid("name-matches-file", format!("name `{}` differs from the file name", self.name));
+        }
+        if self.word_bits != 32 && self.word_bits != 64 {
+            return invalid("word-bits", format!("word_bits is {}, expected 32 or 64", self.word_bits));
+        }
+        let arch_bits = match self.arch {
+            Arch::Arm | Arch::Mips | Arch::Powerpc => 32,
+            Arch::Aarch64 | Arch::Powerpc64 | Arch::X86_64 => 64,
+        };
+        if arch_bits != self.word_bits {
+            return invalid("word-bits-match-arch", format!("{:?} is a {arch_bits}-bit arch", self.arch));
+        }
+        if self.agent.baud == 0 {
+            return invalid("baud", "baud must be positive".into());
+        }
+        if !self.agent.device.starts_with("/dev/") {
+            return invalid("agent-device", format!("`{}` is not a /dev path", self.agent.device));
+        }
+        if let Some(q) = &self.qemu {
+            if q.smp == 0 || q.memory_mb < 64 {
+                return invalid("qemu-size", "qemu needs smp >= 1 and memory_mb >= 64".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Names of all boards in a directory, sorted.
+pub fn list(boards_dir: &Path) -> std::io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(boards_dir)? {
+        let path = entry?.path();
+        if path.extension().and_then(|e| e.to_str()) == Some("toml") {
+            if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
+                names.push(stem.to_owned());
+            }
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn boards_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../boards")
+    }
+
+    #[test]
+    fn every_board_file_validates() {
+        let names = list(&boards_dir()).unwrap();
+        assert!(names.contains(&"qemu-armv7".to_string()));
+        for name in names {
+            Board::load(&boards_dir(), &name).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_with_its_name() {
+        let dir = std::env::temp_dir().join(format!("ktap-board-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = std::fs::read_to_string(boards_dir().join("qemu-armv7.toml")).unwrap();
+        let path = dir.join("qemu-armv7.toml");
+        std::fs::write(&path, good.replace("word_bits = 32", "word_bits = 32\nwordbits = 32")).unwrap();
+        let err = Board::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("unknown field `wordbits`"), "{err}");
+        std::fs::write(&path, good.replace("word_bits = 32", "word_bits = 64")).unwrap();
+        let err = Board::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("word-bits-match-arch"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unknown_board_lists_known_ones() {
+        let err = Board::load(&boards_dir(), "nope").unwrap_err().to_string();
+        assert!(err.contains("qemu-armv7"), "{err}");
+    }
+}

@@ -1,0 +1,4 @@
+//! ktap-host as a library: boards, the script compiler, vmlinux symbols, transports and formatting.
+//! The `ktap-host` binary is a thin clap front end over these modules.
+
+pub mod board;

@@ -1,0 +1,262 @@
+//! Wire messages between host and agent, encoded with postcard, one message per [`crate::frame`].
+//!
+//! Architecture invariant: variant 0 of both [`HostMsg`] and [`AgentMsg`] is `Hello`, and its first
+//! field is the protocol version, in every protocol version. So two sides of different versions can
+//! always read each other's version and say which side to upgrade.
+
+use serde::{Deserialize, Serialize};
+
+/// The wire protocol version. Bump on any incompatible change to messages or framing.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The agent disarms a running program when no message arrived from the host for this long.
+pub const HEARTBEAT_TIMEOUT_MS: u32 = 2000;
+/// How often the host sends [`HostMsg::Ping`] while a program runs.
+pub const HEARTBEAT_INTERVAL_MS: u32 = 500;
+/// Largest image chunk in one [`HostMsg::LoadChunk`].
+pub const CHUNK: usize = 512;
+/// Largest record batch in one [`AgentMsg::Records`].
+pub const RECORD_BATCH: usize = 768;
+
+/// Host to agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HostMsg<'a> {
+    /// Opens a session. Always variant 0 with the version first.
+    Hello {
+        /// [`PROTOCOL_VERSION`] of the host.
+        version: u16,
+        /// ktap-host's version string, for the agent's log.
+        host: &'a str,
+    },
+    /// Start uploading an image of `len` bytes (replaces any unstarted upload).
+    LoadBegin {
+        /// Total image length.
+        len: u32,
+    },
+    /// One piece of the image, in order.
+    LoadChunk {
+        /// Offset of this piece within the image.
+        offset: u32,
+        /// The bytes.
+        data: &'a [u8],
+    },
+    /// The upload is complete: hand it to the kernel, which verifies it and attaches its probes (disarmed).
+    LoadEnd,
+    /// Arm the loaded program.
+    Start,
+    /// Disarm, run `trace_end`, flush records, answer [`AgentMsg::Stopped`].
+    Stop,
+    /// Keep-alive while a program runs.
+    Ping {
+        /// Echoed in [`AgentMsg::Pong`].
+        seq: u32,
+    },
+    /// The host is leaving: unload any program and close the session.
+    Bye,
+}
+
+/// Counters a running program accumulates; never silently dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Probe hits that ran the program.
+    pub hits: u64,
+    /// Hits skipped because the VM was already running on that CPU (recursion guard).
+    pub recursion_skipped: u64,
+    /// Hits aborted because they ran out of instruction budget.
+    pub budget_exhausted: u64,
+    /// Hits aborted by a runtime error other than budget (e.g. a record too large).
+    pub runtime_errors: u64,
+    /// Table inserts refused because the table was full.
+    pub table_full: u64,
+    /// Records dropped because the kernel ring buffer was full.
+    pub ring_dropped: u64,
+    /// Records the agent could not send (link too slow), counted by the agent.
+    pub link_dropped: u64,
+    /// Kprobe/kretprobe misses counted by the kernel (`nmissed`).
+    pub kernel_missed: u64,
+}
+
+/// Agent to host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AgentMsg<'a> {
+    /// Answers [`HostMsg::Hello`]. Always variant 0 with the version first.
+    Hello {
+        /// [`PROTOCOL_VERSION`] of the agent.
+        version: u16,
+        /// The agent's version string.
+        agent: &'a str,
+        /// `uname -m` of the board.
+        machine: &'a str,
+        /// `uname -r` of the board.
+        release: &'a str,
+        /// GNU build-id of the running kernel (from `/sys/kernel/notes`).
+        build_id: &'a [u8],
+        /// Run-time address of `_text` (differs from the vmlinux under KASLR); 0 if unknown.
+        text_base: u64,
+    },
+    /// The kernel accepted the image and attached `probes` probes (disarmed).
+    Loaded {
+        /// Number of probes attached.
+        probes: u16,
+    },
+    /// The image was refused. `code` is in [`codes`]; `offset` is a byte offset in the image
+    /// (or a probe index for attach errors); `detail` is an errno where one applies.
+    Rejected {
+        /// Reason code.
+        code: u16,
+        /// Byte offset or index the reason refers to.
+        offset: u32,
+        /// Errno or extra detail, 0 if none.
+        detail: i32,
+    },
+    /// The program is armed.
+    Started,
+    /// Records from the kernel, concatenated (see [`crate::record`]).
+    Records {
+        /// The record bytes.
+        data: &'a [u8],
+    },
+    /// Live counters, sent periodically while running.
+    Stats(Stats),
+    /// The program was stopped and `trace_end` ran; all its records were sent before this.
+    Stopped(Stats),
+    /// Answers [`HostMsg::Ping`].
+    Pong {
+        /// The ping's sequence number.
+        seq: u32,
+    },
+    /// Something failed on the board outside the image itself.
+    Error {
+        /// Reason code, in [`codes`].
+        code: u16,
+        /// Errno or extra detail.
+        detail: i32,
+    },
+}
+
+/// Reason codes for [`AgentMsg::Rejected`] and [`AgentMsg::Error`].
+///
+/// `0x01xx`: image structure ([`crate::image::ImageError::code`]); `0x02xx`: verifier (`ktap-vm`);
+/// `0x03xx`: kernel-side; `0x04xx`: agent-side.
+pub mod codes {
+    /// A probe could not be attached (`offset` = probe index, `detail` = -errno).
+    pub const ATTACH_FAILED: u16 = 0x301;
+    /// The image's build-id differs from the running kernel's.
+    pub const BUILD_ID_MISMATCH: u16 = 0x302;
+    /// Another program is already loaded on this device.
+    pub const BUSY: u16 = 0x303;
+    /// The kernel could not allocate the program's fixed memory.
+    pub const NO_MEMORY: u16 = 0x304;
+    /// No tracepoint with the probe's name exists in this kernel (`offset` = probe index).
+    pub const NO_TRACEPOINT: u16 = 0x305;
+    /// Any other kernel error (`detail` = -errno).
+    pub const KERNEL: u16 = 0x306;
+    /// The agent cannot open the ktap device (`detail` = errno; is the module loaded?).
+    pub const NO_DEVICE: u16 = 0x401;
+    /// Image chunks arrived out of order or overran the announced length.
+    pub const BAD_UPLOAD: u16 = 0x402;
+    /// The announced image is larger than the agent accepts.
+    pub const IMAGE_TOO_LARGE: u16 = 0x403;
+    /// Start or Stop without a loaded program.
+    pub const NOT_LOADED: u16 = 0x404;
+    /// The host speaks another protocol version (`detail` = the agent's version).
+    pub const VERSION_MISMATCH: u16 = 0x405;
+    /// A message could not be decoded.
+    pub const BAD_MESSAGE: u16 = 0x406;
+
+    /// A short description of a kernel- or agent-side code.
+    pub fn describe(code: u16) -> Option<&'static str> {
+        Some(match code {
+            ATTACH_FAILED => "a probe could not be attached",
+            BUILD_ID_MISMATCH => "the image was compiled for another kernel build",
+            BUSY => "another program is already loaded",
+            NO_MEMORY => "the kernel could not allocate the program's memory",
+            NO_TRACEPOINT => "no such tracepoint in this kernel",
+            KERNEL => "kernel error",
+            NO_DEVICE => "cannot open /dev/ktap (is the ktap module loaded?)",
+            BAD_UPLOAD => "image upload out of order",
+            IMAGE_TOO_LARGE => "image too large",
+            NOT_LOADED => "no program loaded",
+            VERSION_MISMATCH => "protocol version mismatch",
+            BAD_MESSAGE => "undecodable message",
+            _ => return crate::image::ImageError::describe_code(code),
+        })
+    }
+}
+
+/// What to do about a version difference, phrased for the user.
+pub fn version_advice(host: u16, agent: u16) -> Option<&'static str> {
+    match host.cmp(&agent) {
+        core::cmp::Ordering::Equal => None,
+        core::cmp::Ordering::Greater => Some("the agent on the board is older than ktap-host: upgrade the agent"),
+        core::cmp::Ordering::Less => Some("ktap-host is older than the agent on the board: upgrade ktap-host"),
+    }
+}
+
+/// Encode a message into `buf`, returning the used prefix.
+pub fn encode<'b, T: Serialize>(msg: &T, buf: &'b mut [u8]) -> Result<&'b mut [u8], postcard::Error> {
+    postcard::to_slice(msg, buf)
+}
+
+/// Decode a message from a frame payload.
+pub fn decode<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, postcard::Error> {
+    postcard::from_bytes(payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hello_is_variant_zero_with_version_first() {
+        let mut buf = [0u8; 64];
+        let b = encode(&HostMsg::Hello { version: 0x1234, host: "x" }, &mut buf).unwrap();
+        assert_eq!(b[0], 0, "variant index");
+        // postcard encodes u16 as a varint: 0x1234 -> b4 24
+        assert_eq!(&b[1..3], &[0xb4, 0x24]);
+        let mut buf = [0u8; 64];
+        let msg = AgentMsg::Hello {
+            version: 7,
+            agent: "a",
+            machine: "armv7l",
+            release: "6.1",
+            build_id: &[1, 2],
+            text_base: 0xc000_8000,
+        };
+        let b = encode(&msg, &mut buf).unwrap();
+        assert_eq!(&b[..2], &[0, 7]);
+        assert_eq!(decode::<AgentMsg<'_>>(b).unwrap(), msg);
+    }
+
+    #[test]
+    fn messages_round_trip_borrowed() {
+        let data = [9u8; 100];
+        let mut buf = [0u8; 256];
+        for m in [
+            HostMsg::LoadChunk { offset: 512, data: &data },
+            HostMsg::Ping { seq: 3 },
+            HostMsg::Stop,
+            HostMsg::Bye,
+        ] {
+            let b = encode(&m, &mut buf).unwrap();
+            assert_eq!(decode::<HostMsg<'_>>(b).unwrap(), m);
+        }
+        let m = AgentMsg::Stopped(Stats { hits: 1000, ring_dropped: 2, ..Stats::default() });
+        let b = encode(&m, &mut buf).unwrap();
+        assert_eq!(decode::<AgentMsg<'_>>(b).unwrap(), m);
+    }
+
+    #[test]
+    fn version_advice_names_the_side_to_upgrade() {
+        assert_eq!(version_advice(1, 1), None);
+        assert!(version_advice(2, 1).unwrap().contains("upgrade the agent"));
+        assert!(version_advice(1, 2).unwrap().contains("upgrade ktap-host"));
+    }
+
+    #[test]
+    fn codes_have_descriptions() {
+        assert_eq!(codes::describe(codes::BUSY), Some("another program is already loaded"));
+        assert_eq!(codes::describe(0x102), Some("bad magic (not a ktap image)"));
+        assert_eq!(codes::describe(0x999), None);
+    }
+}
