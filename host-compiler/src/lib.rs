@@ -2,3 +2,4 @@
 //! The `ktap-host` binary is a thin clap front end over these modules.
 
 pub mod board;
+pub mod sidecar;
