@@ -1,1 +1,149 @@
-//! placeholder
+//! Harness for the end-to-end tests: boot the board's QEMU guest from `cargo xtask build` outputs, run
+//! the real `ktap-host` binary against the guest's agent UART, drive workloads on the guest console.
+//!
+//! The tests need the environment `cargo xtask test` sets: `KTAP_ARTIFACTS` (the board's artifacts
+//! directory), `KTAP_HOST_BIN` (the ktap-host binary) and `KTAP_BOARD`.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use ktap_host::board::Board;
+use ktap_host::qemu::{Artifacts, Guest};
+
+/// What the tests run against.
+pub struct TestEnv {
+    /// The board under test.
+    pub board: Board,
+    /// Its build outputs.
+    pub artifacts: Artifacts,
+    /// The ktap-host binary.
+    pub host_bin: PathBuf,
+}
+
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the end-to-end tests through `cargo xtask test`, which builds what they need")
+    })
+}
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the workspace").to_path_buf()
+}
+
+impl TestEnv {
+    /// Read the environment `cargo xtask test` provides.
+    pub fn get() -> TestEnv {
+        let board_name = var("KTAP_BOARD");
+        let board = Board::load(&workspace().join("boards"), &board_name).unwrap_or_else(|e| panic!("{e}"));
+        let artifacts =
+            Artifacts::load(Path::new(&var("KTAP_ARTIFACTS")), &board_name).unwrap_or_else(|e| panic!("{e}"));
+        TestEnv { board, artifacts, host_bin: PathBuf::from(var("KTAP_HOST_BIN")) }
+    }
+
+    /// Boot a fresh guest.
+    pub fn boot(&self) -> Guest {
+        Guest::boot(&self.board, &self.artifacts).unwrap_or_else(|e| panic!("boot failed: {e}"))
+    }
+
+    /// A `ktap-host` command with the board preset.
+    pub fn host(&self) -> Command {
+        let mut c = Command::new(&self.host_bin);
+        c.env("KTAP_BOARD", &self.board.name);
+        c
+    }
+}
+
+#[derive(Default)]
+struct Output {
+    stdout: String,
+    stderr: String,
+}
+
+/// A running `ktap-host` whose output is collected as it arrives.
+pub struct HostRun {
+    child: Child,
+    out: Arc<(Mutex<Output>, Condvar)>,
+}
+
+fn pump(stream: impl Read + Send + 'static, out: Arc<(Mutex<Output>, Condvar)>, is_err: bool) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            let (lock, cv) = &*out;
+            let mut g = lock.lock().unwrap();
+            let s = if is_err { &mut g.stderr } else { &mut g.stdout };
+            s.push_str(&line);
+            s.push('\n');
+            cv.notify_all();
+        }
+    });
+}
+
+impl HostRun {
+    /// Start `cmd` with piped output.
+    pub fn spawn(mut cmd: Command) -> HostRun {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let out: Arc<(Mutex<Output>, Condvar)> = Arc::default();
+        pump(child.stdout.take().unwrap(), Arc::clone(&out), false);
+        pump(child.stderr.take().unwrap(), Arc::clone(&out), true);
+        HostRun { child, out }
+    }
+
+    /// Wait until stderr contains `needle`; panics with everything printed so far on timeout.
+    pub fn wait_stderr(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let (lock, cv) = &*self.out;
+        let mut g = lock.lock().unwrap();
+        while !g.stderr.contains(needle) {
+            let now = Instant::now();
+            if now >= deadline || matches!(self.child.try_wait(), Ok(Some(_))) {
+                panic!(
+                    "ktap-host did not print `{needle}` within {timeout:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                    g.stdout, g.stderr
+                );
+            }
+            g = cv.wait_timeout(g, (deadline - now).min(Duration::from_millis(200))).unwrap().0;
+        }
+    }
+
+    /// Send a signal to the process (SIGINT = Ctrl-C, SIGKILL = unplug).
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status();
+        assert!(status.map(|s| s.success()).unwrap_or(false), "kill -{sig} failed");
+    }
+
+    /// Wait for exit; returns the status, stdout and stderr.
+    pub fn finish(mut self, timeout: Duration) -> (ExitStatus, String, String) {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let g = self.out.0.lock().unwrap();
+                panic!("ktap-host did not exit within {timeout:?}\n--- stdout ---\n{}\n--- stderr ---\n{}", g.stdout, g.stderr);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        // let the pumps drain the pipes
+        std::thread::sleep(Duration::from_millis(100));
+        let g = self.out.0.lock().unwrap();
+        (status, g.stdout.clone(), g.stderr.clone())
+    }
+}
+
+/// Lines of `dmesg` that mean the kernel is unhappy.
+pub fn kernel_complaints(dmesg: &str) -> Vec<String> {
+    const BAD: [&str; 7] = ["Oops", "BUG:", "WARNING:", "Unable to handle", "Internal error", "Kernel panic", "general protection"];
+    dmesg.lines().filter(|l| BAD.iter().any(|b| l.contains(b))).map(str::to_owned).collect()
+}
