@@ -28,9 +28,13 @@ pub const MAX_IMAGE: usize = 256 * 1024;
 pub const MAX_BUDGET: u32 = 100_000;
 /// Instructions one probe hit may execute when the image does not say.
 pub const DEFAULT_BUDGET: u32 = 10_000;
-/// Maximum length of one record in bytes.
-pub const MAX_RECORD: usize = 1024;
+/// Maximum length of one record in bytes. A record must fit one `Records` message in one frame
+/// (checked below), so the agent never has to split or drop a well-formed record.
+pub const MAX_RECORD: usize = 1000;
 /// Maximum length of a probe's target name in bytes.
 pub const MAX_PROBE_NAME: usize = 127;
 /// Maximum length of the kernel build-id in bytes.
 pub const MAX_BUILD_ID: usize = 64;
+
+// A Records message is a variant byte, a varint length (at most 3 bytes) and the record bytes.
+const _: () = assert!(MAX_RECORD + 4 <= crate::frame::MAX_PAYLOAD);

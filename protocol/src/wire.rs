@@ -163,6 +163,9 @@ pub mod codes {
     pub const VERSION_MISMATCH: u16 = 0x405;
     /// A message could not be decoded.
     pub const BAD_MESSAGE: u16 = 0x406;
+    /// No session is open: the agent answers only `Hello` (it closes the session on `Bye` and when the
+    /// heartbeat times out, disarming any program).
+    pub const NO_SESSION: u16 = 0x407;
 
     /// A short description of a kernel- or agent-side code.
     pub fn describe(code: u16) -> Option<&'static str> {
@@ -179,6 +182,7 @@ pub mod codes {
             NOT_LOADED => "no program loaded",
             VERSION_MISMATCH => "protocol version mismatch",
             BAD_MESSAGE => "undecodable message",
+            NO_SESSION => "no session on the agent (send Hello first; a heartbeat timeout ends the session)",
             _ => return crate::image::ImageError::describe_code(code),
         })
     }

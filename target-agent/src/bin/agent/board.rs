@@ -1,0 +1,62 @@
+//! What the Hello reports: `uname`, the kernel's GNU build-id from `/sys/kernel/notes` and the run-time
+//! `_text` address from `/proc/kallsyms`. Read once at start-up; every failure degrades to "unknown".
+
+use ktap_agent::kinfo::{TextScan, gnu_build_id};
+use ktap_protocol::limits::MAX_BUILD_ID;
+
+use crate::sys::{self, Access, Names, errno};
+
+/// The kernel facts, owned.
+pub struct Facts {
+    /// `uname` fields.
+    pub names: Names,
+    build_id: [u8; MAX_BUILD_ID],
+    build_id_len: usize,
+    /// `_text`, 0 if unknown (or hidden from non-root readers).
+    pub text_base: u64,
+}
+
+impl Facts {
+    /// Gather everything.
+    pub fn gather() -> Facts {
+        let mut f = Facts { names: Names::get(), build_id: [0; MAX_BUILD_ID], build_id_len: 0, text_base: 0 };
+        let mut notes = [0u8; 4096];
+        if let Ok(n) = sys::read_file(c"/sys/kernel/notes", &mut notes) {
+            let big = cfg!(target_endian = "big");
+            if let Some(id) = notes.get(..n).and_then(|b| gnu_build_id(b, big)) {
+                if let Some(dst) = f.build_id.get_mut(..id.len()) {
+                    dst.copy_from_slice(id);
+                    f.build_id_len = id.len();
+                }
+            }
+        }
+        f.text_base = text_base().unwrap_or(0);
+        f
+    }
+
+    /// The build-id (empty if unknown).
+    pub fn build_id(&self) -> &[u8] {
+        self.build_id.get(..self.build_id_len).unwrap_or(&[])
+    }
+}
+
+/// Scan `/proc/kallsyms` until the `_text` line; stops reading as soon as it is found.
+fn text_base() -> Option<u64> {
+    let fd = sys::open(c"/proc/kallsyms", Access::Read).ok()?;
+    let mut scan = TextScan::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match sys::read(fd, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if scan.feed(buf.get(..n).unwrap_or(&[])).is_some() {
+                    break;
+                }
+            }
+            Err(errno::EINTR) => {}
+            Err(_) => break,
+        }
+    }
+    sys::close(fd);
+    scan.found()
+}
