@@ -219,10 +219,10 @@ impl Board {
         if !self.agent.device.starts_with("/dev/") {
             return invalid("agent-device", format!("`{}` is not a /dev path", self.agent.device));
         }
-        if let Some(q) = &self.qemu {
-            if q.smp == 0 || q.memory_mb < 64 {
-                return invalid("qemu-size", "qemu needs smp >= 1 and memory_mb >= 64".into());
-            }
+        if let Some(q) = &self.qemu
+            && (q.smp == 0 || q.memory_mb < 64)
+        {
+            return invalid("qemu-size", "qemu needs smp >= 1 and memory_mb >= 64".into());
         }
         Ok(())
     }
@@ -233,10 +233,10 @@ pub fn list(boards_dir: &Path) -> std::io::Result<Vec<String>> {
     let mut names = Vec::new();
     for entry in std::fs::read_dir(boards_dir)? {
         let path = entry?.path();
-        if path.extension().and_then(|e| e.to_str()) == Some("toml") {
-            if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
-                names.push(stem.to_owned());
-            }
+        if path.extension().and_then(|e| e.to_str()) == Some("toml")
+            && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+        {
+            names.push(stem.to_owned());
         }
     }
     names.sort();

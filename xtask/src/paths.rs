@@ -22,6 +22,7 @@ pub fn cache() -> PathBuf {
 }
 
 /// Build outputs for one board: `target/ktap/<board>/`.
+#[allow(dead_code)] // for `build`/`demo`/`test`, which are not wired yet
 pub fn board_out(board: &str) -> PathBuf {
     workspace().join("target/ktap").join(board)
 }

@@ -95,9 +95,7 @@ pub fn disk_size(path: &Path) -> u64 {
     if !meta.is_dir() {
         return meta.len();
     }
-    std::fs::read_dir(path)
-        .map(|entries| entries.flatten().map(|e| disk_size(&e.path())).sum())
-        .unwrap_or(0)
+    std::fs::read_dir(path).map(|entries| entries.flatten().map(|e| disk_size(&e.path())).sum()).unwrap_or(0)
 }
 
 /// Bytes as a short human string (`244.1 MiB`).

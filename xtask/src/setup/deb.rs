@@ -9,7 +9,7 @@ pub struct Stanza(BTreeMap<String, String>);
 impl Stanza {
     /// Parse the first stanza of `text`.
     pub fn parse(text: &str) -> Stanza {
-        let mut fields = BTreeMap::new();
+        let mut fields: BTreeMap<String, String> = BTreeMap::new();
         let mut last: Option<String> = None;
         for line in text.lines() {
             if line.trim().is_empty() {

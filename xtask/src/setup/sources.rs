@@ -42,10 +42,9 @@ impl Release {
         }
         let codename = codename.context("/etc/os-release has no VERSION_CODENAME")?;
         let mut entries = Vec::new();
-        for (path, deb822) in [
-            ("/etc/apt/sources.list.d/debian.sources", true),
-            ("/etc/apt/sources.list", false),
-        ] {
+        for (path, deb822) in
+            [("/etc/apt/sources.list.d/debian.sources", true), ("/etc/apt/sources.list", false)]
+        {
             if Path::new(path).exists() {
                 let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
                 entries.extend(if deb822 { parse_deb822(&text) } else { parse_one_line(&text) });
@@ -99,7 +98,7 @@ pub fn parse_os_release(text: &str) -> (Option<String>, Option<String>) {
 pub fn parse_deb822(text: &str) -> Vec<Entry> {
     let mut entries = Vec::new();
     for stanza in text.split("\n\n") {
-        let mut field = |name: &str| {
+        let field = |name: &str| {
             stanza
                 .lines()
                 .filter(|l| !l.starts_with('#') && !l.starts_with([' ', '\t']))
@@ -180,8 +179,10 @@ mod tests {
 
     #[test]
     fn os_release_fields() {
-        let (id, code) = parse_os_release("PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\n\
-             VERSION_CODENAME=bookworm\n");
+        let (id, code) = parse_os_release(
+            "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\n\
+             VERSION_CODENAME=bookworm\n",
+        );
         assert_eq!(id.as_deref(), Some("debian"));
         assert_eq!(code.as_deref(), Some("bookworm"));
     }
