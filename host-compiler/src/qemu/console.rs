@@ -115,8 +115,13 @@ impl Console {
             }
             let status = status.parse().unwrap_or(-1);
             let out = text.strip_suffix(head).unwrap_or(&text);
-            // drop the echoed command line
-            let out = out.split_once('\n').map_or("", |(_, rest)| rest);
+            // The typed line comes back once from the tty's echo and once more after the prompt:
+            // the output starts after the last copy of it.
+            let typed_tail = format!("AP-$?-{n}@@\"");
+            let out = match out.rfind(&typed_tail) {
+                Some(i) => out[i + typed_tail.len()..].split_once('\n').map_or("", |(_, rest)| rest),
+                None => out,
+            };
             return Ok((out.replace('\r', ""), status));
         }
     }

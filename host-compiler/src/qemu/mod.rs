@@ -8,10 +8,8 @@
 
 mod console;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -51,7 +49,7 @@ pub enum QemuError {
         source: std::io::Error,
     },
     /// QEMU did not report the agent pty.
-    #[error("QEMU did not report the agent's pty within {secs} s; its stderr said:\n{stderr}")]
+    #[error("QEMU did not report the agent's pty within {secs} s; it printed:\n{stderr}")]
     NoPty {
         /// How long we waited.
         secs: u64,
@@ -152,6 +150,8 @@ pub struct Guest {
 
 /// How long a TCG boot to the ready marker may take (2 cores, loaded CI machine).
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long QEMU may take to announce the agent pty.
+const PTY_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl Guest {
     /// Boot `board` from `artifacts` and wait until the module is loaded and the agent runs.
@@ -171,20 +171,29 @@ impl Guest {
             .args(["-serial", "stdio", "-serial", "pty"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            // QEMU's own errors (bad machine, missing firmware) go straight to the user
+            .stderr(Stdio::inherit());
         let mut child = cmd.spawn().map_err(|source| QemuError::Spawn { binary: q.binary.clone(), source })?;
-        let (stdin, stdout, stderr) = match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
-            (Some(i), Some(o), Some(e)) => (i, o, e),
-            _ => unreachable!("all three streams were configured as pipes"),
+        let (stdin, stdout) = match (child.stdin.take(), child.stdout.take()) {
+            (Some(i), Some(o)) => (i, o),
+            _ => unreachable!("stdin and stdout were configured as pipes"),
         };
-        let agent_port = match wait_for_pty(stderr, Duration::from_secs(20)) {
-            Ok(p) => p,
+        let mut console = Console::new(stdin, stdout);
+        // QEMU announces `-serial pty` on stdout (the console stream), before the guest prints anything.
+        let agent_port = match console.expect("(label serial1)", PTY_TIMEOUT) {
+            Ok(text) => match text.split("redirected to ").nth(1).and_then(|r| r.split_whitespace().next()) {
+                Some(p) => PathBuf::from(p),
+                None => {
+                    let _ = child.kill();
+                    return Err(QemuError::NoPty { secs: PTY_TIMEOUT.as_secs(), stderr: text });
+                }
+            },
             Err(e) => {
                 let _ = child.kill();
                 return Err(e);
             }
         };
-        let mut guest = Guest { child, console: Console::new(stdin, stdout), agent_port };
+        let mut guest = Guest { child, console, agent_port };
         guest.wait_ready()?;
         Ok(guest)
     }
@@ -222,41 +231,6 @@ impl Drop for Guest {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();
-        }
-    }
-}
-
-/// QEMU reports `char device redirected to /dev/pts/N (label serial1)` on stderr for `-serial pty`.
-fn wait_for_pty(stderr: std::process::ChildStderr, timeout: Duration) -> Result<PathBuf, QemuError> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut seen = String::new();
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if let Some(rest) = line.split("redirected to ").nth(1) {
-                let path = rest.split_whitespace().next().unwrap_or("");
-                let _ = tx.send(Ok(PathBuf::from(path)));
-            } else {
-                seen.push_str(&line);
-                seen.push('\n');
-                let _ = tx.send(Err(seen.clone()));
-            }
-        }
-        let _ = tx.send(Err(format!("{seen}(QEMU closed stderr)")));
-    });
-    let deadline = std::time::Instant::now() + timeout;
-    let mut last = String::new();
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(Ok(path)) => return Ok(path),
-            Ok(Err(text)) => {
-                last = text;
-                if last.ends_with("(QEMU closed stderr)") {
-                    return Err(QemuError::NoPty { secs: timeout.as_secs(), stderr: last });
-                }
-            }
-            Err(_) => return Err(QemuError::NoPty { secs: timeout.as_secs(), stderr: last }),
         }
     }
 }
