@@ -1,0 +1,112 @@
+//! `ktap-host check`: report every error in a script without writing anything.
+//!
+//! Also home of [`ScriptOpts`], the options `check` and `compile` share: the script, the board (its
+//! arch decides how many `argN` exist) and the optional vmlinux that resolves kernel symbols.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use ktap_host::lang::{self, CompileOptions, NoKernel, Resolver};
+use ktap_host::vmlinux::Vmlinux;
+
+use super::BoardOpts;
+
+/// Check a ktap script: syntax, names, types, limits and (with --vmlinux) kernel symbols. Prints
+/// every error; exits non-zero if there is any.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub script: ScriptOpts,
+}
+
+/// `ktap-host check` under the name the subcommand enum uses for every command.
+pub type Cmd = CheckArgs;
+
+/// The script and the kernel it is checked or compiled against.
+#[derive(Debug, Clone, Args)]
+pub struct ScriptOpts {
+    /// The ktap script
+    #[arg(value_name = "SCRIPT")]
+    pub script: PathBuf,
+    /// The unstripped vmlinux of the kernel the board runs (e.g. from linux-image-*-dbg): resolves
+    /// kprobe functions and tracepoints, and its build-id goes into the image. Addresses are
+    /// link-time ones (`push` rebases them to the running kernel)
+    #[arg(long, env = "KTAP_VMLINUX", value_name = "PATH")]
+    pub vmlinux: Option<PathBuf>,
+    #[command(flatten)]
+    pub board: BoardOpts,
+}
+
+/// A script read from disk with everything needed to compile it.
+pub struct Loaded {
+    /// The script text.
+    pub source: String,
+    /// The script path as given, for messages and the sidecar.
+    pub name: String,
+    /// Arch and build-id.
+    pub opts: CompileOptions,
+    /// The vmlinux, or [`NoKernel`] without one.
+    pub resolver: Box<dyn Resolver>,
+}
+
+/// Kernel symbols from the board's vmlinux.
+struct VmlinuxSymbols(Vmlinux);
+
+impl Resolver for VmlinuxSymbols {
+    fn kprobe_addr(&self, sym: &str) -> Result<u64, String> {
+        self.0.kprobe_address(sym).map_err(|e| e.to_string())
+    }
+
+    fn tracepoint(&self, subsys: &str, event: &str) -> Result<(), String> {
+        self.0.check_tracepoint(subsys, event).map_err(|e| e.to_string())
+    }
+}
+
+impl ScriptOpts {
+    /// Read the script, load the board and open the vmlinux (checked against the board's arch).
+    pub fn load(&self) -> anyhow::Result<Loaded> {
+        let name = self.script.display().to_string();
+        let source =
+            std::fs::read_to_string(&self.script).with_context(|| format!("cannot read script {name}"))?;
+        let board = self.board.load()?;
+        let (build_id, resolver): (Vec<u8>, Box<dyn Resolver>) = match &self.vmlinux {
+            Some(path) => {
+                let v = Vmlinux::open(path)?;
+                v.check_arch(board.arch)?;
+                (v.build_id().to_vec(), Box::new(VmlinuxSymbols(v)))
+            }
+            None => (Vec::new(), Box::new(NoKernel)),
+        };
+        Ok(Loaded { source, name, opts: CompileOptions { arch: board.arch, build_id }, resolver })
+    }
+}
+
+/// Print diagnostics on stderr and turn them into the command's error.
+pub fn fail(diags: &[lang::Diagnostic], name: &str, source: &str) -> anyhow::Error {
+    lang::emit_stderr(diags, name, source);
+    let n = diags.len();
+    anyhow::anyhow!("{name}: {n} error{}", if n == 1 { "" } else { "s" })
+}
+
+impl CheckArgs {
+    /// Check the script.
+    pub fn run(self) -> anyhow::Result<()> {
+        run(self)
+    }
+}
+
+/// Check the script; `Ok` only if it has no errors.
+pub fn run(args: CheckArgs) -> anyhow::Result<()> {
+    let l = args.script.load()?;
+    let diags = lang::check(&l.source, &l.name, &l.opts, l.resolver.as_ref());
+    if !diags.is_empty() {
+        return Err(fail(&diags, &l.name, &l.source));
+    }
+    if args.script.vmlinux.is_none() {
+        eprintln!("{}: no errors (kernel symbols not checked: pass --vmlinux)", l.name);
+    } else {
+        eprintln!("{}: no errors", l.name);
+    }
+    Ok(())
+}

@@ -1,0 +1,81 @@
+//! Subcommands, one file each: a clap `Args` struct whose doc comments are the help, and `run()`.
+//! Option groups shared by several subcommands live here and are flattened in.
+
+pub mod boards;
+pub mod check;
+pub mod compile;
+pub mod disasm;
+pub mod push;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use ktap_host::board::Board;
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a script for errors without writing anything.
+    Check(check::Cmd),
+    /// Compile a script to an image and its sidecar (IMAGE.json).
+    Compile(compile::Cmd),
+    /// List the instructions of a compiled image.
+    Disasm(disasm::Cmd),
+    /// Push a script to a board and print what it reports until stopped.
+    Push(push::Cmd),
+    /// List the boards ktap-host knows.
+    Boards(boards::Cmd),
+}
+
+impl Command {
+    /// Run the subcommand.
+    pub fn run(self) -> anyhow::Result<()> {
+        match self {
+            Command::Check(c) => c.run(),
+            Command::Compile(c) => c.run(),
+            Command::Disasm(c) => c.run(),
+            Command::Push(c) => c.run(),
+            Command::Boards(c) => c.run(),
+        }
+    }
+}
+
+/// The `boards/` directory of the workspace this binary was built from, so any cwd works.
+pub fn default_boards_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../boards"))
+}
+
+/// Where board files are.
+#[derive(Debug, Clone, Args)]
+pub struct BoardsDir {
+    /// Directory of board files (`<name>.toml`) [default: the workspace's `boards/`]
+    #[arg(long, env = "KTAP_BOARDS_DIR", value_name = "DIR")]
+    pub boards_dir: Option<PathBuf>,
+}
+
+impl BoardsDir {
+    /// The directory given, or the default.
+    pub fn path(&self) -> PathBuf {
+        self.boards_dir.clone().unwrap_or_else(default_boards_dir)
+    }
+}
+
+/// Which board to work with.
+#[derive(Debug, Clone, Args)]
+pub struct BoardOpts {
+    /// Board name (a file in the boards directory; `ktap-host boards` lists them)
+    #[arg(long, env = "KTAP_BOARD", default_value = "qemu-armv7", value_name = "NAME")]
+    pub board: String,
+    #[command(flatten)]
+    pub dir: BoardsDir,
+}
+
+impl BoardOpts {
+    /// Load and validate the board file.
+    pub fn load(&self) -> anyhow::Result<Board> {
+        let dir = self.dir.path();
+        Board::load(&dir, &self.board)
+            .with_context(|| format!("loading board `{}` from {}", self.board, dir.display()))
+    }
+}

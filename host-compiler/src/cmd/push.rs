@@ -1,0 +1,328 @@
+//! `ktap-host push`: connect to the board's agent, check the kernel, compile (or load) the program,
+//! upload, run, and print the formatted records until Ctrl-C, `--duration` or the program ends.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use ktap_host::board::Board;
+use ktap_host::format::Renderer;
+use ktap_host::lang;
+use ktap_host::link::{Link, SerialLink};
+use ktap_host::qemu::{Artifacts, Guest};
+use ktap_host::session::{
+    AgentInfo, ImageContext, Output, RunOptions, Session, StopFlag, Timeouts, function_at,
+};
+use ktap_host::sidecar::Sidecar;
+use ktap_host::vmlinux::{Vmlinux, hex};
+use ktap_protocol::image::Image;
+
+use super::BoardOpts;
+
+/// Push a ktap script to a board and print what it reports until stopped (Ctrl-C, --duration, or
+/// the program's end).
+#[derive(Debug, Args)]
+pub struct Cmd {
+    #[command(flatten)]
+    board: BoardOpts,
+    /// Serial port of the board's agent: a USB-serial adapter (/dev/ttyUSB0) or a pty (/dev/pts/N).
+    /// Without it, a board with a [qemu] section is booted in QEMU
+    #[arg(long, env = "KTAP_PORT", value_name = "PATH")]
+    port: Option<String>,
+    /// Line speed of --port [default: the board file's agent baud]
+    #[arg(long, env = "KTAP_BAUD", value_name = "N")]
+    baud: Option<u32>,
+    /// The unstripped vmlinux of the kernel the board runs (e.g. from linux-image-*-dbg); kernel
+    /// symbols come from it, and its build-id must equal the running kernel's [default for a
+    /// booted QEMU board: the one in its artifacts]
+    #[arg(long, env = "KTAP_VMLINUX", value_name = "PATH")]
+    vmlinux: Option<PathBuf>,
+    /// Where `cargo xtask build` left a QEMU board's kernel, initramfs and vmlinux
+    /// [default: target/ktap/BOARD of this workspace]
+    #[arg(long, env = "KTAP_ARTIFACTS", value_name = "DIR")]
+    artifacts: Option<PathBuf>,
+    /// QEMU boards: run this shell command in the guest once tracing is armed, and stop when it exits
+    #[arg(long, value_name = "CMD")]
+    run: Option<String>,
+    /// Print how long each phase took (connect, compile, upload and arm, first event) to stderr
+    #[arg(long)]
+    timings: bool,
+    /// Stop after this many seconds (fractions allowed) [default: until Ctrl-C]
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+    /// Push this compiled image (and its IMAGE.json sidecar, from `ktap-host compile`) instead of
+    /// compiling SCRIPT
+    #[arg(long, value_name = "IMAGE", conflicts_with = "script")]
+    image: Option<PathBuf>,
+    /// Testing aid: skip the host-side check of the image, so the board's own verifier can be
+    /// exercised with corrupt images
+    #[arg(long, hide_short_help = true)]
+    no_host_verify: bool,
+    /// The ktap script to run
+    #[arg(required_unless_present = "image", value_name = "SCRIPT")]
+    script: Option<PathBuf>,
+}
+
+/// The program to upload: image bytes and the host-side names for its ids.
+struct Program {
+    image: Vec<u8>,
+    sidecar: Sidecar,
+    /// Where it came from, for messages.
+    origin: PathBuf,
+}
+
+impl Cmd {
+    /// Run the push flow.
+    pub fn run(self) -> anyhow::Result<()> {
+        let duration = match self.duration {
+            Some(s) if !(s.is_finite() && s > 0.0) => {
+                bail!("--duration must be a positive number of seconds")
+            }
+            Some(s) => Some(Duration::from_secs_f64(s)),
+            None => None,
+        };
+        let t0 = Instant::now();
+        let board = self.board.load()?;
+        // Read inputs before touching the board, so a typo fails fast.
+        let prebuilt = self.image.as_deref().map(load_image).transpose()?;
+        let source = match &self.script {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read script {}", path.display()))?,
+            ),
+            None => None,
+        };
+        if self.run.is_some() && self.port.is_some() {
+            bail!("--run types a command on a booted QEMU guest's console; with --port, run your workload on the board yourself");
+        }
+
+        let stop = StopFlag::new();
+        install_ctrl_c(&stop)?;
+
+        let (link, mut guest) = open_link(&board, self.port.as_deref(), self.baud, self.artifacts.as_deref())?;
+        let vmlinux_path = match (&self.vmlinux, &guest) {
+            (Some(p), _) => p.clone(),
+            (None, Some(g)) => g.1.vmlinux.clone(),
+            (None, None) => bail!("give --vmlinux: the board's kernel symbols come from its vmlinux"),
+        };
+        let mut vmlinux = Vmlinux::open(&vmlinux_path)?;
+        vmlinux.check_arch(board.arch)?;
+        let mut session = Session::connect(link, Timeouts::default())?;
+        let agent = session.agent().clone();
+        eprintln!(
+            "ktap: connected to {} on {} ({}, Linux {})",
+            agent.agent,
+            session.port(),
+            agent.machine,
+            agent.release
+        );
+        let t_connected = t0.elapsed();
+        session.check_build_id(vmlinux.path(), vmlinux.build_id())?;
+        vmlinux.rebase(agent.text_base);
+
+        let program = match (prebuilt, &self.script, source) {
+            (Some(p), ..) => p,
+            (None, Some(path), Some(src)) => compile(path, &src, &board, &vmlinux)?,
+            _ => bail!("give a SCRIPT or --image"),
+        };
+        check_program(&program, &agent, !self.no_host_verify)?;
+        let t_compiled = t0.elapsed();
+
+        let probes = session.upload(&program.image, Some(&program.sidecar))?;
+        session.start()?;
+        let t_armed = t0.elapsed();
+        eprintln!("ktap: tracing {} ({probes} probes); Ctrl-C to stop", program.origin.display());
+
+        let mut out = CliOutput {
+            renderer: Renderer::new(&program.sidecar),
+            stdout: std::io::stdout().lock(),
+            first_event: None,
+        };
+        let done = Arc::new(AtomicBool::new(false));
+        let summary = std::thread::scope(|scope| {
+            let until: Option<Box<dyn FnMut() -> bool>> = match (&self.run, guest.as_mut()) {
+                (Some(cmd), Some((g, _))) => {
+                    let console = &mut g.console;
+                    let finished = Arc::clone(&done);
+                    scope.spawn(move || {
+                        match console.run(cmd, RUN_TIMEOUT) {
+                            Ok((output, status)) => {
+                                for line in output.lines() {
+                                    eprintln!("guest: {line}");
+                                }
+                                eprintln!("ktap: guest command exited with status {status}");
+                            }
+                            Err(e) => eprintln!("ktap: guest command failed: {e}"),
+                        }
+                        finished.store(true, Ordering::SeqCst);
+                    });
+                    let done = Arc::clone(&done);
+                    Some(Box::new(move || done.load(Ordering::SeqCst)))
+                }
+                _ => None,
+            };
+            session.run(&mut out, RunOptions { duration, stop, until })
+        })?;
+        out.finish()?;
+        if let Some(problems) = summary.problems() {
+            eprintln!("ktap: {problems}");
+        }
+        if self.timings {
+            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+            eprintln!(
+                "ktap: timings: connected {:.0} ms, compiled {:.0} ms, armed {:.0} ms, first event {}",
+                ms(t_connected),
+                ms(t_compiled),
+                ms(t_armed),
+                out.first_event.map_or("none".to_owned(), |t| format!("{:.0} ms", ms(t.duration_since(t0))))
+            );
+        }
+        drop(session);
+        if let Some((g, _)) = guest {
+            g.shutdown();
+        }
+        Ok(())
+    }
+}
+
+/// How long a `--run` command may take in the guest.
+const RUN_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The single place a link is chosen: `--port` is a serial port; otherwise a QEMU board is booted and
+/// its agent UART's pty opened like any serial port. The guest is returned so it outlives the link.
+fn open_link(
+    board: &Board,
+    port: Option<&str>,
+    baud: Option<u32>,
+    artifacts: Option<&Path>,
+) -> anyhow::Result<(Box<dyn Link>, Option<(Guest, Artifacts)>)> {
+    let baud = baud.unwrap_or(board.agent.baud);
+    if let Some(port) = port {
+        return Ok((Box::new(SerialLink::open(port, baud)?), None));
+    }
+    if board.qemu.is_none() {
+        bail!("board `{}` is real hardware: give --port with its serial device", board.name);
+    }
+    let dir = artifacts.map_or_else(|| Artifacts::default_dir(&board.name), Path::to_path_buf);
+    let artifacts = Artifacts::load(&dir, &board.name)?;
+    eprintln!("ktap: booting {} in QEMU (kernel {})", board.name, artifacts.kernel_release);
+    let started = Instant::now();
+    let guest = Guest::boot(board, &artifacts)?;
+    eprintln!(
+        "ktap: guest up in {:.1} s, agent on {}",
+        started.elapsed().as_secs_f64(),
+        guest.agent_port().display()
+    );
+    let link = SerialLink::open(&guest.agent_port().to_string_lossy(), baud)?;
+    Ok((Box::new(link), Some((guest, artifacts))))
+}
+
+/// Read a compiled image and its sidecar.
+fn load_image(path: &Path) -> anyhow::Result<Program> {
+    let image = std::fs::read(path).with_context(|| format!("cannot read image {}", path.display()))?;
+    let sc_path = Sidecar::path_for(path);
+    let text = std::fs::read_to_string(&sc_path).with_context(|| {
+        format!("cannot read the sidecar {} of image {}", sc_path.display(), path.display())
+    })?;
+    let sidecar: Sidecar =
+        serde_json::from_str(&text).with_context(|| format!("sidecar {} is not valid", sc_path.display()))?;
+    Ok(Program { image, sidecar, origin: path.to_owned() })
+}
+
+/// Compile `src` against the vmlinux (kprobe addresses rebased to the running kernel). Diagnostics go
+/// to stderr, rendered against the source.
+fn compile(path: &Path, src: &str, board: &Board, vmlinux: &Vmlinux) -> anyhow::Result<Program> {
+    let name = path.display().to_string();
+    let opts = lang::CompileOptions { arch: board.arch, build_id: vmlinux.build_id().to_vec() };
+    match lang::compile(src, &name, &opts, vmlinux) {
+        Ok(c) => Ok(Program { image: c.image, sidecar: c.sidecar, origin: path.to_owned() }),
+        Err(diags) => {
+            lang::emit_stderr(&diags, &name, src);
+            let n = diags.len();
+            bail!("{name}: {n} error{} in the script", if n == 1 { "" } else { "s" })
+        }
+    }
+}
+
+/// The host-side checks before an upload: the image's structure and the VM's verifier (the same code
+/// the kernel runs), and that it was compiled for the running kernel.
+fn check_program(p: &Program, agent: &AgentInfo, verify: bool) -> anyhow::Result<()> {
+    if !verify {
+        eprintln!("ktap: --no-host-verify: the image goes to the board unchecked");
+        return Ok(());
+    }
+    let img = Image::parse(&p.image).with_context(|| format!("image {} is malformed", p.origin.display()))?;
+    if let Err(e) = ktap_vm::verify(&img) {
+        let ctx = ImageContext { image: Some(&p.image), sidecar: Some(&p.sidecar) };
+        let func = function_at(ctx, e.offset()).map(|f| format!(" (in `{f}`)")).unwrap_or_default();
+        bail!("image {} fails the host-side verifier: {e}{func}", p.origin.display());
+    }
+    if img.build_id != agent.build_id.as_slice() {
+        bail!(
+            "image {} was compiled for kernel build-id {} but the running kernel ({}) has {}: recompile it against this kernel's vmlinux",
+            p.origin.display(),
+            if img.build_id.is_empty() { "(none)".to_owned() } else { hex(img.build_id) },
+            agent.release,
+            hex(&agent.build_id)
+        );
+    }
+    Ok(())
+}
+
+/// First Ctrl-C (or SIGTERM) stops the program cleanly; a second one exits at once.
+fn install_ctrl_c(stop: &StopFlag) -> anyhow::Result<()> {
+    let stop = stop.clone();
+    ctrlc::set_handler(move || {
+        if stop.is_set() {
+            eprintln!("ktap: interrupted again, exiting without waiting for the board");
+            std::process::exit(130);
+        }
+        stop.trigger();
+    })
+    .context("cannot install the Ctrl-C handler")
+}
+
+/// Formatted records to stdout, everything else to stderr.
+struct CliOutput<'s, W: Write> {
+    renderer: Renderer<'s>,
+    stdout: W,
+    /// When the first records arrived (for --timings).
+    first_event: Option<Instant>,
+}
+
+impl<W: Write> CliOutput<'_, W> {
+    fn flush_problems(&mut self) {
+        for p in self.renderer.take_problems() {
+            eprintln!("ktap: {p}");
+        }
+    }
+
+    fn finish(&mut self) -> anyhow::Result<()> {
+        let text = self.renderer.finish();
+        self.stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| self.stdout.flush())
+            .context("writing output")?;
+        self.flush_problems();
+        Ok(())
+    }
+}
+
+impl<W: Write> Output for CliOutput<'_, W> {
+    fn records(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.first_event.get_or_insert_with(Instant::now);
+        let text = self.renderer.feed(data);
+        self.stdout.write_all(text.as_bytes())?;
+        self.stdout.flush()?;
+        self.flush_problems();
+        Ok(())
+    }
+
+    fn notice(&mut self, line: &str) {
+        eprintln!("ktap: {line}");
+    }
+}

@@ -1,0 +1,198 @@
+//! Records to text, with the sidecar's strings: the host half of every `printf` and `print(table)`.
+//!
+//! Rendering is pure: bytes in, text out, no I/O. Problems (an unknown format id, a malformed record,
+//! a table whose inserts were refused) never abort rendering; they are collected for the caller to
+//! show on stderr, so nothing is lost silently and program output stays clean.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use ktap_protocol::image::ArgKind;
+use ktap_protocol::record::{Record, RecordKind, Value, records};
+
+use crate::lang::format_spec::{self, Piece};
+use crate::sidecar::Sidecar;
+
+/// Width of the key column of a printed table.
+pub const TABLE_KEY_WIDTH: usize = 32;
+/// Width of the value column of a printed table.
+pub const TABLE_VALUE_WIDTH: usize = 12;
+
+/// A table key as it arrived.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Key {
+    Int(i64),
+    Str(Vec<u8>),
+}
+
+/// Streaming renderer: table entries may span several record batches, so it keeps the tables being
+/// printed until their `TableEnd`.
+#[derive(Debug)]
+pub struct Renderer<'s> {
+    sidecar: &'s Sidecar,
+    /// Each sidecar format, parsed once (`Err`: the reason it does not parse).
+    formats: Vec<Result<Vec<Piece<'s>>, String>>,
+    tables: BTreeMap<u16, Vec<(Key, i64)>>,
+    problems: Vec<String>,
+}
+
+impl<'s> Renderer<'s> {
+    /// A renderer for the records of the image `sidecar` describes.
+    pub fn new(sidecar: &'s Sidecar) -> Self {
+        let formats =
+            sidecar.formats.iter().map(|f| format_spec::parse(f).map_err(|e| e.to_string())).collect();
+        Renderer { sidecar, formats, tables: BTreeMap::new(), problems: Vec::new() }
+    }
+
+    /// Render a batch of concatenated records.
+    pub fn feed(&mut self, data: &[u8]) -> String {
+        let mut out = String::new();
+        for rec in records(data) {
+            match rec {
+                Ok(rec) => self.record(&mut out, &rec),
+                Err(e) => {
+                    self.problems
+                        .push(format!("malformed records from the agent ({e}); rest of the batch skipped"));
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// Tables still open (entries without their end record) are printed and reported.
+    pub fn finish(&mut self) -> String {
+        let mut out = String::new();
+        for (id, entries) in std::mem::take(&mut self.tables) {
+            let name = self.table_name(id);
+            self.problems.push(format!("table `{name}` ended without its end record: printed as received"));
+            print_table(&mut out, entries);
+        }
+        out
+    }
+
+    /// Problems met so far (each once); the caller prints them to stderr.
+    pub fn take_problems(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.problems)
+    }
+
+    fn table_name(&self, id: u16) -> String {
+        self.sidecar.tables.get(id as usize).map_or_else(|| format!("#{id}"), |t| t.name.clone())
+    }
+
+    fn record(&mut self, out: &mut String, rec: &Record<'_>) {
+        let mut values = Vec::new();
+        for v in rec.values() {
+            match v {
+                Ok(v) => values.push(v),
+                Err(e) => {
+                    self.problems.push(format!("malformed record from the agent: {e}"));
+                    return;
+                }
+            }
+        }
+        match rec.kind {
+            RecordKind::Printf => self.printf(out, rec.id, &values),
+            RecordKind::TableEntry => match values.as_slice() {
+                [key, Value::Int(v)] => {
+                    let key = match key {
+                        Value::Int(k) => Key::Int(*k),
+                        Value::Str(s) => Key::Str(s.to_vec()),
+                    };
+                    self.tables.entry(rec.id).or_default().push((key, *v));
+                }
+                _ => self
+                    .problems
+                    .push(format!("table entry for `{}` is not key + integer", self.table_name(rec.id))),
+            },
+            RecordKind::TableEnd => {
+                let entries = self.tables.remove(&rec.id).unwrap_or_default();
+                let name = self.table_name(rec.id);
+                if let [Value::Int(count), Value::Int(refused)] = values.as_slice() {
+                    if (entries.len() as i64) < *count {
+                        self.problems.push(format!(
+                            "table `{name}`: {} of its {count} entries did not arrive",
+                            *count - entries.len() as i64
+                        ));
+                    }
+                    if *refused > 0 {
+                        self.problems.push(format!("table `{name}`: {refused} inserts refused (table full)"));
+                    }
+                }
+                print_table(out, entries);
+            }
+        }
+    }
+
+    fn printf(&mut self, out: &mut String, id: u16, args: &[Value<'_>]) {
+        let fmt = self.sidecar.formats.get(id as usize).map_or("", String::as_str);
+        let pieces = match self.formats.get(id as usize) {
+            Some(Ok(p)) => p,
+            Some(Err(e)) => {
+                self.problems
+                    .push(format!("format {id} `{}` is invalid ({e}): printed as is", fmt.escape_debug()));
+                out.push_str(fmt);
+                return;
+            }
+            None => {
+                self.problems
+                    .push(format!("printf record with unknown format id {id} (image and sidecar differ?)"));
+                return;
+            }
+        };
+        let mut args = args.iter();
+        for piece in pieces {
+            match piece {
+                Piece::Text(s) => out.push_str(s),
+                Piece::Conv(c) => match args.next() {
+                    Some(a) => {
+                        let is_str = matches!(a, Value::Str(_));
+                        if is_str != (c.conv.arg_kind() == ArgKind::Str) {
+                            self.problems.push(format!(
+                                "format {id} `{}`: `{}` got a {}",
+                                fmt.escape_debug(),
+                                fmt.get(c.span.clone()).unwrap_or("%?"),
+                                if is_str { "string" } else { "number" }
+                            ));
+                        }
+                        c.render(a, out);
+                    }
+                    None => {
+                        self.problems.push(format!("format {id}: fewer arguments than conversions"));
+                        out.push_str("<missing>");
+                    }
+                },
+            }
+        }
+        if args.next().is_some() {
+            self.problems.push(format!("format {id}: more arguments than conversions"));
+        }
+    }
+}
+
+/// One line per entry, key left, value right, largest value first, then by key.
+fn print_table(out: &mut String, mut entries: Vec<(Key, i64)>) {
+    entries.sort_by(|a, b| match b.1.cmp(&a.1) {
+        Ordering::Equal => a.0.cmp(&b.0),
+        o => o,
+    });
+    for (key, value) in entries {
+        let key = match key {
+            Key::Int(k) => k.to_string(),
+            Key::Str(s) => String::from_utf8_lossy(&s).into_owned(),
+        };
+        let _ = writeln!(out, "{key:<TABLE_KEY_WIDTH$} {value:>TABLE_VALUE_WIDTH$}");
+    }
+}
+
+/// Render a whole record stream at once (tests, offline tools): the text and the problems.
+pub fn render(sidecar: &Sidecar, data: &[u8]) -> (String, Vec<String>) {
+    let mut r = Renderer::new(sidecar);
+    let mut text = r.feed(data);
+    text.push_str(&r.finish());
+    (text, r.take_problems())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,128 @@
+//! Rendering records built with the protocol's own `RecordWriter`.
+
+use ktap_protocol::record::{RecordKind, RecordWriter};
+
+use super::*;
+use crate::sidecar::{Span, TableInfo};
+
+enum V<'a> {
+    I(i64),
+    S(&'a [u8]),
+}
+
+fn rec(kind: RecordKind, id: u16, vals: &[V<'_>]) -> Vec<u8> {
+    let mut buf = [0u8; 1024];
+    let mut w = RecordWriter::new(&mut buf, kind, id);
+    for v in vals {
+        match v {
+            V::I(i) => w.int(*i),
+            V::S(s) => w.str(s),
+        }
+    }
+    w.finish().unwrap().to_vec()
+}
+
+fn sidecar() -> Sidecar {
+    let span = Span { start: 0, end: 0 };
+    Sidecar {
+        source_file: "t.kp".into(),
+        formats: vec![
+            "%-8s pid %-5d opens a file\n".into(),
+            "\n%d opens; vfs_read calls by process:\n".into(),
+        ],
+        tables: vec![TableInfo { name: "reads".into(), span }, TableInfo { name: "by_pid".into(), span }],
+        ..Sidecar::default()
+    }
+}
+
+#[test]
+fn printf_records() {
+    let sc = sidecar();
+    let data =
+        [rec(RecordKind::Printf, 0, &[V::S(b"cat"), V::I(42)]), rec(RecordKind::Printf, 1, &[V::I(3)])]
+            .concat();
+    let (text, problems) = render(&sc, &data);
+    assert_eq!(text, "cat      pid 42    opens a file\n\n3 opens; vfs_read calls by process:\n");
+    assert!(problems.is_empty(), "{problems:?}");
+}
+
+#[test]
+fn tables_sorted_by_value_then_key_and_split_across_batches() {
+    let sc = sidecar();
+    let mut r = Renderer::new(&sc);
+    let first = [
+        rec(RecordKind::TableEntry, 0, &[V::S(b"sh"), V::I(5)]),
+        rec(RecordKind::TableEntry, 0, &[V::S(b"dd"), V::I(1000)]),
+    ]
+    .concat();
+    assert_eq!(r.feed(&first), "", "nothing before the table ends");
+    let second = [
+        rec(RecordKind::TableEntry, 0, &[V::S(b"cat"), V::I(5)]),
+        rec(RecordKind::TableEnd, 0, &[V::I(3), V::I(0)]),
+    ]
+    .concat();
+    let text = r.feed(&second);
+    let want = format!("{:<32} {:>12}\n{:<32} {:>12}\n{:<32} {:>12}\n", "dd", 1000, "cat", 5, "sh", 5);
+    assert_eq!(text, want);
+    assert!(r.take_problems().is_empty());
+}
+
+#[test]
+fn integer_keys_and_refused_inserts_are_reported() {
+    let sc = sidecar();
+    let data = [
+        rec(RecordKind::TableEntry, 1, &[V::I(100), V::I(2)]),
+        rec(RecordKind::TableEntry, 1, &[V::I(7), V::I(9)]),
+        rec(RecordKind::TableEnd, 1, &[V::I(3), V::I(12)]),
+    ]
+    .concat();
+    let (text, problems) = render(&sc, &data);
+    assert_eq!(text, format!("{:<32} {:>12}\n{:<32} {:>12}\n", 7, 9, 100, 2));
+    assert_eq!(
+        problems,
+        [
+            "table `by_pid`: 1 of its 3 entries did not arrive",
+            "table `by_pid`: 12 inserts refused (table full)"
+        ]
+    );
+}
+
+#[test]
+fn problems_never_abort_rendering() {
+    let sc = sidecar();
+    let mut data = [
+        rec(RecordKind::Printf, 9, &[V::I(1)]),
+        rec(RecordKind::Printf, 1, &[]),
+        rec(RecordKind::Printf, 1, &[V::S(b"x")]),
+        rec(RecordKind::TableEntry, 0, &[V::S(b"open"), V::I(1)]),
+    ]
+    .concat();
+    data.extend([3, 0, 1]); // a truncated record at the end
+    let (text, problems) = render(&sc, &data);
+    assert_eq!(
+        text,
+        "\n<missing> opens; vfs_read calls by process:\n\nx opens; vfs_read calls by process:\n".to_owned()
+            + &format!("{:<32} {:>12}\n", "open", 1)
+    );
+    let all = problems.join("\n");
+    assert!(all.contains("unknown format id 9"), "{all}");
+    assert!(all.contains("fewer arguments than conversions"), "{all}");
+    assert!(all.contains("`%d` got a string"), "{all}");
+    assert!(all.contains("malformed records"), "{all}");
+    assert!(all.contains("table `reads` ended without its end record"), "{all}");
+}
+
+#[test]
+fn an_invalid_format_is_printed_as_is() {
+    let sc = Sidecar { formats: vec!["%ld\n".into()], ..Sidecar::default() };
+    let (text, problems) = render(&sc, &rec(RecordKind::Printf, 0, &[V::I(1)]));
+    assert_eq!(text, "%ld\n");
+    assert!(problems[0].contains("length modifier"), "{problems:?}");
+}
+
+#[test]
+fn kernel_strings_are_bytes() {
+    let sc = Sidecar { formats: vec!["[%s]\n".into()], ..Sidecar::default() };
+    let (text, _) = render(&sc, &rec(RecordKind::Printf, 0, &[V::S(b"k\xc3worker")]));
+    assert_eq!(text, "[k\u{fffd}worker]\n");
+}

@@ -1,0 +1,197 @@
+//! The ktap script language: front end and code generator.
+//!
+//! Pipeline: [`lexer`] -> [`parser`] (a tree plus errors, never failing) -> [`lower`] (names, types and
+//! bytecode in one walk) -> image and sidecar ([`compile`]) -> `Image::parse` and the VM's verifier,
+//! so every image this module returns is one the kernel accepts. Every stage appends to one list of
+//! [`Diagnostic`]s with byte spans; text is made only at the CLI edge ([`render`], [`emit_stderr`]).
+//!
+//! Kernel symbols come through the [`Resolver`] trait (implemented over the board's vmlinux by
+//! `crate::vmlinux`); [`NoKernel`] accepts every name, for `check` without a vmlinux.
+//!
+//! Architecture invariant: the compiler never emits an image that fails `Image::parse` or the verifier;
+//! such a failure is reported as an internal compiler error, not returned.
+//!
+//! Modules: [`lexer`], [`parser`] and [`ast`] (syntax), [`lower`] (checking and code generation),
+//! [`format_spec`] (printf formats, shared with the output formatter), [`diag`] (diagnostics),
+//! [`disasm`] (image listing).
+
+pub mod ast;
+pub mod diag;
+pub mod disasm;
+pub mod format_spec;
+pub mod lexer;
+pub mod lower;
+pub mod parser;
+
+use ktap_protocol::image::build::{ImageBuilder, OwnedProbe};
+use ktap_protocol::image::{FuncSpec, Image, ProbeKind, TableSpec};
+use ktap_protocol::limits::{MAX_BUILD_ID, MAX_CODE, MAX_FUNCS, MAX_IMAGE};
+
+pub use diag::{Diagnostic, Span, emit_stderr, render};
+
+use crate::board::Arch;
+use crate::sidecar::{FuncInfo, ProbeInfo, Sidecar, TableInfo};
+
+/// Kernel symbol lookup, injected so the compiler needs no vmlinux in tests or `check`.
+pub trait Resolver {
+    /// Run-time address of kernel function `sym` (for kprobes and kretprobes).
+    fn kprobe_addr(&self, sym: &str) -> Result<u64, String>;
+    /// Check that tracepoint `subsys:event` exists.
+    fn tracepoint(&self, subsys: &str, event: &str) -> Result<(), String>;
+}
+
+/// A resolver that accepts every symbol with address 0: for `check` without a vmlinux.
+/// [`compile`] refuses kprobes resolved to 0, asking for `--vmlinux`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoKernel;
+
+impl Resolver for NoKernel {
+    fn kprobe_addr(&self, _sym: &str) -> Result<u64, String> {
+        Ok(0)
+    }
+
+    fn tracepoint(&self, _subsys: &str, _event: &str) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// What a compilation depends on besides the script.
+#[derive(Debug, Clone)]
+pub struct CompileOptions {
+    /// The board's architecture (decides how many `argN` exist).
+    pub arch: Arch,
+    /// GNU build-id of the vmlinux the symbols came from (empty without one).
+    pub build_id: Vec<u8>,
+}
+
+/// A compiled script: the device image and its host-side sidecar.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    /// The image, already parsed and verified.
+    pub image: Vec<u8>,
+    /// Names, spans and format strings for the host.
+    pub sidecar: Sidecar,
+}
+
+/// Compile a script. Kprobes need real addresses (a resolver over the vmlinux); every error in the
+/// script is returned, sorted by position.
+pub fn compile(
+    source: &str,
+    file_name: &str,
+    opts: &CompileOptions,
+    resolver: &dyn Resolver,
+) -> Result<Compiled, Vec<Diagnostic>> {
+    run(source, file_name, opts, resolver, true)
+}
+
+/// Check a script completely (syntax, names, types, limits, symbols) without requiring kprobe
+/// addresses. Returns every error, sorted by position; empty means the script is fine.
+pub fn check(source: &str, file_name: &str, opts: &CompileOptions, resolver: &dyn Resolver) -> Vec<Diagnostic> {
+    match run(source, file_name, opts, resolver, false) {
+        Ok(_) => Vec::new(),
+        Err(d) => d,
+    }
+}
+
+/// The name of an arch as users write it.
+pub fn board_arch_name(arch: Arch) -> &'static str {
+    match arch {
+        Arch::Arm => "arm",
+        Arch::Aarch64 => "aarch64",
+        Arch::Mips => "mips",
+        Arch::Powerpc => "powerpc",
+        Arch::Powerpc64 => "powerpc64",
+        Arch::X86_64 => "x86_64",
+    }
+}
+
+fn run(
+    source: &str,
+    file_name: &str,
+    opts: &CompileOptions,
+    resolver: &dyn Resolver,
+    need_addresses: bool,
+) -> Result<Compiled, Vec<Diagnostic>> {
+    let mut diags = Vec::new();
+    let script = parser::parse(source, &mut diags);
+    let env = lower::Env { arch: opts.arch, resolver, need_addresses };
+    let prog = lower::lower(&script, source, &env, &mut diags);
+    let whole = Span { start: 0, end: 0 };
+    if opts.build_id.len() > MAX_BUILD_ID {
+        diags.push(Diagnostic::error(
+            format!("the kernel build-id is {} bytes, more than {MAX_BUILD_ID}", opts.build_id.len()),
+            whole,
+        ));
+    }
+    if !diags.is_empty() {
+        diags.sort_by_key(|d| (d.primary.start, d.primary.end));
+        return Err(diags);
+    }
+    let (builder, sidecar) = assemble(&prog, file_name, opts);
+    let code_len = builder.code.len();
+    if code_len > MAX_CODE || builder.funcs.len() > MAX_FUNCS as usize {
+        let biggest = prog.funcs.iter().max_by_key(|f| f.code.len()).map_or(whole, |f| f.span);
+        return Err(vec![
+            Diagnostic::error(format!("the program is too large: {code_len} bytes of code, at most {MAX_CODE}"), biggest)
+                .note("split the script, or shorten the largest probe"),
+        ]);
+    }
+    let image = builder.build();
+    if image.len() > MAX_IMAGE {
+        return Err(vec![Diagnostic::error(
+            format!("the image is too large: {} bytes, at most {MAX_IMAGE}", image.len()),
+            whole,
+        )]);
+    }
+    let all_attachable = prog.probes.iter().all(|p| !matches!(p.kind, ProbeKind::Kprobe | ProbeKind::Kretprobe) || p.addr != 0);
+    if let Err(e) = validate(&image, all_attachable) {
+        return Err(vec![
+            Diagnostic::error(format!("internal compiler error: the generated image is invalid: {e}"), whole)
+                .note("this is a bug in ktap-host; please report it with the script"),
+        ]);
+    }
+    Ok(Compiled { image, sidecar })
+}
+
+/// `Image::parse`, then the VM's verifier (skipped by `check` when kprobes have no address yet:
+/// the verifier refuses address 0).
+fn validate(image: &[u8], verify: bool) -> Result<(), String> {
+    let parsed = Image::parse(image).map_err(|e| e.to_string())?;
+    if verify {
+        ktap_vm::verify(&parsed).map_err(|e| format!("{e} (verifier code {:#06x}, image offset {})", e.code(), e.offset()))?;
+    }
+    Ok(())
+}
+
+/// Lay out the functions back to back and fill the image builder and the sidecar.
+fn assemble(prog: &lower::Program, file_name: &str, opts: &CompileOptions) -> (ImageBuilder, Sidecar) {
+    let mut b = ImageBuilder { build_id: opts.build_id.clone(), budget: 0, ..ImageBuilder::default() };
+    let mut sidecar = Sidecar { source_file: file_name.to_owned(), ..Sidecar::default() };
+    for f in &prog.funcs {
+        b.funcs.push(FuncSpec {
+            code_off: b.code.len() as u32,
+            code_len: f.code.len() as u32,
+            n_int: f.n_int,
+            n_str: f.n_str,
+        });
+        b.code.extend_from_slice(&f.code);
+        sidecar.funcs.push(FuncInfo { name: f.name.clone(), span: f.span });
+    }
+    b.consts = prog.consts.clone();
+    b.strings = prog.strings.clone();
+    b.globals = prog.globals.len() as u16;
+    sidecar.globals = prog.globals.clone();
+    for t in &prog.tables {
+        b.tables.push(TableSpec { key: t.key, capacity: t.capacity });
+        sidecar.tables.push(TableInfo { name: t.name.clone(), span: t.span });
+    }
+    for p in &prog.probes {
+        b.probes.push(OwnedProbe { kind: p.kind, func: p.func, addr: p.addr, name: p.name.as_bytes().to_vec() });
+        sidecar.probes.push(ProbeInfo { spec: p.spec.clone(), span: p.span });
+    }
+    for (text, kinds) in &prog.formats {
+        b.formats.push(kinds.clone());
+        sidecar.formats.push(text.clone());
+    }
+    (b, sidecar)
+}
