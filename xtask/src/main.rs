@@ -2,9 +2,14 @@
 //! `build` cross-builds the agent, the kernel module and the QEMU initramfs for a board, `demo` runs the
 //! main job end to end and `test` runs the whole suite (what `.ci/run` calls).
 
+mod build;
 mod build_agent;
+mod build_module;
+mod demo;
+mod initramfs;
 mod paths;
 mod setup;
+mod test;
 
 use clap::{Parser, Subcommand};
 
@@ -19,13 +24,25 @@ struct Cli {
 enum Cmd {
     /// Install host packages, cross toolchains and the board's kernel into the cache (idempotent).
     Setup(setup::Args),
-    /// Cross-build only the static target agent for a board (temporary; `build` does it all).
+    /// Build everything a board needs: agent, kernel module, initramfs, host binary.
+    Build(build::Args),
+    /// The main job: build, boot the default QEMU board, push a sample script, print its output.
+    Demo(demo::Args),
+    /// The whole suite: lints, host tests, and end-to-end tests on a QEMU board.
+    Test(test::Args),
+    /// Cross-build only the static target agent for a board.
     BuildAgent(build_agent::Args),
+    /// Cross-build only the kernel module (Rust VM object + C shim) for a board.
+    BuildModule(build_module::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Setup(args) => setup::run(&args).map(|_| ()),
+        Cmd::Build(args) => build::run(&args).map(|_| ()),
+        Cmd::Demo(args) => demo::run(&args),
+        Cmd::Test(args) => test::run(&args),
         Cmd::BuildAgent(args) => build_agent::run(&args).map(|_| ()),
+        Cmd::BuildModule(args) => build_module::run(&args).map(|_| ()),
     }
 }
