@@ -2,6 +2,7 @@
 //! `build` cross-builds the agent, the kernel module and the QEMU initramfs for a board, `demo` runs the
 //! main job end to end and `test` runs the whole suite (what `.ci/run` calls).
 
+mod bench;
 mod build;
 mod build_agent;
 mod build_module;
@@ -30,6 +31,8 @@ enum Cmd {
     Demo(demo::Args),
     /// The whole suite: lints, host tests, and end-to-end tests on a QEMU board.
     Test(test::Args),
+    /// Sizes and push-to-first-event latency for docs/benchmarks.md.
+    Bench(bench::Args),
     /// Cross-build only the static target agent for a board.
     BuildAgent(build_agent::Args),
     /// Cross-build only the kernel module (Rust VM object + C shim) for a board.
@@ -42,6 +45,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Build(args) => build::run(&args).map(|_| ()),
         Cmd::Demo(args) => demo::run(&args),
         Cmd::Test(args) => test::run(&args),
+        Cmd::Bench(args) => bench::run(&args),
         Cmd::BuildAgent(args) => build_agent::run(&args).map(|_| ()),
         Cmd::BuildModule(args) => build_module::run(&args).map(|_| ()),
     }

@@ -48,7 +48,8 @@ pub struct Cmd {
     /// QEMU boards: run this shell command in the guest once tracing is armed, and stop when it exits
     #[arg(long, value_name = "CMD")]
     run: Option<String>,
-    /// Print how long each phase took (connect, compile, upload and arm, first event) to stderr
+    /// Print how long each phase took after the link opened (connect, compile, upload and arm, first
+    /// event) to stderr
     #[arg(long)]
     timings: bool,
     /// Stop after this many seconds (fractions allowed) [default: until Ctrl-C]
@@ -85,7 +86,6 @@ impl Cmd {
             Some(s) => Some(Duration::from_secs_f64(s)),
             None => None,
         };
-        let t0 = Instant::now();
         let board = self.board.load()?;
         // Read inputs before touching the board, so a typo fails fast.
         let prebuilt = self.image.as_deref().map(load_image).transpose()?;
@@ -104,6 +104,8 @@ impl Cmd {
         install_ctrl_c(&stop)?;
 
         let (link, mut guest) = open_link(&board, self.port.as_deref(), self.baud, self.artifacts.as_deref())?;
+        // Timings start once the link is open: a QEMU boot is not part of the push.
+        let t0 = Instant::now();
         let vmlinux_path = match (&self.vmlinux, &guest) {
             (Some(p), _) => p.clone(),
             (None, Some(g)) => g.1.vmlinux.clone(),

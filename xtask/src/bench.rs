@@ -1,0 +1,72 @@
+//! `cargo xtask bench`: size and latency figures for `docs/benchmarks.md`.
+//! Sizes of the static agent, the Rust VM object and the module; the time from an open link to the
+//! first event (median over several pushes to one booted QEMU guest). Speed goals are checked here,
+//! never by timed tests.
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use ktap_host::qemu::Guest;
+
+use crate::{build, paths};
+
+/// Options of `cargo xtask bench`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The board to measure.
+    #[arg(long, default_value = "qemu-armv7", env = "KTAP_BOARD")]
+    pub board: String,
+    /// How many pushes to time.
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+}
+
+fn size(path: &std::path::Path) -> Result<u64> {
+    Ok(std::fs::metadata(path).with_context(|| format!("cannot stat {}", path.display()))?.len())
+}
+
+/// Run the benchmarks and print a Markdown table.
+pub fn run(args: &Args) -> Result<()> {
+    let built = build::run(&build::Args { board: args.board.clone() })?;
+    let a = &built.artifacts;
+    let rust_vm = paths::workspace().join("target/kmod").join(&built.board.name).join("rust_vm.o");
+    println!("| artifact ({}) | bytes |", built.board.name);
+    println!("| --- | ---: |");
+    println!("| ktap-agent (static, stripped) | {} |", size(&a.agent)?);
+    println!("| rust_vm.o (VM object linked into the module) | {} |", size(&rust_vm)?);
+    println!("| ktap.ko (debug info stripped) | {} |", size(&a.module)?);
+
+    let guest = Guest::boot(&built.board, a)?;
+    let script = paths::workspace().join("samples/first_event.kp");
+    let mut firsts = Vec::new();
+    for _ in 0..args.runs {
+        let out = Command::new(&built.host_bin)
+            .args(["push", "--board", &built.board.name, "--timings", "--duration", "1", "--port"])
+            .arg(guest.agent_port())
+            .arg("--vmlinux")
+            .arg(&a.vmlinux)
+            .arg(&script)
+            .output()
+            .context("running ktap-host push")?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            bail!("push failed:\n{err}");
+        }
+        let line = err.lines().find(|l| l.contains("timings:")).context("no timings line")?;
+        let first = line.rsplit("first event ").next().and_then(|t| t.trim_end_matches(" ms").parse::<f64>().ok());
+        firsts.push(first.with_context(|| format!("cannot read the first-event time in `{line}`"))?);
+        println!("bench: {line}");
+    }
+    guest.shutdown();
+    firsts.sort_by(f64::total_cmp);
+    let median = firsts[firsts.len() / 2];
+    println!(
+        "\n| push -> first event ({} runs, link at {} baud) | min {:.0} ms | median {:.0} ms | max {:.0} ms |",
+        firsts.len(),
+        built.board.agent.baud,
+        firsts[0],
+        median,
+        firsts[firsts.len() - 1]
+    );
+    Ok(())
+}
