@@ -60,10 +60,19 @@ pub fn build(
     let cross = |tool: &str| format!("{}{tool}", k.cross_compile);
     let gcc = cross(&gcc_name(&k.cross_gcc_package));
     for tool in [debian_cargo, debian_rustc] {
-        ensure!(tool.exists(), "{} not found: run `cargo xtask setup --board {}`", tool.display(), board.name);
+        ensure!(
+            tool.exists(),
+            "{} not found: run `cargo xtask setup --board {}`",
+            tool.display(),
+            board.name
+        );
     }
     for tool in [cross("ld"), cross("objcopy"), cross("nm"), cross("strip"), gcc.clone(), "make".into()] {
-        ensure!(on_path(&tool).is_some(), "{tool} not found on PATH: run `cargo xtask setup --board {}`", board.name);
+        ensure!(
+            on_path(&tool).is_some(),
+            "{tool} not found on PATH: run `cargo xtask setup --board {}`",
+            board.name
+        );
     }
     ensure!(
         kernel_headers.join("Makefile").exists(),
@@ -78,7 +87,8 @@ pub fn build(
     // One object, only what the exports reach.
     let build_dir = ws.join("target/kmod").join(&board.name);
     if build_dir.exists() {
-        std::fs::remove_dir_all(&build_dir).with_context(|| format!("cannot clear {}", build_dir.display()))?;
+        std::fs::remove_dir_all(&build_dir)
+            .with_context(|| format!("cannot clear {}", build_dir.display()))?;
     }
     std::fs::create_dir_all(&build_dir).with_context(|| format!("cannot create {}", build_dir.display()))?;
     let linked = build_dir.join("rust_vm.linked.o");
@@ -89,13 +99,18 @@ pub fn build(
     }
     run_tool(ld.arg("-o").arg(&linked).arg(&staticlib))?;
     let rust_obj = build_dir.join("rust_vm.o.prebuilt");
-    run_tool(Command::new(cross("objcopy")).args(["-R", ".llvmbc", "-R", ".llvmcmd"]).arg(&linked).arg(&rust_obj))?;
+    run_tool(
+        Command::new(cross("objcopy")).args(["-R", ".llvmbc", "-R", ".llvmcmd"]).arg(&linked).arg(&rust_obj),
+    )?;
 
     // The panic gate.
     let nm = capture(Command::new(cross("nm")).arg(&rust_obj))?;
     let nm_demangled = capture(Command::new(cross("nm")).arg("-C").arg(&rust_obj))?;
     panic_gate(&nm, &nm_demangled).with_context(|| {
-        format!("{}: the VM object reaches the panic machinery; something on its path can panic", rust_obj.display())
+        format!(
+            "{}: the VM object reaches the panic machinery; something on its path can panic",
+            rust_obj.display()
+        )
     })?;
     println!("build-module: panic gate passed ({} undefined symbols, all C/kernel)", undefined(&nm).len());
 
@@ -119,14 +134,8 @@ pub fn build(
     let ko = build_dir.join("ktap.ko");
     // Debian's include/config/kernel.release holds the upstream version (6.1.176); the release the
     // module loader compares against is UTS_RELEASE (6.1.0-50-armmp).
-    let uts = kernel_headers.join("include/generated/utsrelease.h");
-    let uts = std::fs::read_to_string(&uts).with_context(|| format!("reading {}", uts.display()))?;
-    let release = uts
-        .split('"')
-        .nth(1)
-        .with_context(|| format!("no UTS_RELEASE in the headers of {}", kernel_headers.display()))?
-        .to_owned();
-    check_vermagic(&std::fs::read(&ko).with_context(|| format!("reading {}", ko.display()))?, release.trim())?;
+    let release = uts_release(kernel_headers)?;
+    check_vermagic(&std::fs::read(&ko).with_context(|| format!("reading {}", ko.display()))?, &release)?;
     std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
     let dest = out_dir.join("ktap.ko");
     run_tool(Command::new(cross("strip")).arg("--strip-debug").arg(&ko).arg("-o").arg(&dest))?;
@@ -157,7 +166,9 @@ fn build_glue(board: &Board, cargo: &Path, rustc: &Path, ws: &Path) -> Result<Pa
         .env("RUSTC_BOOTSTRAP", "1")
         .env("CARGO_TARGET_DIR", &target_dir)
         .env("CARGO_ENCODED_RUSTFLAGS", flags.join("\x1f"));
-    for var in ["RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "RUSTFLAGS", "RUSTUP_TOOLCHAIN", "CARGO_BUILD_TARGET"] {
+    for var in
+        ["RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "RUSTFLAGS", "RUSTUP_TOOLCHAIN", "CARGO_BUILD_TARGET"]
+    {
         cmd.env_remove(var);
     }
     eprintln!("build-module: {} for {} ({target})", cargo.display(), board.name);
@@ -169,7 +180,8 @@ fn build_glue(board: &Board, cargo: &Path, rustc: &Path, ws: &Path) -> Result<Pa
 
 /// `gcc-12-arm-linux-gnueabihf` -> `gcc-12`; a package without a version -> `gcc`.
 fn gcc_name(package: &str) -> String {
-    let version = package.strip_prefix("gcc-").and_then(|r| r.split('-').next()).filter(|v| v.parse::<u32>().is_ok());
+    let version =
+        package.strip_prefix("gcc-").and_then(|r| r.split('-').next()).filter(|v| v.parse::<u32>().is_ok());
     match version {
         Some(v) => format!("gcc-{v}"),
         None => "gcc".into(),
@@ -201,9 +213,15 @@ fn undefined(nm: &str) -> Vec<&str> {
 pub fn panic_gate(nm: &str, nm_demangled: &str) -> Result<()> {
     let mut bad: Vec<String> = Vec::new();
     for line in nm.lines().chain(nm_demangled.lines()) {
-        let hit = ["rust_begin_unwind", "ktap_rust_panic", "panicking", "handle_alloc_error", "__rust_alloc_error_handler"]
-            .iter()
-            .any(|s| line.contains(s));
+        let hit = [
+            "rust_begin_unwind",
+            "ktap_rust_panic",
+            "panicking",
+            "handle_alloc_error",
+            "__rust_alloc_error_handler",
+        ]
+        .iter()
+        .any(|s| line.contains(s));
         if hit && !bad.contains(&line.trim().to_string()) {
             bad.push(line.trim().to_string());
         }
@@ -279,7 +297,10 @@ fn debian_path(cargo: &Path) -> OsString {
 
 fn on_path(tool: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path).chain([PathBuf::from("/usr/bin")]).map(|d| d.join(tool)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin")])
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
 }
 
 #[cfg(test)]

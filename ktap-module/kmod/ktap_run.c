@@ -1,0 +1,155 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * ktap_run.c - the probe path: the recursion guard and lock around each VM run, and the callbacks
+ * the VM makes (context fields, comm, records). Nothing here allocates, sleeps or prints.
+ */
+#include <linux/cred.h>
+#include <linux/irq_work.h>
+#include <linux/percpu.h>
+#include <linux/ptrace.h>
+#include <linux/sched.h>
+#include <linux/smp.h>
+#include <linux/timekeeping.h>
+#include <linux/uidgid.h>
+
+#include "ktap.h"
+
+/* Set while this CPU is inside ktap_enter()..ktap_exit(). */
+static DEFINE_PER_CPU(int, ktap_in_vm);
+
+/*
+ * Lock order and deadlock freedom.
+ *
+ * s->lock is a raw spinlock taken only here, always with local interrupts disabled and only after
+ * this CPU's ktap_in_vm flag was found clear and set. While holding it a CPU runs the VM (bounded
+ * by the instruction budget, no allocation, no sleeping, no other lock: the ring is protected by
+ * the same lock, irq_work_queue() is lock-free) or copies ring/counter bytes; then it releases it.
+ *
+ * - Same CPU re-entry: with interrupts off, the only ways back into ktap_enter() on this CPU are an
+ *   NMI, or a probe firing inside code we call while holding the lock (a kprobe on memcpy or
+ *   ktime_get_mono_fast_ns, a tracepoint in irq_work_queue, ...). Both find ktap_in_vm set and
+ *   return without touching the lock (the hit is counted as recursion_skipped). So a CPU never
+ *   spins on a lock it holds.
+ * - Other CPUs: a CPU spinning here holds nothing of ours, and the holder finishes in bounded time
+ *   without waiting for anyone, so the spin ends.
+ * - Process context (BEGIN/END runs, read copy-out, stats) uses the same entry; there the flag is
+ *   always clear: it is set only with interrupts off, and cleared before they are restored.
+ *
+ * No sleeping lock is taken under s->lock; s->mutex (process context) may be held around it.
+ */
+bool ktap_enter(struct ktap_session *s, unsigned long *flags)
+{
+	local_irq_save(*flags);
+	if (unlikely(__this_cpu_read(ktap_in_vm))) {
+		local_irq_restore(*flags);
+		atomic64_inc(&s->recursion_skipped);
+		return false;
+	}
+	__this_cpu_write(ktap_in_vm, 1);
+	raw_spin_lock(&s->lock);
+	return true;
+}
+
+void ktap_exit(struct ktap_session *s, unsigned long flags)
+{
+	raw_spin_unlock(&s->lock);
+	__this_cpu_write(ktap_in_vm, 0);
+	local_irq_restore(flags);
+}
+
+/* Run handler `func` for one hit. Safe in any context, NMI included. */
+void ktap_run(struct ktap_session *s, u16 func, struct ktap_hit *hit)
+{
+	unsigned long flags;
+
+	if (!ktap_enter(s, &flags))
+		return;
+	if (likely(s->vm))
+		ktap_vm_run(s->vm, func, hit);
+	/* never wake_up() here: the probed function may hold scheduler locks */
+	if (hit->wrote)
+		irq_work_queue(&s->wake_work);
+	ktap_exit(s, flags);
+}
+
+/* Argument n of the probed function, by the calling convention; 0 beyond the register arguments. */
+static long ktap_regs_arg(struct pt_regs *regs, unsigned int n)
+{
+#if defined(CONFIG_ARM)
+	return n < 4 ? (long)regs->uregs[n] : 0;			/* r0-r3 */
+#elif defined(CONFIG_ARM64)
+	return n < 8 ? (long)regs->regs[n] : 0;				/* x0-x7 */
+#elif defined(CONFIG_MIPS) && defined(CONFIG_64BIT)
+	return n < 8 ? (long)regs->regs[4 + n] : 0;			/* n64: $a0-$a7 */
+#elif defined(CONFIG_MIPS)
+	return n < 4 ? (long)regs->regs[4 + n] : 0;			/* o32: $a0-$a3 */
+#elif defined(CONFIG_PPC)
+	return n < 8 ? (long)regs->gpr[3 + n] : 0;			/* r3-r10 */
+#elif defined(CONFIG_X86_64)
+	switch (n) {
+	case 0: return regs->di;
+	case 1: return regs->si;
+	case 2: return regs->dx;
+	case 3: return regs->cx;
+	case 4: return regs->r8;
+	case 5: return regs->r9;
+	default: return 0;
+	}
+#else
+	return 0;
+#endif
+}
+
+s64 ktap_hit_ctx(void *opaque, u32 field)
+{
+	struct ktap_hit *hit = opaque;
+
+	switch (field) {
+	case KTAP_CTX_PID:
+		return task_tgid_nr(current);
+	case KTAP_CTX_TID:
+		return task_pid_nr(current);
+	case KTAP_CTX_CPU:
+		return raw_smp_processor_id();
+	case KTAP_CTX_UID:
+		return from_kuid_munged(&init_user_ns, current_uid());
+	case KTAP_CTX_TIME_NS:
+		return ktime_get_mono_fast_ns();	/* NMI-safe, unlike ktime_get_ns() */
+	case KTAP_CTX_RETVAL:
+		if (hit->kind == KTAP_PROBE_KRETPROBE && hit->regs)
+			return (long)regs_return_value(hit->regs);
+		return 0;
+	}
+	if (field >= KTAP_CTX_ARG0 && field < KTAP_CTX_ARG0 + KTAP_CTX_NARGS) {
+		unsigned int n = field - KTAP_CTX_ARG0;
+
+		if (hit->kind == KTAP_PROBE_KPROBE && hit->regs)
+			return ktap_regs_arg(hit->regs, n);
+		if (hit->kind == KTAP_PROBE_TRACEPOINT && hit->tp_args && n < 6)
+			return (long)hit->tp_args[n];
+	}
+	return 0;	/* kretprobe arguments are gone at return; BEGIN/END have none */
+}
+
+u32 ktap_hit_comm(void *opaque, u8 *buf, u32 len)
+{
+	char comm[TASK_COMM_LEN];
+	u32 n;
+
+	/* like bpf_get_current_comm: a racy copy without task_lock, harmless */
+	memcpy(comm, current->comm, sizeof(comm));
+	comm[sizeof(comm) - 1] = 0;
+	n = strnlen(comm, min_t(u32, len, sizeof(comm)));
+	memcpy(buf, comm, n);
+	return n;
+}
+
+int ktap_emit(void *opaque, const u8 *rec, u32 len)
+{
+	struct ktap_hit *hit = opaque;
+
+	if (!ktap_ring_write(&hit->sess->ring, rec, len))
+		return 0;
+	hit->wrote = true;
+	return 1;
+}
