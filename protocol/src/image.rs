@@ -320,7 +320,7 @@ impl fmt::Display for ImageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ImageError::TooShort { len } => write!(f, "image is {len} bytes, shorter than its {HEADER_LEN}-byte header"),
-            ImageError::BadMagic => write!(f, "bad magic at byte 0: not a ktap image"),
+            ImageError::BadMagic => write!(f, "bad magic at byte offset 0: not a ktap image"),
             ImageError::UnsupportedVersion { found } => {
                 write!(f, "image format version {found}, this build reads version {FORMAT_VERSION}")
             }
@@ -328,22 +328,22 @@ impl fmt::Display for ImageError {
             ImageError::LengthMismatch { header, actual } => {
                 write!(f, "header says {header} bytes but the image is {actual} bytes")
             }
-            ImageError::ReservedNotZero { offset } => write!(f, "reserved field at byte {offset} is not zero"),
+            ImageError::ReservedNotZero { offset } => write!(f, "reserved field at byte offset {offset} is not zero"),
             ImageError::SectionTableTruncated { offset } => {
-                write!(f, "section table runs past the end of the image at byte {offset}")
+                write!(f, "section table runs past the end of the image at byte offset {offset}")
             }
             ImageError::SectionOutOfBounds { kind, offset } => {
-                write!(f, "section {kind} (table entry at byte {offset}) lies outside the image")
+                write!(f, "section {kind} (table entry at byte offset {offset}) lies outside the image")
             }
             ImageError::UnknownSection { kind, offset } => {
-                write!(f, "unknown section kind {kind} at byte {offset}")
+                write!(f, "unknown section kind {kind} at byte offset {offset}")
             }
             ImageError::DuplicateSection { kind, offset } => {
-                write!(f, "section {kind} appears twice (second at byte {offset})")
+                write!(f, "section {kind} appears twice (second at byte offset {offset})")
             }
             ImageError::MissingSection { kind } => write!(f, "required section {kind} is missing"),
             ImageError::Malformed { kind, offset, what } => {
-                write!(f, "section {kind} is malformed at byte {offset}: {what}")
+                write!(f, "section {kind} is malformed at byte offset {offset}: {what}")
             }
         }
     }

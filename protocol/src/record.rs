@@ -134,10 +134,10 @@ pub enum RecordError {
 impl fmt::Display for RecordError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RecordError::Truncated { offset } => write!(f, "record at byte {offset} is truncated"),
-            RecordError::BadLength { offset } => write!(f, "record at byte {offset} has a bad length"),
-            RecordError::UnknownKind { offset, kind } => write!(f, "record at byte {offset} has unknown kind {kind}"),
-            RecordError::BadValue { offset } => write!(f, "malformed value at byte {offset}"),
+            RecordError::Truncated { offset } => write!(f, "record at byte offset {offset} is truncated"),
+            RecordError::BadLength { offset } => write!(f, "record at byte offset {offset} has a bad length"),
+            RecordError::UnknownKind { offset, kind } => write!(f, "record at byte offset {offset} has unknown kind {kind}"),
+            RecordError::BadValue { offset } => write!(f, "malformed value at byte offset {offset}"),
         }
     }
 }

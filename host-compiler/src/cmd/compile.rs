@@ -40,7 +40,8 @@ pub fn run(args: CompileArgs) -> anyhow::Result<()> {
     std::fs::write(out, &compiled.image).with_context(|| format!("cannot write image {}", out.display()))?;
     let sc_path = Sidecar::path_for(out);
     let json = serde_json::to_string_pretty(&compiled.sidecar).context("cannot encode the sidecar")?;
-    std::fs::write(&sc_path, json + "\n").with_context(|| format!("cannot write sidecar {}", sc_path.display()))?;
+    std::fs::write(&sc_path, json + "\n")
+        .with_context(|| format!("cannot write sidecar {}", sc_path.display()))?;
     eprintln!(
         "{}: wrote {} ({} bytes, {} probes) and {}",
         l.name,

@@ -44,12 +44,17 @@ pub fn run(args: DisasmArgs) -> anyhow::Result<()> {
     };
     let sidecar: Option<Sidecar> = match sc_path {
         Some(p) => {
-            let text = std::fs::read_to_string(&p).with_context(|| format!("cannot read sidecar {}", p.display()))?;
-            Some(serde_json::from_str(&text).with_context(|| format!("sidecar {} is not valid", p.display()))?)
+            let text = std::fs::read_to_string(&p)
+                .with_context(|| format!("cannot read sidecar {}", p.display()))?;
+            Some(
+                serde_json::from_str(&text)
+                    .with_context(|| format!("sidecar {} is not valid", p.display()))?,
+            )
         }
         None => None,
     };
-    let text = disassemble(&bytes, sidecar.as_ref()).with_context(|| format!("{} is not a valid image", path.display()))?;
+    let text = disassemble(&bytes, sidecar.as_ref())
+        .with_context(|| format!("{} is not a valid image", path.display()))?;
     print!("{text}");
     Ok(())
 }

@@ -129,7 +129,9 @@ pub enum FormatErrorKind {
 impl fmt::Display for FormatErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FormatErrorKind::Incomplete => f.write_str("`%` at the end of the format (write `%%` for a percent sign)"),
+            FormatErrorKind::Incomplete => {
+                f.write_str("`%` at the end of the format (write `%%` for a percent sign)")
+            }
             FormatErrorKind::UnknownConversion(c) => write!(f, "unknown conversion `%{c}`"),
             FormatErrorKind::LengthModifier(c) => {
                 write!(f, "length modifier `{c}` is not needed: every integer is 64-bit")
@@ -173,19 +175,20 @@ pub fn parse(fmt: &str) -> Result<Vec<Piece<'_>>, FormatError> {
             }
             chars.next();
         }
-        let number = |chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>| -> Result<Option<u32>, usize> {
-            let mut n: Option<u32> = None;
-            while let Some(&(at, d)) = chars.peek() {
-                let Some(v) = d.to_digit(10) else { break };
-                let next = n.unwrap_or(0).saturating_mul(10).saturating_add(v);
-                if next > MAX_WIDTH {
-                    return Err(at + 1);
+        let number =
+            |chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>| -> Result<Option<u32>, usize> {
+                let mut n: Option<u32> = None;
+                while let Some(&(at, d)) = chars.peek() {
+                    let Some(v) = d.to_digit(10) else { break };
+                    let next = n.unwrap_or(0).saturating_mul(10).saturating_add(v);
+                    if next > MAX_WIDTH {
+                        return Err(at + 1);
+                    }
+                    n = Some(next);
+                    chars.next();
                 }
-                n = Some(next);
-                chars.next();
-            }
-            Ok(n)
-        };
+                Ok(n)
+            };
         let width = match number(&mut chars) {
             Ok(w) => w,
             Err(end) => return err(end, FormatErrorKind::TooWide),

@@ -154,7 +154,10 @@ pub fn lex(src: &str, diags: &mut Vec<Diagnostic>) -> Vec<Token> {
                         None => {
                             let ch = src[i..].chars().next().unwrap_or('\u{fffd}');
                             i += ch.len_utf8();
-                            diags.push(Diagnostic::error(format!("unexpected character {ch:?}"), span(start, i)));
+                            diags.push(Diagnostic::error(
+                                format!("unexpected character {ch:?}"),
+                                span(start, i),
+                            ));
                         }
                     }
                 }
@@ -209,8 +212,11 @@ fn string(src: &str, start: usize, diags: &mut Vec<Diagnostic>) -> (String, usiz
                 }
                 Some((e, other)) => {
                     diags.push(
-                        Diagnostic::error(format!("unknown escape `\\{other}`"), span(at, e + other.len_utf8()))
-                            .note("known escapes: \\n \\t \\\\ \\\" \\0"),
+                        Diagnostic::error(
+                            format!("unknown escape `\\{other}`"),
+                            span(at, e + other.len_utf8()),
+                        )
+                        .note("known escapes: \\n \\t \\\\ \\\" \\0"),
                     );
                     value.push(other);
                 }
@@ -220,7 +226,9 @@ fn string(src: &str, start: usize, diags: &mut Vec<Diagnostic>) -> (String, usiz
         }
     }
     let end = src[start..].find('\n').map_or(src.len(), |n| start + n);
-    diags.push(Diagnostic::error("unterminated string literal", span(start, end)).note("add the closing `\"`"));
+    diags.push(
+        Diagnostic::error("unterminated string literal", span(start, end)).note("add the closing `\"`"),
+    );
     (value, end)
 }
 

@@ -86,7 +86,12 @@ pub fn compile(
 
 /// Check a script completely (syntax, names, types, limits, symbols) without requiring kprobe
 /// addresses. Returns every error, sorted by position; empty means the script is fine.
-pub fn check(source: &str, file_name: &str, opts: &CompileOptions, resolver: &dyn Resolver) -> Vec<Diagnostic> {
+pub fn check(
+    source: &str,
+    file_name: &str,
+    opts: &CompileOptions,
+    resolver: &dyn Resolver,
+) -> Vec<Diagnostic> {
     match run(source, file_name, opts, resolver, false) {
         Ok(_) => Vec::new(),
         Err(d) => d,
@@ -132,8 +137,11 @@ fn run(
     if code_len > MAX_CODE || builder.funcs.len() > MAX_FUNCS as usize {
         let biggest = prog.funcs.iter().max_by_key(|f| f.code.len()).map_or(whole, |f| f.span);
         return Err(vec![
-            Diagnostic::error(format!("the program is too large: {code_len} bytes of code, at most {MAX_CODE}"), biggest)
-                .note("split the script, or shorten the largest probe"),
+            Diagnostic::error(
+                format!("the program is too large: {code_len} bytes of code, at most {MAX_CODE}"),
+                biggest,
+            )
+            .note("split the script, or shorten the largest probe"),
         ]);
     }
     let image = builder.build();
@@ -143,7 +151,10 @@ fn run(
             whole,
         )]);
     }
-    let all_attachable = prog.probes.iter().all(|p| !matches!(p.kind, ProbeKind::Kprobe | ProbeKind::Kretprobe) || p.addr != 0);
+    let all_attachable = prog
+        .probes
+        .iter()
+        .all(|p| !matches!(p.kind, ProbeKind::Kprobe | ProbeKind::Kretprobe) || p.addr != 0);
     if let Err(e) = validate(&image, all_attachable) {
         return Err(vec![
             Diagnostic::error(format!("internal compiler error: the generated image is invalid: {e}"), whole)
@@ -158,7 +169,8 @@ fn run(
 fn validate(image: &[u8], verify: bool) -> Result<(), String> {
     let parsed = Image::parse(image).map_err(|e| e.to_string())?;
     if verify {
-        ktap_vm::verify(&parsed).map_err(|e| format!("{e} (verifier code {:#06x}, image offset {})", e.code(), e.offset()))?;
+        ktap_vm::verify(&parsed)
+            .map_err(|e| format!("{e} (verifier code {:#06x}, image offset {})", e.code(), e.offset()))?;
     }
     Ok(())
 }
@@ -186,7 +198,12 @@ fn assemble(prog: &lower::Program, file_name: &str, opts: &CompileOptions) -> (I
         sidecar.tables.push(TableInfo { name: t.name.clone(), span: t.span });
     }
     for p in &prog.probes {
-        b.probes.push(OwnedProbe { kind: p.kind, func: p.func, addr: p.addr, name: p.name.as_bytes().to_vec() });
+        b.probes.push(OwnedProbe {
+            kind: p.kind,
+            func: p.func,
+            addr: p.addr,
+            name: p.name.as_bytes().to_vec(),
+        });
         sidecar.probes.push(ProbeInfo { spec: p.spec.clone(), span: p.span });
     }
     for (text, kinds) in &prog.formats {

@@ -302,7 +302,8 @@ impl Parser<'_, '_> {
         }
         let first = self.bump();
         let mut sp = first.span;
-        while matches!(self.tok().tok, Tok::Ident | Tok::Int(_) | Tok::Dot) && self.tok().span.start == sp.end {
+        while matches!(self.tok().tok, Tok::Ident | Tok::Int(_) | Tok::Dot) && self.tok().span.start == sp.end
+        {
             sp.end = self.bump().span.end;
         }
         Some(Ident { name: self.src.get(sp.start..sp.end).unwrap_or("").to_owned(), span: sp })
@@ -367,7 +368,8 @@ impl Parser<'_, '_> {
             }
             if self.at(&Tok::Eof) || (self.tok().nl_before && self.at_top_level_head()) {
                 let d = Diagnostic::error("this `{` is never closed", open.span);
-                let d = if self.at(&Tok::Eof) { d } else { d.label(self.tok().span, "a new probe starts here") };
+                let d =
+                    if self.at(&Tok::Eof) { d } else { d.label(self.tok().span, "a new probe starts here") };
                 self.diags.push(d);
                 return Block { stmts, span: join(open.span, self.prev_end()) };
             }
@@ -411,9 +413,11 @@ impl Parser<'_, '_> {
             return d.map(|d| Stmt { span: d.span, kind: StmtKind::Var(d) });
         }
         if NOT_YET.contains(&word) {
-            self.diags.push(Diagnostic::error(format!("`{word}` is not supported yet"), t.span).note(
-                "this version has assignments, `var` declarations and calls to `print` and `printf`",
-            ));
+            self.diags.push(
+                Diagnostic::error(format!("`{word}` is not supported yet"), t.span).note(
+                    "this version has assignments, `var` declarations and calls to `print` and `printf`",
+                ),
+            );
             self.recover_stmt();
             return None;
         }
@@ -446,7 +450,8 @@ impl Parser<'_, '_> {
         let op_tok = self.bump();
         if self.tok().nl_before {
             // `x =` with nothing after it on its line: the next line is a statement of its own
-            let d = Diagnostic::error(format!("expected a value after `{}`", self.text(&op_tok)), op_tok.span);
+            let d =
+                Diagnostic::error(format!("expected a value after `{}`", self.text(&op_tok)), op_tok.span);
             self.diags.push(d);
             return Some(Stmt { kind: StmtKind::Error, span: join(target.span, op_tok.span) });
         }
@@ -526,8 +531,7 @@ impl Parser<'_, '_> {
     /// Precedence climbing over the binary operator table.
     fn binary(&mut self, min_prec: u8) -> Parsed {
         let (mut lhs, mut depth) = self.unary();
-        loop {
-            let Some((op, prec)) = binop(&self.tok().tok) else { break };
+        while let Some((op, prec)) = binop(&self.tok().tok) {
             if prec < min_prec {
                 break;
             }
@@ -556,7 +560,10 @@ impl Parser<'_, '_> {
             let (operand, d) = self.unary();
             self.depth -= 1;
             let span = join(m.span, operand.span);
-            return (Expr { kind: ExprKind::Unary { op: UnOp::Neg, operand: Box::new(operand) }, span }, d + 1);
+            return (
+                Expr { kind: ExprKind::Unary { op: UnOp::Neg, operand: Box::new(operand) }, span },
+                d + 1,
+            );
         }
         if self.at(&Tok::Plus) {
             let p = self.tok().span;
@@ -773,7 +780,9 @@ mod tests {
 
     #[test]
     fn skeleton() {
-        let s = parse_ok("var reads = {}\nkprobe:vfs_read {\n reads[execname] += 1\n}\ntrace_end { print(reads) }\n");
+        let s = parse_ok(
+            "var reads = {}\nkprobe:vfs_read {\n reads[execname] += 1\n}\ntrace_end { print(reads) }\n",
+        );
         assert_eq!(s.items.len(), 3);
         let Item::Probe(p) = &s.items[1] else { panic!() };
         assert_eq!(p.target.spec(), "kprobe:vfs_read");
@@ -782,7 +791,9 @@ mod tests {
 
     #[test]
     fn heads() {
-        let s = parse_ok("trace sched:sched_switch {}\ntrace kretprobe:vfs_read.isra.0 {}\nkretprobe:f{}\ntrace_begin{}");
+        let s = parse_ok(
+            "trace sched:sched_switch {}\ntrace kretprobe:vfs_read.isra.0 {}\nkretprobe:f{}\ntrace_begin{}",
+        );
         let specs: Vec<_> = s
             .items
             .iter()
@@ -791,7 +802,10 @@ mod tests {
                 Item::Global(_) => unreachable!(),
             })
             .collect();
-        assert_eq!(specs, ["trace sched:sched_switch", "kretprobe:vfs_read.isra.0", "kretprobe:f", "trace_begin"]);
+        assert_eq!(
+            specs,
+            ["trace sched:sched_switch", "kretprobe:vfs_read.isra.0", "kretprobe:f", "trace_begin"]
+        );
     }
 
     #[test]
@@ -813,7 +827,10 @@ mod tests {
 
     #[test]
     fn statements_need_a_separator() {
-        assert_eq!(errors("trace_end { a = 1 b = 2 }"), ["expected `;` or a new line after the statement, found `b`"]);
+        assert_eq!(
+            errors("trace_end { a = 1 b = 2 }"),
+            ["expected `;` or a new line after the statement, found `b`"]
+        );
         parse_ok("trace_end { a = 1; b = 2 }");
     }
 

@@ -14,8 +14,8 @@ pub struct FakeKernel;
 
 /// The fake kernel's build-id.
 pub const BUILD_ID: [u8; 20] = [
-    0x6b, 0x74, 0x61, 0x70, 0x2d, 0x72, 0x73, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a,
-    0x0b, 0x0c,
+    0x6b, 0x74, 0x61, 0x70, 0x2d, 0x72, 0x73, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09,
+    0x0a, 0x0b, 0x0c,
 ];
 
 const TRACEPOINTS: &[(&str, &str)] = &[
@@ -31,8 +31,9 @@ impl Resolver for FakeKernel {
             return Err(format!("vmlinux (fake) has no function `{sym}`"));
         }
         // FNV-1a, so addresses are stable across runs and platforms
-        let h = sym.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
-        Ok(0xc010_0000 + ((h & 0xf_fffc) as u64))
+        let h =
+            sym.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+        Ok(0xc010_0000 + (h & 0xf_fffc))
     }
 
     fn tracepoint(&self, subsys: &str, event: &str) -> Result<(), String> {

@@ -373,70 +373,70 @@ impl fmt::Display for VerifyError {
         use VerifyError as E;
         let at = self.offset();
         match *self {
-            E::UnknownOpcode { byte, .. } => write!(f, "unknown opcode 0x{byte:02x} at byte {at}"),
+            E::UnknownOpcode { byte, .. } => write!(f, "unknown opcode 0x{byte:02x} at byte offset {at}"),
             E::TruncatedInsn { .. } => {
-                write!(f, "instruction at byte {at} runs past the end of its function")
+                write!(f, "instruction at byte offset {at} runs past the end of its function")
             }
-            E::TooManyArgs { .. } => write!(f, "instruction at byte {at} has more arguments than allowed"),
+            E::TooManyArgs { .. } => write!(f, "instruction at byte offset {at} has more arguments than allowed"),
             E::CodeTooLarge { len, .. } => {
-                write!(f, "code section at byte {at} is {len} bytes, over the limit")
+                write!(f, "code section at byte offset {at} is {len} bytes, over the limit")
             }
             E::TooManyFuncs { count, .. } => {
-                write!(f, "{count} functions (table at byte {at}), over the limit")
+                write!(f, "{count} functions (table at byte offset {at}), over the limit")
             }
             E::FuncOutOfBounds { func, .. } => {
-                write!(f, "function {func} (entry at byte {at}) lies outside the code section")
+                write!(f, "function {func} (entry at byte offset {at}) lies outside the code section")
             }
-            E::EmptyFunc { func, .. } => write!(f, "function {func} (entry at byte {at}) is empty"),
+            E::EmptyFunc { func, .. } => write!(f, "function {func} (entry at byte offset {at}) is empty"),
             E::FuncsOverlap { func, .. } => {
-                write!(f, "function {func} (entry at byte {at}) overlaps an earlier function")
+                write!(f, "function {func} (entry at byte offset {at}) overlaps an earlier function")
             }
             E::FrameTooLarge { func, .. } => {
-                write!(f, "function {func} (entry at byte {at}) declares too many registers")
+                write!(f, "function {func} (entry at byte offset {at}) declares too many registers")
             }
-            E::JumpIntoInsn { .. } => write!(f, "jump at byte {at} lands inside an instruction"),
-            E::JumpOutOfFunc { .. } => write!(f, "jump at byte {at} leaves its function"),
+            E::JumpIntoInsn { .. } => write!(f, "jump at byte offset {at} lands inside an instruction"),
+            E::JumpOutOfFunc { .. } => write!(f, "jump at byte offset {at} leaves its function"),
             E::FallsThrough { .. } => {
-                write!(f, "instruction at byte {at} ends its function but is neither ret nor jmp")
+                write!(f, "instruction at byte offset {at} ends its function but is neither ret nor jmp")
             }
-            E::IntRegOutOfRange { reg, .. } => write!(f, "register r{reg} at byte {at} is outside the frame"),
-            E::StrRegOutOfRange { reg, .. } => write!(f, "register s{reg} at byte {at} is outside the frame"),
-            E::ConstOutOfRange { index, .. } => write!(f, "constant c{index} at byte {at} does not exist"),
-            E::StringOutOfRange { index, .. } => write!(f, "string str{index} at byte {at} does not exist"),
-            E::GlobalOutOfRange { index, .. } => write!(f, "global g{index} at byte {at} does not exist"),
-            E::TableOutOfRange { index, .. } => write!(f, "table t{index} at byte {at} does not exist"),
-            E::FormatOutOfRange { index, .. } => write!(f, "format f{index} at byte {at} does not exist"),
-            E::FuncOutOfRange { index, .. } => write!(f, "function fn{index} at byte {at} does not exist"),
+            E::IntRegOutOfRange { reg, .. } => write!(f, "register r{reg} at byte offset {at} is outside the frame"),
+            E::StrRegOutOfRange { reg, .. } => write!(f, "register s{reg} at byte offset {at} is outside the frame"),
+            E::ConstOutOfRange { index, .. } => write!(f, "constant c{index} at byte offset {at} does not exist"),
+            E::StringOutOfRange { index, .. } => write!(f, "string str{index} at byte offset {at} does not exist"),
+            E::GlobalOutOfRange { index, .. } => write!(f, "global g{index} at byte offset {at} does not exist"),
+            E::TableOutOfRange { index, .. } => write!(f, "table t{index} at byte offset {at} does not exist"),
+            E::FormatOutOfRange { index, .. } => write!(f, "format f{index} at byte offset {at} does not exist"),
+            E::FuncOutOfRange { index, .. } => write!(f, "function fn{index} at byte offset {at} does not exist"),
             E::TableKeyMismatch { table, .. } => {
-                write!(f, "instruction at byte {at} uses the wrong key kind for table t{table}")
+                write!(f, "instruction at byte offset {at} uses the wrong key kind for table t{table}")
             }
             E::PrintfArgCount { format, .. } => {
-                write!(f, "printf at byte {at} passes a different number of arguments than format f{format}")
+                write!(f, "printf at byte offset {at} passes a different number of arguments than format f{format}")
             }
             E::PrintfArgKind { arg, .. } => {
-                write!(f, "printf at byte {at}: argument {arg} has the wrong kind (int/string)")
+                write!(f, "printf at byte offset {at}: argument {arg} has the wrong kind (int/string)")
             }
-            E::UnknownCtxField { field, .. } => write!(f, "unknown context field {field} at byte {at}"),
+            E::UnknownCtxField { field, .. } => write!(f, "unknown context field {field} at byte offset {at}"),
             E::TooManyProbes { count, .. } => {
-                write!(f, "{count} probes (section at byte {at}), over the limit")
+                write!(f, "{count} probes (section at byte offset {at}), over the limit")
             }
             E::ProbeFuncOutOfRange { probe, .. } => {
-                write!(f, "probe {probe} (entry at byte {at}) names a function that does not exist")
+                write!(f, "probe {probe} (entry at byte offset {at}) names a function that does not exist")
             }
-            E::DuplicateBegin { .. } => write!(f, "second BEGIN probe at byte {at}"),
-            E::DuplicateEnd { .. } => write!(f, "second END probe at byte {at}"),
-            E::ProbeAddrZero { probe, .. } => write!(f, "probe {probe} (entry at byte {at}) has address 0"),
+            E::DuplicateBegin { .. } => write!(f, "second BEGIN probe at byte offset {at}"),
+            E::DuplicateEnd { .. } => write!(f, "second END probe at byte offset {at}"),
+            E::ProbeAddrZero { probe, .. } => write!(f, "probe {probe} (entry at byte offset {at}) has address 0"),
             E::TracepointNameEmpty { probe, .. } => {
-                write!(f, "tracepoint probe {probe} (entry at byte {at}) has no name")
+                write!(f, "tracepoint probe {probe} (entry at byte offset {at}) has no name")
             }
             E::TooManyTables { count, .. } => {
-                write!(f, "{count} tables (section at byte {at}), over the limit")
+                write!(f, "{count} tables (section at byte offset {at}), over the limit")
             }
             E::BadTableCapacity { capacity, .. } => {
-                write!(f, "table entry at byte {at} asks for capacity {capacity}")
+                write!(f, "table entry at byte offset {at} asks for capacity {capacity}")
             }
             E::TooManyGlobals { count, .. } => {
-                write!(f, "{count} globals (section at byte {at}), over the limit")
+                write!(f, "{count} globals (section at byte offset {at}), over the limit")
             }
             E::BudgetTooLarge { budget, .. } => {
                 write!(f, "instruction budget {budget} (byte {at}) is over the limit")
