@@ -2,10 +2,10 @@
 //! The `ktap-host` binary is a thin clap front end over these modules.
 
 pub mod board;
+pub mod format;
 pub mod lang;
+pub mod link;
 pub mod qemu;
+pub mod session;
 pub mod sidecar;
 pub mod vmlinux;
-pub mod link;
-pub mod session;
-pub mod format;

@@ -128,7 +128,7 @@ fn push_an_image_and_print_its_records() {
             "ktap: connected to ktap-agent test on {port} (armv7l, Linux 6.1.0-50-armmp)"
         ))
     );
-    assert!(stderr.contains("1 probes attached"), "{stderr}");
+    assert!(stderr.contains("prog.kimg (1 probes); Ctrl-C to stop"), "{stderr}");
     assert!(
         stderr.contains("ktap: 1 hits; 2 hits aborted: instruction budget exhausted (budget_exhausted)"),
         "{stderr}"
@@ -261,7 +261,10 @@ fn host_checks_the_image_unless_told_not_to() {
     assert_eq!(o.status.code(), Some(1));
     let want = format!("image {} fails the host-side verifier: ", bad_code.display());
     assert!(stderr.contains(&want), "{stderr}");
-    assert!(stderr.contains(&format!("unknown opcode 0xff at byte {at} (in `trace_end`)")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("unknown opcode 0xff at byte offset {at} (in `trace_end`)")),
+        "{stderr}"
+    );
 
     // --no-host-verify: the board's verdict is shown with its offset
     let (mut peer, port) = pty_peer();

@@ -319,16 +319,22 @@ impl ImageError {
 impl fmt::Display for ImageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ImageError::TooShort { len } => write!(f, "image is {len} bytes, shorter than its {HEADER_LEN}-byte header"),
+            ImageError::TooShort { len } => {
+                write!(f, "image is {len} bytes, shorter than its {HEADER_LEN}-byte header")
+            }
             ImageError::BadMagic => write!(f, "bad magic at byte offset 0: not a ktap image"),
             ImageError::UnsupportedVersion { found } => {
                 write!(f, "image format version {found}, this build reads version {FORMAT_VERSION}")
             }
-            ImageError::TooLarge { len } => write!(f, "image is {len} bytes, more than the {MAX_IMAGE}-byte limit"),
+            ImageError::TooLarge { len } => {
+                write!(f, "image is {len} bytes, more than the {MAX_IMAGE}-byte limit")
+            }
             ImageError::LengthMismatch { header, actual } => {
                 write!(f, "header says {header} bytes but the image is {actual} bytes")
             }
-            ImageError::ReservedNotZero { offset } => write!(f, "reserved field at byte offset {offset} is not zero"),
+            ImageError::ReservedNotZero { offset } => {
+                write!(f, "reserved field at byte offset {offset} is not zero")
+            }
             ImageError::SectionTableTruncated { offset } => {
                 write!(f, "section table runs past the end of the image at byte offset {offset}")
             }
@@ -423,13 +429,15 @@ impl<'a> Image<'a> {
             if (off as usize) < table_end || end.is_none_or(|end| end > bytes.len()) {
                 return Err(ImageError::SectionOutOfBounds { kind, offset: at });
             }
-            let slot = sections.get_mut(k as usize - 1).ok_or(ImageError::UnknownSection { kind, offset: at })?;
+            let slot =
+                sections.get_mut(k as usize - 1).ok_or(ImageError::UnknownSection { kind, offset: at })?;
             if slot.is_some() {
                 return Err(ImageError::DuplicateSection { kind, offset: at });
             }
             *slot = Some((off, len));
         }
-        let mut img = Image { bytes, sections, code_offset: 0, code: &[], globals: 0, budget: 0, build_id: &[] };
+        let mut img =
+            Image { bytes, sections, code_offset: 0, code: &[], globals: 0, budget: 0, build_id: &[] };
         for k in [SectionKind::Code, SectionKind::Funcs] {
             if img.section(k).is_none() {
                 return Err(ImageError::MissingSection { kind: k as u16 });
@@ -520,14 +528,18 @@ impl<'a> Image<'a> {
         Ok(())
     }
 
-    fn walk_probes(&self, mut f: impl FnMut(ProbeSpec<'a>) -> Result<(), ImageError>) -> Result<(), ImageError> {
+    fn walk_probes(
+        &self,
+        mut f: impl FnMut(ProbeSpec<'a>) -> Result<(), ImageError>,
+    ) -> Result<(), ImageError> {
         let k = SectionKind::Probes;
         let Some(sec) = self.section(k) else { return Ok(()) };
         let (n, mut r) = counted(sec).ok_or(self.malformed(k, 0, "missing entry count"))?;
         for _ in 0..n {
             let at = r.pos();
             let bad = self.malformed(k, at, "truncated probe spec");
-            let kind = ProbeKind::from_u8(r.u8().ok_or(bad)?).ok_or(self.malformed(k, at, "unknown probe kind"))?;
+            let kind =
+                ProbeKind::from_u8(r.u8().ok_or(bad)?).ok_or(self.malformed(k, at, "unknown probe kind"))?;
             let name_len = r.u8().ok_or(bad)? as usize;
             let func = r.u16().ok_or(bad)?;
             let addr = r.u64().ok_or(bad)?;
@@ -786,7 +798,12 @@ mod tests {
             strings: vec![b"dd".to_vec(), Vec::new()],
             globals: 3,
             tables: vec![TableSpec { key: KeyKind::Str, capacity: 128 }],
-            probes: vec![OwnedProbe { kind: ProbeKind::Kprobe, func: 0, addr: 0xc0de, name: b"vfs_read".to_vec() }],
+            probes: vec![OwnedProbe {
+                kind: ProbeKind::Kprobe,
+                func: 0,
+                addr: 0xc0de,
+                name: b"vfs_read".to_vec(),
+            }],
             formats: vec![vec![ArgKind::Int, ArgKind::Str]],
             build_id: vec![0xab; 20],
             budget: 500,
@@ -808,7 +825,10 @@ mod tests {
         let mut probes = Vec::new();
         img.probes(|p| probes.push(p));
         assert_eq!(probes.len(), 1);
-        assert_eq!((probes[0].kind, probes[0].addr, probes[0].name), (ProbeKind::Kprobe, 0xc0de, &b"vfs_read"[..]));
+        assert_eq!(
+            (probes[0].kind, probes[0].addr, probes[0].name),
+            (ProbeKind::Kprobe, 0xc0de, &b"vfs_read"[..])
+        );
         let mut formats = Vec::new();
         img.formats(|f| formats.push(f));
         assert_eq!(formats, vec![&[0u8, 1][..]]);
@@ -831,7 +851,10 @@ mod tests {
         assert!(matches!(Image::parse(&b).unwrap_err(), ImageError::LengthMismatch { .. }));
         let mut b = good.clone();
         b[HEADER_LEN] = 0x63; // first section kind -> unknown
-        assert_eq!(Image::parse(&b).unwrap_err(), ImageError::UnknownSection { kind: 0x63, offset: HEADER_LEN });
+        assert_eq!(
+            Image::parse(&b).unwrap_err(),
+            ImageError::UnknownSection { kind: 0x63, offset: HEADER_LEN }
+        );
         let mut b = good.clone();
         b[HEADER_LEN + SECTION_ENTRY_LEN] = 1; // second entry also CODE
         assert_eq!(
@@ -840,7 +863,10 @@ mod tests {
         );
         let mut b = good.clone();
         b[HEADER_LEN + 8] = 0xff; // code length huge
-        assert_eq!(Image::parse(&b).unwrap_err(), ImageError::SectionOutOfBounds { kind: 1, offset: HEADER_LEN });
+        assert_eq!(
+            Image::parse(&b).unwrap_err(),
+            ImageError::SectionOutOfBounds { kind: 1, offset: HEADER_LEN }
+        );
     }
 
     #[test]

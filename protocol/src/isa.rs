@@ -46,7 +46,11 @@ impl OperandKind {
     /// Encoded size in bytes ([`OperandKind::Args`]: the count byte only).
     pub const fn size(self) -> usize {
         match self {
-            OperandKind::Reg | OperandKind::SReg | OperandKind::Table | OperandKind::Ctx | OperandKind::Args => 1,
+            OperandKind::Reg
+            | OperandKind::SReg
+            | OperandKind::Table
+            | OperandKind::Ctx
+            | OperandKind::Args => 1,
             OperandKind::Const
             | OperandKind::Str
             | OperandKind::Global
@@ -318,7 +322,9 @@ impl fmt::Display for DecodeError {
             DecodeError::UnknownOpcode { offset, byte } => {
                 write!(f, "unknown opcode 0x{byte:02x} at code offset {offset}")
             }
-            DecodeError::Truncated { offset } => write!(f, "instruction at code offset {offset} is truncated"),
+            DecodeError::Truncated { offset } => {
+                write!(f, "instruction at code offset {offset} is truncated")
+            }
             DecodeError::TooManyArgs { offset } => {
                 write!(f, "instruction at code offset {offset} has more than {MAX_ARGS} arguments")
             }

@@ -136,7 +136,9 @@ impl fmt::Display for RecordError {
         match self {
             RecordError::Truncated { offset } => write!(f, "record at byte offset {offset} is truncated"),
             RecordError::BadLength { offset } => write!(f, "record at byte offset {offset} has a bad length"),
-            RecordError::UnknownKind { offset, kind } => write!(f, "record at byte offset {offset} has unknown kind {kind}"),
+            RecordError::UnknownKind { offset, kind } => {
+                write!(f, "record at byte offset {offset} has unknown kind {kind}")
+            }
             RecordError::BadValue { offset } => write!(f, "malformed value at byte offset {offset}"),
         }
     }
@@ -197,7 +199,8 @@ pub fn records(data: &[u8]) -> impl Iterator<Item = Result<Record<'_>, RecordErr
             if len < RECORD_HEADER_LEN {
                 return Err(RecordError::BadLength { offset });
             }
-            let kind = RecordKind::from_u8(kind_byte).ok_or(RecordError::UnknownKind { offset, kind: kind_byte })?;
+            let kind =
+                RecordKind::from_u8(kind_byte).ok_or(RecordError::UnknownKind { offset, kind: kind_byte })?;
             let body = r.take(len - RECORD_HEADER_LEN).ok_or(RecordError::Truncated { offset })?;
             Ok((Record { kind, id, offset, body }, len))
         })();

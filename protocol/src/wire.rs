@@ -192,8 +192,12 @@ pub mod codes {
 pub fn version_advice(host: u16, agent: u16) -> Option<&'static str> {
     match host.cmp(&agent) {
         core::cmp::Ordering::Equal => None,
-        core::cmp::Ordering::Greater => Some("the agent on the board is older than ktap-host: upgrade the agent"),
-        core::cmp::Ordering::Less => Some("ktap-host is older than the agent on the board: upgrade ktap-host"),
+        core::cmp::Ordering::Greater => {
+            Some("the agent on the board is older than ktap-host: upgrade the agent")
+        }
+        core::cmp::Ordering::Less => {
+            Some("ktap-host is older than the agent on the board: upgrade ktap-host")
+        }
     }
 }
 

@@ -131,7 +131,10 @@ impl HostRun {
             if Instant::now() >= deadline {
                 let _ = self.child.kill();
                 let g = self.out.0.lock().unwrap();
-                panic!("ktap-host did not exit within {timeout:?}\n--- stdout ---\n{}\n--- stderr ---\n{}", g.stdout, g.stderr);
+                panic!(
+                    "ktap-host did not exit within {timeout:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                    g.stdout, g.stderr
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         };
@@ -144,6 +147,14 @@ impl HostRun {
 
 /// Lines of `dmesg` that mean the kernel is unhappy.
 pub fn kernel_complaints(dmesg: &str) -> Vec<String> {
-    const BAD: [&str; 7] = ["Oops", "BUG:", "WARNING:", "Unable to handle", "Internal error", "Kernel panic", "general protection"];
+    const BAD: [&str; 7] = [
+        "Oops",
+        "BUG:",
+        "WARNING:",
+        "Unable to handle",
+        "Internal error",
+        "Kernel panic",
+        "general protection",
+    ];
     dmesg.lines().filter(|l| BAD.iter().any(|b| l.contains(b))).map(str::to_owned).collect()
 }

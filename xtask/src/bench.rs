@@ -53,7 +53,8 @@ pub fn run(args: &Args) -> Result<()> {
             bail!("push failed:\n{err}");
         }
         let line = err.lines().find(|l| l.contains("timings:")).context("no timings line")?;
-        let first = line.rsplit("first event ").next().and_then(|t| t.trim_end_matches(" ms").parse::<f64>().ok());
+        let first =
+            line.rsplit("first event ").next().and_then(|t| t.trim_end_matches(" ms").parse::<f64>().ok());
         firsts.push(first.with_context(|| format!("cannot read the first-event time in `{line}`"))?);
         println!("bench: {line}");
     }

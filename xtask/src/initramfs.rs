@@ -68,7 +68,8 @@ fn newc(entries: &[Entry<'_>]) -> Vec<u8> {
     let mut out = Vec::new();
     let mut ino = 1u32;
     let mut push = |out: &mut Vec<u8>, name: &str, mode: u32, data: &[u8], rdev: (u32, u32)| {
-        let fields = [ino, mode, 0, 0, 1, 0, data.len() as u32, 0, 0, rdev.0, rdev.1, name.len() as u32 + 1, 0];
+        let fields =
+            [ino, mode, 0, 0, 1, 0, data.len() as u32, 0, 0, rdev.0, rdev.1, name.len() as u32 + 1, 0];
         ino += 1;
         out.extend_from_slice(b"070701");
         for f in fields {
@@ -92,7 +93,7 @@ fn newc(entries: &[Entry<'_>]) -> Vec<u8> {
 }
 
 fn pad4(out: &mut Vec<u8>) {
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
 }

@@ -50,19 +50,6 @@ pub struct Loaded {
     pub resolver: Box<dyn Resolver>,
 }
 
-/// Kernel symbols from the board's vmlinux.
-struct VmlinuxSymbols(Vmlinux);
-
-impl Resolver for VmlinuxSymbols {
-    fn kprobe_addr(&self, sym: &str) -> Result<u64, String> {
-        self.0.kprobe_address(sym).map_err(|e| e.to_string())
-    }
-
-    fn tracepoint(&self, subsys: &str, event: &str) -> Result<(), String> {
-        self.0.check_tracepoint(subsys, event).map_err(|e| e.to_string())
-    }
-}
-
 impl ScriptOpts {
     /// Read the script, load the board and open the vmlinux (checked against the board's arch).
     pub fn load(&self) -> anyhow::Result<Loaded> {
@@ -74,7 +61,7 @@ impl ScriptOpts {
             Some(path) => {
                 let v = Vmlinux::open(path)?;
                 v.check_arch(board.arch)?;
-                (v.build_id().to_vec(), Box::new(VmlinuxSymbols(v)))
+                (v.build_id().to_vec(), Box::new(v))
             }
             None => (Vec::new(), Box::new(NoKernel)),
         };

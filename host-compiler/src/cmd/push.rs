@@ -88,6 +88,14 @@ impl Cmd {
         };
         let board = self.board.load()?;
         // Read inputs before touching the board, so a typo fails fast.
+        let given_vmlinux = match &self.vmlinux {
+            Some(p) => {
+                let v = Vmlinux::open(p)?;
+                v.check_arch(board.arch)?;
+                Some(v)
+            }
+            None => None,
+        };
         let prebuilt = self.image.as_deref().map(load_image).transpose()?;
         let source = match &self.script {
             Some(path) => Some(
@@ -97,22 +105,27 @@ impl Cmd {
             None => None,
         };
         if self.run.is_some() && self.port.is_some() {
-            bail!("--run types a command on a booted QEMU guest's console; with --port, run your workload on the board yourself");
+            bail!(
+                "--run types a command on a booted QEMU guest's console; with --port, run your workload on the board yourself"
+            );
         }
 
         let stop = StopFlag::new();
         install_ctrl_c(&stop)?;
 
-        let (link, mut guest) = open_link(&board, self.port.as_deref(), self.baud, self.artifacts.as_deref())?;
+        let (link, mut guest) =
+            open_link(&board, self.port.as_deref(), self.baud, self.artifacts.as_deref())?;
         // Timings start once the link is open: a QEMU boot is not part of the push.
         let t0 = Instant::now();
-        let vmlinux_path = match (&self.vmlinux, &guest) {
-            (Some(p), _) => p.clone(),
-            (None, Some(g)) => g.1.vmlinux.clone(),
+        let mut vmlinux = match (given_vmlinux, &guest) {
+            (Some(v), _) => v,
+            (None, Some((_, artifacts))) => {
+                let v = Vmlinux::open(&artifacts.vmlinux)?;
+                v.check_arch(board.arch)?;
+                v
+            }
             (None, None) => bail!("give --vmlinux: the board's kernel symbols come from its vmlinux"),
         };
-        let mut vmlinux = Vmlinux::open(&vmlinux_path)?;
-        vmlinux.check_arch(board.arch)?;
         let mut session = Session::connect(link, Timeouts::default())?;
         let agent = session.agent().clone();
         eprintln!(
@@ -146,7 +159,7 @@ impl Cmd {
         };
         let done = Arc::new(AtomicBool::new(false));
         let summary = std::thread::scope(|scope| {
-            let until: Option<Box<dyn FnMut() -> bool>> = match (&self.run, guest.as_mut()) {
+            let until: Option<StopWhen<'_>> = match (&self.run, guest.as_mut()) {
                 (Some(cmd), Some((g, _))) => {
                     let console = &mut g.console;
                     let finished = Arc::clone(&done);
@@ -191,6 +204,12 @@ impl Cmd {
     }
 }
 
+/// A QEMU guest booted for this push and the artifacts it was booted from.
+type Booted = (Guest, Artifacts);
+
+/// A condition polled by the run loop; true stops the program.
+type StopWhen<'a> = Box<dyn FnMut() -> bool + 'a>;
+
 /// How long a `--run` command may take in the guest.
 const RUN_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -201,7 +220,7 @@ fn open_link(
     port: Option<&str>,
     baud: Option<u32>,
     artifacts: Option<&Path>,
-) -> anyhow::Result<(Box<dyn Link>, Option<(Guest, Artifacts)>)> {
+) -> anyhow::Result<(Box<dyn Link>, Option<Booted>)> {
     let baud = baud.unwrap_or(board.agent.baud);
     if let Some(port) = port {
         return Ok((Box::new(SerialLink::open(port, baud)?), None));

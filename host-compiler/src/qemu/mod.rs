@@ -65,7 +65,9 @@ pub enum QemuError {
         tail: String,
     },
     /// Waiting for console output timed out.
-    #[error("timed out after {secs} s waiting for `{waiting_for}` on the guest console\n--- console tail ---\n{tail}")]
+    #[error(
+        "timed out after {secs} s waiting for `{waiting_for}` on the guest console\n--- console tail ---\n{tail}"
+    )]
     Timeout {
         /// What we waited for.
         waiting_for: String,
@@ -75,7 +77,9 @@ pub enum QemuError {
         tail: String,
     },
     /// QEMU exited while we waited for console output.
-    #[error("the guest console closed (QEMU exited) while waiting for `{waiting_for}`\n--- console tail ---\n{tail}")]
+    #[error(
+        "the guest console closed (QEMU exited) while waiting for `{waiting_for}`\n--- console tail ---\n{tail}"
+    )]
     ConsoleClosed {
         /// What we waited for.
         waiting_for: String,
@@ -128,7 +132,8 @@ impl Artifacts {
     /// Read `<dir>/artifacts.toml`.
     pub fn load(dir: &Path, board: &str) -> Result<Artifacts, QemuError> {
         let path = dir.join("artifacts.toml");
-        let err = |message: String| QemuError::Artifacts { path: path.clone(), message, board: board.to_owned() };
+        let err =
+            |message: String| QemuError::Artifacts { path: path.clone(), message, board: board.to_owned() };
         let text = std::fs::read_to_string(&path).map_err(|e| err(e.to_string()))?;
         let a: Artifacts = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
         for p in [&a.kernel, &a.initramfs, &a.vmlinux] {
@@ -173,7 +178,8 @@ impl Guest {
             .stdout(Stdio::piped())
             // QEMU's own errors (bad machine, missing firmware) go straight to the user
             .stderr(Stdio::inherit());
-        let mut child = cmd.spawn().map_err(|source| QemuError::Spawn { binary: q.binary.clone(), source })?;
+        let mut child =
+            cmd.spawn().map_err(|source| QemuError::Spawn { binary: q.binary.clone(), source })?;
         let (stdin, stdout) = match (child.stdin.take(), child.stdout.take()) {
             (Some(i), Some(o)) => (i, o),
             _ => unreachable!("stdin and stdout were configured as pipes"),
@@ -202,7 +208,10 @@ impl Guest {
         let text = self.console.expect(READY_MARKER, BOOT_TIMEOUT)?;
         if let Some(i) = text.find(FAILED_MARKER) {
             let reason = text[i + FAILED_MARKER.len()..].lines().next().unwrap_or("").trim_start_matches(':');
-            return Err(QemuError::InitFailed { reason: reason.trim().to_owned(), tail: self.console.tail(30) });
+            return Err(QemuError::InitFailed {
+                reason: reason.trim().to_owned(),
+                tail: self.console.tail(30),
+            });
         }
         Ok(())
     }

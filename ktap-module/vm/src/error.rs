@@ -377,7 +377,9 @@ impl fmt::Display for VerifyError {
             E::TruncatedInsn { .. } => {
                 write!(f, "instruction at byte offset {at} runs past the end of its function")
             }
-            E::TooManyArgs { .. } => write!(f, "instruction at byte offset {at} has more arguments than allowed"),
+            E::TooManyArgs { .. } => {
+                write!(f, "instruction at byte offset {at} has more arguments than allowed")
+            }
             E::CodeTooLarge { len, .. } => {
                 write!(f, "code section at byte offset {at} is {len} bytes, over the limit")
             }
@@ -399,24 +401,45 @@ impl fmt::Display for VerifyError {
             E::FallsThrough { .. } => {
                 write!(f, "instruction at byte offset {at} ends its function but is neither ret nor jmp")
             }
-            E::IntRegOutOfRange { reg, .. } => write!(f, "register r{reg} at byte offset {at} is outside the frame"),
-            E::StrRegOutOfRange { reg, .. } => write!(f, "register s{reg} at byte offset {at} is outside the frame"),
-            E::ConstOutOfRange { index, .. } => write!(f, "constant c{index} at byte offset {at} does not exist"),
-            E::StringOutOfRange { index, .. } => write!(f, "string str{index} at byte offset {at} does not exist"),
-            E::GlobalOutOfRange { index, .. } => write!(f, "global g{index} at byte offset {at} does not exist"),
-            E::TableOutOfRange { index, .. } => write!(f, "table t{index} at byte offset {at} does not exist"),
-            E::FormatOutOfRange { index, .. } => write!(f, "format f{index} at byte offset {at} does not exist"),
-            E::FuncOutOfRange { index, .. } => write!(f, "function fn{index} at byte offset {at} does not exist"),
+            E::IntRegOutOfRange { reg, .. } => {
+                write!(f, "register r{reg} at byte offset {at} is outside the frame")
+            }
+            E::StrRegOutOfRange { reg, .. } => {
+                write!(f, "register s{reg} at byte offset {at} is outside the frame")
+            }
+            E::ConstOutOfRange { index, .. } => {
+                write!(f, "constant c{index} at byte offset {at} does not exist")
+            }
+            E::StringOutOfRange { index, .. } => {
+                write!(f, "string str{index} at byte offset {at} does not exist")
+            }
+            E::GlobalOutOfRange { index, .. } => {
+                write!(f, "global g{index} at byte offset {at} does not exist")
+            }
+            E::TableOutOfRange { index, .. } => {
+                write!(f, "table t{index} at byte offset {at} does not exist")
+            }
+            E::FormatOutOfRange { index, .. } => {
+                write!(f, "format f{index} at byte offset {at} does not exist")
+            }
+            E::FuncOutOfRange { index, .. } => {
+                write!(f, "function fn{index} at byte offset {at} does not exist")
+            }
             E::TableKeyMismatch { table, .. } => {
                 write!(f, "instruction at byte offset {at} uses the wrong key kind for table t{table}")
             }
             E::PrintfArgCount { format, .. } => {
-                write!(f, "printf at byte offset {at} passes a different number of arguments than format f{format}")
+                write!(
+                    f,
+                    "printf at byte offset {at} passes a different number of arguments than format f{format}"
+                )
             }
             E::PrintfArgKind { arg, .. } => {
                 write!(f, "printf at byte offset {at}: argument {arg} has the wrong kind (int/string)")
             }
-            E::UnknownCtxField { field, .. } => write!(f, "unknown context field {field} at byte offset {at}"),
+            E::UnknownCtxField { field, .. } => {
+                write!(f, "unknown context field {field} at byte offset {at}")
+            }
             E::TooManyProbes { count, .. } => {
                 write!(f, "{count} probes (section at byte offset {at}), over the limit")
             }
@@ -425,7 +448,9 @@ impl fmt::Display for VerifyError {
             }
             E::DuplicateBegin { .. } => write!(f, "second BEGIN probe at byte offset {at}"),
             E::DuplicateEnd { .. } => write!(f, "second END probe at byte offset {at}"),
-            E::ProbeAddrZero { probe, .. } => write!(f, "probe {probe} (entry at byte offset {at}) has address 0"),
+            E::ProbeAddrZero { probe, .. } => {
+                write!(f, "probe {probe} (entry at byte offset {at}) has address 0")
+            }
             E::TracepointNameEmpty { probe, .. } => {
                 write!(f, "tracepoint probe {probe} (entry at byte offset {at}) has no name")
             }
