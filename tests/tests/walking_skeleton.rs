@@ -92,7 +92,7 @@ fn corrupted_image_is_rejected_by_the_kernel_with_a_reason_and_the_guest_keeps_w
     ))
     .finish(T);
     assert!(!status.success());
-    assert!(err.contains("rejected"), "{err}");
+    assert!(err.contains("the board refused the image"), "{err}");
     assert!(err.contains("unknown opcode") && err.contains(&format!("offset {code_at}")), "{err}");
     assert_kernel_healthy(&mut guest);
 

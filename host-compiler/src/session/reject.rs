@@ -51,7 +51,8 @@ pub fn rejection(code: u16, offset: u32, detail: i32, machine: &str, ctx: ImageC
     if let Some(name) = (code & 0xff00 == 0x0200).then(|| function_at(ctx, offset)).flatten() {
         s.push_str(&format!(" (in `{name}`)"));
     }
-    if detail != 0 {
+    // Image and verifier refusals carry only the ioctl's EINVAL as detail: the code says it all.
+    if detail != 0 && code & 0xff00 >= 0x0300 {
         let d = if code & 0xff00 == 0x0300 {
             errno::describe(machine, detail)
         } else {
