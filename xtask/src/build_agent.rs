@@ -5,7 +5,6 @@
 //! The link settings (ld.lld, static, no PIE, no crt objects) live in the root `.cargo/config.toml`
 //! under `[target.<triple>]`, so a plain cargo invocation with the same flags builds the same binary.
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -13,6 +12,7 @@ use anyhow::{Context, Result, bail, ensure};
 use ktap_host::board::{Board, Endian};
 
 use crate::paths;
+use crate::tools::{debian_path, on_path};
 
 /// The linker `.cargo/config.toml` names for every agent target.
 const LINKER: &str = "ld.lld-22";
@@ -106,24 +106,6 @@ pub fn build(board: &Board, debian_cargo: &Path, debian_rustc: &Path, out_dir: &
     let elf = check_elf(&bytes, board).with_context(|| format!("checking {}", dest.display()))?;
     println!("build-agent: {} ({} bytes, {elf})", dest.display(), bytes.len());
     Ok(dest)
-}
-
-/// `PATH` with Debian's cargo directory (`/usr/bin`) first, so its `rustc`/`rustdoc` win over rustup's.
-fn debian_path(cargo: &Path) -> OsString {
-    let first = cargo.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/usr/bin"));
-    let mut dirs = vec![first, PathBuf::from("/usr/bin"), PathBuf::from("/bin")];
-    if let Some(rest) = std::env::var_os("PATH") {
-        dirs.extend(std::env::split_paths(&rest));
-    }
-    std::env::join_paths(dirs).unwrap_or_else(|_| OsString::from("/usr/bin:/bin"))
-}
-
-fn on_path(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/bin")])
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
 }
 
 /// What [`check_elf`] found.

@@ -8,13 +8,13 @@
 //!    with the object as `rust_vm.o.prebuilt`;
 //! 5. `ktap.ko` with debug info stripped into `out_dir`, after checking its vermagic.
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail, ensure};
 use ktap_host::board::{Arch, Board, Endian};
 
+use crate::tools::{debian_path, on_path};
 use crate::{paths, setup};
 
 /// The functions the glue exports to the C shim (`ktap-module/kmod/ktap_vm.h`): the GC roots.
@@ -283,24 +283,6 @@ fn capture(cmd: &mut Command) -> Result<String> {
         bail!("{:?} failed: {}", cmd.get_program(), String::from_utf8_lossy(&out.stderr));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// `PATH` with Debian's cargo directory first, so its `rustc` wins over rustup's.
-fn debian_path(cargo: &Path) -> OsString {
-    let first = cargo.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/usr/bin"));
-    let mut dirs = vec![first, PathBuf::from("/usr/bin"), PathBuf::from("/bin")];
-    if let Some(rest) = std::env::var_os("PATH") {
-        dirs.extend(std::env::split_paths(&rest));
-    }
-    std::env::join_paths(dirs).unwrap_or_else(|_| OsString::from("/usr/bin:/bin"))
-}
-
-fn on_path(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/bin")])
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ mod initramfs;
 mod paths;
 mod setup;
 mod test;
+mod tools;
 
 use clap::{Parser, Subcommand};
 
