@@ -37,24 +37,26 @@ impl DisasmArgs {
 pub fn run(args: DisasmArgs) -> anyhow::Result<()> {
     let path = &args.image;
     let bytes = std::fs::read(path).with_context(|| format!("cannot read image {}", path.display()))?;
-    let sc_path = match (&args.sidecar, args.no_sidecar) {
-        (_, true) => None,
-        (Some(p), false) => Some(p.clone()),
-        (None, false) => Some(Sidecar::path_for(path)).filter(|p| p.exists()),
-    };
-    let sidecar: Option<Sidecar> = match sc_path {
-        Some(p) => {
-            let text = std::fs::read_to_string(&p)
-                .with_context(|| format!("cannot read sidecar {}", p.display()))?;
-            Some(
-                serde_json::from_str(&text)
-                    .with_context(|| format!("sidecar {} is not valid", p.display()))?,
-            )
-        }
-        None => None,
-    };
+    let sidecar = load_sidecar(path, args.sidecar.as_deref(), args.no_sidecar)?;
     let text = disassemble(&bytes, sidecar.as_ref())
         .with_context(|| format!("{} is not a valid image", path.display()))?;
     print!("{text}");
     Ok(())
+}
+
+/// The sidecar given, or IMAGE.json when it exists (`None` with `ignore`).
+pub fn load_sidecar(
+    image: &std::path::Path,
+    given: Option<&std::path::Path>,
+    ignore: bool,
+) -> anyhow::Result<Option<Sidecar>> {
+    let path = match (given, ignore) {
+        (_, true) => None,
+        (Some(p), false) => Some(p.to_path_buf()),
+        (None, false) => Some(Sidecar::path_for(image)).filter(|p| p.exists()),
+    };
+    let Some(p) = path else { return Ok(None) };
+    let text = std::fs::read_to_string(&p).with_context(|| format!("cannot read sidecar {}", p.display()))?;
+    let sc = serde_json::from_str(&text).with_context(|| format!("sidecar {} is not valid", p.display()))?;
+    Ok(Some(sc))
 }

@@ -6,6 +6,7 @@ pub mod check;
 pub mod compile;
 pub mod disasm;
 pub mod push;
+pub mod verify;
 
 use std::path::PathBuf;
 
@@ -22,6 +23,8 @@ pub enum Command {
     Compile(compile::Cmd),
     /// List the instructions of a compiled image.
     Disasm(disasm::Cmd),
+    /// Check an image with the module's own verifier (exit status 1 on rejection).
+    Verify(verify::Cmd),
     /// Push a script to a board and print what it reports until stopped.
     Push(push::Cmd),
     /// List the boards ktap-host knows.
@@ -35,6 +38,7 @@ impl Command {
             Command::Check(c) => c.run(),
             Command::Compile(c) => c.run(),
             Command::Disasm(c) => c.run(),
+            Command::Verify(c) => c.run(),
             Command::Push(c) => c.run(),
             Command::Boards(c) => c.run(),
         }
