@@ -1,7 +1,7 @@
 //! Golden tests of the script compiler: `tests/lang/ok/*.kp` must compile, and the listing of the
 //! image (with its sidecar) must equal `*.disasm`; `tests/lang/err/*.kp` must fail, and the rendered
-//! diagnostics must equal `*.err`. `UPDATE_GOLDEN=1 cargo test -p ktap-host --test lang_golden`
-//! rewrites the expected files; review the diff.
+//! diagnostics must equal `*.err`; every listing assembles back to the same image bytes.
+//! `UPDATE_GOLDEN=1 cargo test -p ktap-host --test lang_golden` rewrites the expected files; review the diff.
 
 #[path = "lang/support.rs"]
 mod support;
@@ -87,4 +87,22 @@ fn err_scripts_report_their_diagnostics() {
         golden(&path.with_extension("err"), &text, &mut failures);
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn ok_listings_assemble_back_to_the_same_bytes() {
+    for path in scripts("ok") {
+        let src = std::fs::read_to_string(&path).unwrap();
+        let s = Settings::of(&src);
+        let name = file_name(&path);
+        let c = lang::compile(&src, &name, &s.options(), s.resolver()).unwrap();
+        for sidecar in [None, Some(&c.sidecar)] {
+            let text = disassemble(&c.image, sidecar).unwrap();
+            let back = ktap_protocol::asm::assemble(&text).unwrap_or_else(|e| panic!("{name}: {e}\n{text}"));
+            assert!(
+                back.image.build() == c.image,
+                "{name}: the listing does not assemble to the image\n{text}"
+            );
+        }
+    }
 }

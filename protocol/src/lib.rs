@@ -7,6 +7,7 @@
 //! - [`wire`]: postcard messages between host and agent, with a version handshake.
 //! - [`kdev`]: the `/dev/ktap` ioctl interface between the agent and the kernel module.
 //! - [`frame`]: COBS framing with a CRC-32 per frame, resynchronising after garbage.
+//! - `asm` (feature `alloc`): the text assembler that `ktap-host asm` and the verifier tests use.
 //!
 //! Everything here is `no_std`, allocation-free unless the `alloc` feature is on, and panic-free on the
 //! paths the kernel uses (decoding and record writing): indexing goes through `get`, arithmetic is checked.
@@ -27,6 +28,8 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+#[cfg(feature = "alloc")]
+pub mod asm;
 pub mod bytes;
 pub mod frame;
 pub mod image;

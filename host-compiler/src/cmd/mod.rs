@@ -1,6 +1,7 @@
 //! Subcommands, one file each: a clap `Args` struct whose doc comments are the help, and `run()`.
 //! Option groups shared by several subcommands live here and are flattened in.
 
+pub mod asm;
 pub mod boards;
 pub mod check;
 pub mod compile;
@@ -23,6 +24,8 @@ pub enum Command {
     Compile(compile::Cmd),
     /// List the instructions of a compiled image.
     Disasm(disasm::Cmd),
+    /// Assemble a listing (what disasm prints) into an image.
+    Asm(asm::Cmd),
     /// Check an image with the module's own verifier (exit status 1 on rejection).
     Verify(verify::Cmd),
     /// Push a script to a board and print what it reports until stopped.
@@ -38,6 +41,7 @@ impl Command {
             Command::Check(c) => c.run(),
             Command::Compile(c) => c.run(),
             Command::Disasm(c) => c.run(),
+            Command::Asm(c) => c.run(),
             Command::Verify(c) => c.run(),
             Command::Push(c) => c.run(),
             Command::Boards(c) => c.run(),

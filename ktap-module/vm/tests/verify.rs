@@ -205,10 +205,10 @@ fn jump_into_the_middle_of_an_instruction() {
 #[test]
 fn jump_out_of_its_function() {
     for src in [
-        ".func main int=1\n ret\n bad:\n jmp @-2\n",    // before the start
+        ".func main int=1\n ret\n bad:\n jmp @-1\n",    // before the start
         ".func main int=1\n bad:\n jnz r0, @5\n ret\n", // exactly one past the end
         ".func main int=1\n bad:\n jnz r0, @30000\n ret\n", // far past the end
-        ".func f\n ret\n .func g int=1\n bad:\n jz r0, @-1\n ret\n", // into the previous function
+        ".func f\n ret\n .func g int=1\n bad:\n jz r0, @0\n ret\n", // into the previous function
     ] {
         let a = asm(src);
         assert_eq!(reject(&a.b), E::JumpOutOfFunc { offset: a.image_at("bad") }, "{src}");

@@ -1,23 +1,12 @@
-//! Test helpers: a text assembler for the ISA (driven by `Opcode::operands`, like the verifier) and a
-//! recording [`Env`].
-//!
-//! ```text
-//! .func name int=4 str=1     start a function (frame sizes default to 0)
-//! loop:                      a label (jump operands name labels, or `@+N` / `@-N` raw displacements)
-//!     addi r0, r0, -1
-//!     jnz r0, loop
-//!     printf f0, (r0, s0)
-//!     ctx r1, pid            context fields by script name, or `ctx7` for a raw byte
-//!     ret
-//! .byte 0xee 0x01            raw bytes
-//! ```
+//! Test helpers: the shared text assembler (`ktap_protocol::asm`, driven by `Opcode::operands` like
+//! the verifier; its module docs describe the language) with label lookups, and a recording [`Env`].
 #![allow(dead_code)]
 
 use std::collections::HashMap;
 
+use ktap_protocol::image::Image;
 use ktap_protocol::image::build::ImageBuilder;
-use ktap_protocol::image::{FuncSpec, Image};
-use ktap_protocol::isa::{self, Arg, CtxField, Opcode, OperandKind};
+use ktap_protocol::isa::CtxField;
 use ktap_protocol::limits::MAX_STR;
 use ktap_protocol::record::{self, RecordKind, Value};
 use ktap_vm::Env;
@@ -46,136 +35,10 @@ impl Asm {
     }
 }
 
-fn num(s: &str) -> i64 {
-    let (neg, t) = match s.strip_prefix('-') {
-        Some(t) => (true, t),
-        None => (false, s.strip_prefix('+').unwrap_or(s)),
-    };
-    let v = match t.strip_prefix("0x") {
-        Some(h) => i64::from_str_radix(h, 16),
-        None => t.parse::<i64>(),
-    }
-    .unwrap_or_else(|_| panic!("bad number `{s}`"));
-    if neg { -v } else { v }
-}
-
-fn prefixed(s: &str, p: &str) -> i64 {
-    num(s.strip_prefix(p).unwrap_or_else(|| panic!("`{s}`: expected {p}N")))
-}
-
-/// Split operands at top-level commas (argument lists are parenthesised).
-fn operands(s: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut depth = 0;
-    let mut cur = String::new();
-    for c in s.chars() {
-        match c {
-            '(' => depth += 1,
-            ')' => depth -= 1,
-            ',' if depth == 0 => {
-                out.push(cur.trim().to_string());
-                cur.clear();
-                continue;
-            }
-            _ => {}
-        }
-        cur.push(c);
-    }
-    if !cur.trim().is_empty() {
-        out.push(cur.trim().to_string());
-    }
-    out
-}
-
-/// Assemble `src` into code and functions.
+/// Assemble `src` with the shared assembler (`ktap_protocol::asm`); panics on a syntax error.
 pub fn asm(src: &str) -> Asm {
-    let mut code = Vec::new();
-    let mut labels = HashMap::new();
-    let mut funcs: Vec<FuncSpec> = Vec::new();
-    let mut fixups: Vec<(usize, usize, String)> = Vec::new(); // (field pos, insn start, label)
-    for raw in src.lines() {
-        let line = raw.split(';').next().unwrap().trim();
-        if line.is_empty() {
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix(".func") {
-            if let Some(f) = funcs.last_mut() {
-                f.code_len = code.len() as u32 - f.code_off;
-            }
-            let mut f = FuncSpec { code_off: code.len() as u32, code_len: 0, n_int: 0, n_str: 0 };
-            for w in rest.split_whitespace().skip(1) {
-                if let Some(n) = w.strip_prefix("int=") {
-                    f.n_int = n.parse().unwrap();
-                } else if let Some(n) = w.strip_prefix("str=") {
-                    f.n_str = n.parse().unwrap();
-                }
-            }
-            funcs.push(f);
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix(".byte") {
-            code.extend(rest.split_whitespace().map(|b| num(b) as u8));
-            continue;
-        }
-        if let Some(label) = line.strip_suffix(':') {
-            labels.insert(label.to_string(), code.len() as u32);
-            continue;
-        }
-        let (mn, rest) = line.split_once(' ').unwrap_or((line, ""));
-        let op = *Opcode::ALL.iter().find(|o| o.mnemonic() == mn).unwrap_or_else(|| panic!("mnemonic {mn}"));
-        let words = operands(rest);
-        assert_eq!(words.len(), op.operands().len(), "`{line}`: wrong operand count");
-        let start = code.len();
-        let mut vals = Vec::new();
-        let mut args = Vec::new();
-        let mut field = 1usize;
-        for (kind, w) in op.operands().iter().zip(&words) {
-            let v = match kind {
-                OperandKind::Reg => prefixed(w, "r"),
-                OperandKind::SReg => prefixed(w, "s"),
-                OperandKind::Imm => num(w),
-                OperandKind::Const => prefixed(w, "c"),
-                OperandKind::Str => prefixed(w, "str"),
-                OperandKind::Table => prefixed(w, "t"),
-                OperandKind::Global => prefixed(w, "g"),
-                OperandKind::Format => prefixed(w, "f"),
-                OperandKind::Func => prefixed(w, "fn"),
-                OperandKind::Ctx => match CtxField::from_name(w) {
-                    Some(f) => f as i64,
-                    None => prefixed(w, "ctx"),
-                },
-                OperandKind::Jump => match w.strip_prefix('@') {
-                    Some(d) => num(d),
-                    None => {
-                        fixups.push((start + field, start, w.clone()));
-                        0
-                    }
-                },
-                OperandKind::Args => {
-                    let inner = w.trim_start_matches('(').trim_end_matches(')');
-                    for a in operands(inner) {
-                        args.push(match a.strip_prefix('s') {
-                            Some(n) => Arg::Str(num(n) as u8),
-                            None => Arg::Int(prefixed(&a, "r") as u8),
-                        });
-                    }
-                    continue;
-                }
-            };
-            field += kind.size();
-            vals.push(v as i32);
-        }
-        isa::encode(&mut code, op, &vals, &args);
-    }
-    if let Some(f) = funcs.last_mut() {
-        f.code_len = code.len() as u32 - f.code_off;
-    }
-    for (pos, start, label) in fixups {
-        let target = *labels.get(&label).unwrap_or_else(|| panic!("no label {label}"));
-        let disp = (target as i64 - start as i64) as i16;
-        code[pos..pos + 2].copy_from_slice(&disp.to_le_bytes());
-    }
-    Asm { b: ImageBuilder { code, funcs, ..Default::default() }, labels }
+    let a = ktap_protocol::asm::assemble(src).unwrap_or_else(|e| panic!("{e}\n{src}"));
+    Asm { b: a.image, labels: a.labels.into_iter().collect() }
 }
 
 /// One decoded record, owned.

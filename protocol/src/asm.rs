@@ -1,0 +1,524 @@
+//! A text assembler for whole images, driven by the ISA table ([`Opcode::operands`]) like the decoder
+//! and the verifier. `ktap-host disasm` prints this language and `ktap-host asm` reads it, so the two
+//! round-trip; verifier tests are written in it.
+//!
+//! ```text
+//! ; comments start with `;` or `#` (outside string literals)
+//! .func main int=3 str=1      a function with its frame; code up to the next .func is its body
+//! .func g at=4 len=0          at=/len= override the code range written into the function table
+//! loop:                       a label; jump operands name a label or an absolute code offset `@N`
+//!   0004  addi r0, r0, -1     a leading hex column (as disasm prints it) is ignored
+//!         jnz r0, loop
+//!         printf f0, (r0, s0)
+//!         ctx r1, pid         context fields by script name, or `ctx7` for a raw byte
+//! .byte 0xee 0x01             raw code bytes
+//! .const c0 = -5              pools and specs; the `c0 =` index is optional and checked
+//! .string str0 = "dd\x00"
+//! .globals 3
+//! .table t0 key=str capacity=256
+//! .probe p0 kprobe vfs_read @0xc01ad730 -> fn0
+//! .probe p1 end -> fn1
+//! .format f0 (int, str)
+//! .build-id 6b7461702d7273
+//! .budget 500
+//! ```
+
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::image::build::{ImageBuilder, OwnedProbe};
+use crate::image::{ArgKind, FuncSpec, KeyKind, ProbeKind, TableSpec};
+use crate::isa::{self, Arg, CtxField, Opcode, OperandKind};
+
+/// An assembled image (not yet encoded: tests edit it before `build()`) and its labels.
+#[derive(Debug, Clone, Default)]
+pub struct Assembled {
+    /// Everything the source declared.
+    pub image: ImageBuilder,
+    /// Code-section offset of every label.
+    pub labels: BTreeMap<String, u32>,
+}
+
+/// Why a source did not assemble: the 1-based line and what is wrong there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AsmError {
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for AsmError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.message)
+    }
+}
+
+impl core::error::Error for AsmError {}
+
+/// Probe kinds by their listing name.
+pub const PROBE_KINDS: &[(ProbeKind, &str)] = &[
+    (ProbeKind::Kprobe, "kprobe"),
+    (ProbeKind::Kretprobe, "kretprobe"),
+    (ProbeKind::Tracepoint, "tracepoint"),
+    (ProbeKind::Begin, "begin"),
+    (ProbeKind::End, "end"),
+];
+
+/// The listing name of a probe kind.
+pub fn probe_kind_name(k: ProbeKind) -> &'static str {
+    PROBE_KINDS.iter().find(|(p, _)| *p == k).map_or("?", |(_, n)| *n)
+}
+
+/// A string literal body for `bytes`: printable ASCII as is, `\\ \" \n \t \r`, anything else `\xNN`.
+pub fn escape(bytes: &[u8]) -> String {
+    let mut s = String::new();
+    for &b in bytes {
+        match b {
+            b'\\' => s.push_str("\\\\"),
+            b'"' => s.push_str("\\\""),
+            b'\n' => s.push_str("\\n"),
+            b'\t' => s.push_str("\\t"),
+            b'\r' => s.push_str("\\r"),
+            0x20..=0x7e => s.push(b as char),
+            _ => s.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    s
+}
+
+fn unescape(lit: &str) -> Result<Vec<u8>, String> {
+    let body = lit
+        .strip_prefix('"')
+        .and_then(|l| l.strip_suffix('"'))
+        .ok_or_else(|| format!("expected a string literal in double quotes, found `{lit}`"))?;
+    let mut out = Vec::new();
+    let mut it = body.bytes();
+    while let Some(b) = it.next() {
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        out.push(match it.next() {
+            Some(b'\\') => b'\\',
+            Some(b'"') => b'"',
+            Some(b'n') => b'\n',
+            Some(b't') => b'\t',
+            Some(b'r') => b'\r',
+            Some(b'x') => {
+                let hex: Vec<u8> = it.by_ref().take(2).collect();
+                let hex = core::str::from_utf8(&hex).unwrap_or("");
+                u8::from_str_radix(hex, 16).map_err(|_| format!("bad escape `\\x{hex}`"))?
+            }
+            other => return Err(format!("bad escape `\\{}`", other.map_or(' ', char::from))),
+        });
+    }
+    Ok(out)
+}
+
+/// A number: decimal or `0x` hex, optionally signed; hex may span the whole u64 range.
+fn number(s: &str) -> Result<i128, String> {
+    let (neg, t) = match s.strip_prefix('-') {
+        Some(t) => (true, t),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let v = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16).map(i128::from),
+        None => t.parse::<u64>().map(i128::from),
+    }
+    .map_err(|_| format!("`{s}` is not a number"))?;
+    Ok(if neg { -v } else { v })
+}
+
+fn ranged(s: &str, lo: i128, hi: i128) -> Result<i128, String> {
+    let v = number(s)?;
+    if v < lo || v > hi {
+        return Err(format!("`{s}` is outside {lo}..={hi}"));
+    }
+    Ok(v)
+}
+
+fn prefixed(s: &str, p: &str, hi: i128) -> Result<i128, String> {
+    let n = s.strip_prefix(p).ok_or_else(|| format!("`{s}`: expected {p}N"))?;
+    if n.starts_with('-') || n.starts_with('+') {
+        return Err(format!("`{s}`: expected {p}N"));
+    }
+    ranged(n, 0, hi)
+}
+
+/// Split at top-level commas (argument lists are parenthesised).
+fn operands(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut depth = 0i32;
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(s.get(start..i).unwrap_or("").trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    let last = s.get(start..).unwrap_or("").trim();
+    if !last.is_empty() || !out.is_empty() {
+        out.push(last);
+    }
+    out
+}
+
+/// The line without its comment (`;` or `#` outside a string literal).
+fn strip_comment(line: &str) -> &str {
+    let mut in_str = false;
+    let mut escaped = false;
+    for (i, c) in line.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if in_str => escaped = true,
+            '"' => in_str = !in_str,
+            ';' | '#' if !in_str => return line.get(..i).unwrap_or(""),
+            _ => {}
+        }
+    }
+    line
+}
+
+/// Drop an optional `NAME =` / `NAME` index prefix (`c3 =`, `t0`) after checking it is `expect`.
+fn index_prefix<'s>(rest: &'s str, p: &str, expect: usize) -> Result<&'s str, String> {
+    let rest = rest.trim();
+    let (first, tail) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+    let Some(n) = first.strip_prefix(p).filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    else {
+        return Ok(rest);
+    };
+    if n.parse::<usize>().ok() != Some(expect) {
+        return Err(format!("`{first}` is out of order: the next entry is {p}{expect}"));
+    }
+    let tail = tail.trim_start();
+    Ok(tail.strip_prefix('=').unwrap_or(tail).trim())
+}
+
+struct Func {
+    spec: FuncSpec,
+    explicit_len: bool,
+}
+
+#[derive(Default)]
+struct State {
+    out: Assembled,
+    funcs: Vec<Func>,
+    /// (code position of the jump field, instruction start, label, line)
+    fixups: Vec<(usize, usize, String, usize)>,
+}
+
+impl State {
+    fn close_func(&mut self) {
+        let len = self.out.image.code.len();
+        if let Some(f) = self.funcs.last_mut() {
+            if !f.explicit_len {
+                f.spec.code_len = (len as u32).wrapping_sub(f.spec.code_off);
+            }
+        }
+    }
+
+    fn directive(&mut self, name: &str, rest: &str) -> Result<(), String> {
+        let img = &mut self.out.image;
+        match name {
+            ".func" => {
+                self.close_func();
+                let code_off = self.out.image.code.len() as u32;
+                let mut f = Func {
+                    spec: FuncSpec { code_off, code_len: 0, n_int: 0, n_str: 0 },
+                    explicit_len: false,
+                };
+                for w in rest.split_whitespace().skip(1) {
+                    let (k, v) = w.split_once('=').ok_or_else(|| format!("`{w}`: expected KEY=VALUE"))?;
+                    match k {
+                        "int" => f.spec.n_int = ranged(v, 0, 255)? as u8,
+                        "str" => f.spec.n_str = ranged(v, 0, 255)? as u8,
+                        "at" => f.spec.code_off = ranged(v, 0, u32::MAX.into())? as u32,
+                        "len" => {
+                            f.spec.code_len = ranged(v, 0, u32::MAX.into())? as u32;
+                            f.explicit_len = true;
+                        }
+                        _ => return Err(format!("`{k}`: a function takes int=, str=, at= and len=")),
+                    }
+                }
+                self.funcs.push(f);
+            }
+            ".byte" => {
+                for b in rest.split_whitespace() {
+                    img.code.push(ranged(b, -128, 255)? as u8);
+                }
+            }
+            ".const" => {
+                let v = index_prefix(rest, "c", img.consts.len())?;
+                img.consts.push(ranged(v, i64::MIN.into(), u64::MAX.into())? as i64);
+            }
+            ".string" => {
+                let v = index_prefix(rest, "str", img.strings.len())?;
+                img.strings.push(unescape(v)?);
+            }
+            ".globals" => img.globals = ranged(rest.trim(), 0, u16::MAX.into())? as u16,
+            ".budget" => img.budget = ranged(rest.trim(), 0, u32::MAX.into())? as u32,
+            ".build-id" => {
+                let hex = rest.trim();
+                if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(format!("`{hex}` is not hex bytes"));
+                }
+                img.build_id = (0..hex.len() / 2)
+                    .map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2).unwrap_or(""), 16).unwrap_or(0))
+                    .collect();
+            }
+            ".table" => {
+                let v = index_prefix(rest, "t", img.tables.len())?;
+                let mut t = TableSpec { key: KeyKind::Int, capacity: 0 };
+                for w in v.split_whitespace() {
+                    match w.split_once('=') {
+                        Some(("key", "int")) => t.key = KeyKind::Int,
+                        Some(("key", "str")) => t.key = KeyKind::Str,
+                        Some(("capacity", n)) => t.capacity = ranged(n, 0, u32::MAX.into())? as u32,
+                        _ => return Err(format!("`{w}`: a table takes key=int|str and capacity=N")),
+                    }
+                }
+                img.tables.push(t);
+            }
+            ".format" => {
+                let v = index_prefix(rest, "f", img.formats.len())?;
+                let inner = v
+                    .strip_prefix('(')
+                    .and_then(|v| v.strip_suffix(')'))
+                    .ok_or_else(|| format!("`{v}`: expected (int, str, ...)"))?;
+                let kinds = operands(inner)
+                    .into_iter()
+                    .map(|k| match k {
+                        "int" => Ok(ArgKind::Int),
+                        "str" => Ok(ArgKind::Str),
+                        _ => Err(format!("`{k}`: argument kinds are int and str")),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                img.formats.push(kinds);
+            }
+            ".probe" => {
+                let v = index_prefix(rest, "p", img.probes.len())?;
+                let (spec, func) = v
+                    .split_once("->")
+                    .ok_or_else(|| "a probe is `KIND [NAME] [@ADDR] -> fnN`".to_string())?;
+                let func = prefixed(func.trim(), "fn", u16::MAX.into())? as u16;
+                let mut words = spec.split_whitespace();
+                let kind = words.next().unwrap_or("");
+                let kind =
+                    PROBE_KINDS.iter().find(|(_, n)| *n == kind).map(|(k, _)| *k).ok_or_else(|| {
+                        format!("`{kind}`: probe kinds are kprobe, kretprobe, tracepoint, begin, end")
+                    })?;
+                let mut p = OwnedProbe { kind, func, addr: 0, name: Vec::new() };
+                for w in words {
+                    match w.strip_prefix('@') {
+                        Some(a) => p.addr = ranged(a, 0, u64::MAX.into())? as u64,
+                        None if p.name.is_empty() => p.name = w.as_bytes().to_vec(),
+                        None => return Err(format!("`{w}`: a probe has one name")),
+                    }
+                }
+                img.probes.push(p);
+            }
+            _ => return Err(format!("unknown directive `{name}`")),
+        }
+        Ok(())
+    }
+
+    fn insn(&mut self, text: &str, line: usize) -> Result<(), String> {
+        let (mn, rest) = text.split_once(char::is_whitespace).unwrap_or((text, ""));
+        let op = *Opcode::ALL
+            .iter()
+            .find(|o| o.mnemonic() == mn)
+            .ok_or_else(|| format!("unknown mnemonic `{mn}`"))?;
+        let words = operands(rest);
+        if words.len() != op.operands().len() {
+            return Err(format!("`{mn}` takes {} operands, found {}", op.operands().len(), words.len()));
+        }
+        let code = &mut self.out.image.code;
+        let start = code.len();
+        let mut vals = Vec::new();
+        let mut args = Vec::new();
+        let mut field = start + 1;
+        for (kind, w) in op.operands().iter().zip(words) {
+            let byte = 255;
+            let short = u16::MAX.into();
+            let v = match kind {
+                OperandKind::Reg => prefixed(w, "r", byte)?,
+                OperandKind::SReg => prefixed(w, "s", byte)?,
+                OperandKind::Imm => ranged(w, i32::MIN.into(), i32::MAX.into())?,
+                OperandKind::Const => prefixed(w, "c", short)?,
+                OperandKind::Str => prefixed(w, "str", short)?,
+                OperandKind::Table => prefixed(w, "t", byte)?,
+                OperandKind::Global => prefixed(w, "g", short)?,
+                OperandKind::Format => prefixed(w, "f", short)?,
+                OperandKind::Func => prefixed(w, "fn", short)?,
+                OperandKind::Ctx => match CtxField::from_name(w) {
+                    Some(f) => f as i128,
+                    None => prefixed(w, "ctx", byte)?,
+                },
+                OperandKind::Jump => match w.strip_prefix('@') {
+                    Some(t) => {
+                        let disp = number(t)? - start as i128;
+                        if disp < i16::MIN.into() || disp > i16::MAX.into() {
+                            return Err(format!("`{w}` is too far from the jump at {start:#x}"));
+                        }
+                        disp
+                    }
+                    None => {
+                        self.fixups.push((field, start, w.to_string(), line));
+                        0
+                    }
+                },
+                OperandKind::Args => {
+                    let inner = w
+                        .strip_prefix('(')
+                        .and_then(|v| v.strip_suffix(')'))
+                        .ok_or_else(|| format!("`{w}`: expected (rN, sN, ...)"))?;
+                    for a in operands(inner) {
+                        args.push(match a.strip_prefix('s') {
+                            Some(_) => Arg::Str(prefixed(a, "s", 127)? as u8),
+                            None => Arg::Int(prefixed(a, "r", 127)? as u8),
+                        });
+                    }
+                    field += 1 + args.len();
+                    continue;
+                }
+            };
+            field += kind.size();
+            vals.push(v as i32);
+        }
+        isa::encode(code, op, &vals, &args);
+        Ok(())
+    }
+}
+
+/// Assemble `src`.
+pub fn assemble(src: &str) -> Result<Assembled, AsmError> {
+    let mut st = State::default();
+    for (i, raw) in src.lines().enumerate() {
+        let line = i + 1;
+        let err = |message: String| AsmError { line, message };
+        let text = strip_comment(raw).trim();
+        if text.is_empty() {
+            continue;
+        }
+        if text.starts_with('.') {
+            let name = text.split_whitespace().next().unwrap_or("");
+            let rest = text.get(name.len()..).unwrap_or("");
+            st.directive(name, rest).map_err(err)?;
+            continue;
+        }
+        if let Some(label) = text.strip_suffix(':') {
+            if label.is_empty() || label.contains(char::is_whitespace) {
+                return Err(err(format!("`{text}` is not a label")));
+            }
+            let at = st.out.image.code.len() as u32;
+            if st.out.labels.insert(label.to_string(), at).is_some() {
+                return Err(err(format!("label `{label}` defined twice")));
+            }
+            continue;
+        }
+        // a leading hex offset column, as the disassembler prints it, is ignored
+        let (first, rest) = text.split_once(char::is_whitespace).unwrap_or((text, ""));
+        let is_mnemonic = Opcode::ALL.iter().any(|o| o.mnemonic() == first);
+        let body = if !is_mnemonic && !rest.is_empty() && first.bytes().all(|b| b.is_ascii_hexdigit()) {
+            rest.trim()
+        } else {
+            text
+        };
+        st.insn(body, line).map_err(err)?;
+    }
+    st.close_func();
+    for (pos, start, label, line) in core::mem::take(&mut st.fixups) {
+        let target = *st
+            .out
+            .labels
+            .get(&label)
+            .ok_or_else(|| AsmError { line, message: format!("no label `{label}`") })?;
+        let disp = i64::from(target) - start as i64;
+        let disp = i16::try_from(disp)
+            .map_err(|_| AsmError { line, message: format!("label `{label}` is too far") })?;
+        if let Some(field) = st.out.image.code.get_mut(pos..pos + 2) {
+            field.copy_from_slice(&disp.to_le_bytes());
+        }
+    }
+    st.out.image.funcs = st.funcs.into_iter().map(|f| f.spec).collect();
+    Ok(st.out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::Image;
+
+    #[test]
+    fn a_program_with_every_section() {
+        let a = assemble(
+            "
+            .func main int=2 str=1   ; the handler
+            top:
+              0000  movi r0, 3
+                    addi r0, r0, -1
+                    jnz r0, top
+                    jnz r0, @0
+                    printf f0, (r0, s0)
+                    ret
+            .func end at=0 len=1
+            .const c0 = -5
+            .const 0xffffffffffffffff
+            .string str0 = \"a;b\\x00\\\"\"
+            .globals 2
+            .table t0 key=str capacity=8
+            .probe p0 kprobe vfs_read @0xc0001000 -> fn0
+            .probe end -> fn1
+            .format f0 (int, str)
+            .build-id 00ff
+            .budget 77
+            ",
+        )
+        .unwrap();
+        let b = &a.image;
+        assert_eq!(a.labels["top"], 0);
+        assert_eq!(b.funcs.len(), 2);
+        assert_eq!(b.funcs[1], FuncSpec { code_off: 0, code_len: 1, n_int: 0, n_str: 0 });
+        assert_eq!(b.funcs[0].code_len as usize, b.code.len());
+        assert_eq!(b.consts, [-5, -1]);
+        assert_eq!(b.strings, [b"a;b\0\"".to_vec()]);
+        assert_eq!(b.probes[0].addr, 0xc000_1000);
+        assert_eq!(b.probes[1].kind, ProbeKind::End);
+        assert_eq!(b.build_id, [0, 0xff]);
+        let bytes = b.build();
+        let img = Image::parse(&bytes).unwrap();
+        let text: Vec<String> = isa::decode_all(img.code).map(|i| i.unwrap().to_string()).collect();
+        assert_eq!(text[2], "jnz r0, @0");
+        assert_eq!(text[3], "jnz r0, @0");
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        for (src, want) in [
+            ("ret\nbogus r1", "line 2: unknown mnemonic `bogus`"),
+            ("movi r0", "line 1: `movi` takes 2 operands, found 1"),
+            ("movi r256, 1", "line 1: `256` is outside 0..=255"),
+            ("jmp nowhere", "line 1: no label `nowhere`"),
+            (".const c1 = 4", "line 1: `c1` is out of order: the next entry is c0"),
+            (".string \"\\q\"", "line 1: bad escape `\\q`"),
+        ] {
+            assert_eq!(assemble(src).unwrap_err().to_string(), want, "{src}");
+        }
+    }
+
+    #[test]
+    fn escape_round_trips_every_byte() {
+        let all: Vec<u8> = (0..=255).collect();
+        let lit = format!("\"{}\"", escape(&all));
+        assert_eq!(unescape(&lit).unwrap(), all);
+    }
+}
