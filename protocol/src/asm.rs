@@ -12,6 +12,8 @@
 //!         printf f0, (r0, s0)
 //!         ctx r1, pid         context fields by script name, or `ctx7` for a raw byte
 //! .byte 0xee 0x01             raw code bytes
+//! .rept 300                   repeat the lines up to .endr (no nesting)
+//! .endr
 //! .const c0 = -5              pools and specs; the `c0 =` index is optional and checked
 //! .string str0 = "dd\x00"
 //! .globals 3
@@ -331,6 +333,40 @@ impl State {
         Ok(())
     }
 
+    /// One line without its comment.
+    fn line(&mut self, text: &str, line: usize) -> Result<(), AsmError> {
+        let st = self;
+        let err = |message: String| AsmError { line, message };
+        if text.is_empty() {
+            return Ok(());
+        }
+        if text.starts_with('.') {
+            let name = text.split_whitespace().next().unwrap_or("");
+            let rest = text.get(name.len()..).unwrap_or("");
+            st.directive(name, rest).map_err(err)?;
+            return Ok(());
+        }
+        if let Some(label) = text.strip_suffix(':') {
+            if label.is_empty() || label.contains(char::is_whitespace) {
+                return Err(err(format!("`{text}` is not a label")));
+            }
+            let at = st.out.image.code.len() as u32;
+            if st.out.labels.insert(label.to_string(), at).is_some() {
+                return Err(err(format!("label `{label}` defined twice")));
+            }
+            return Ok(());
+        }
+        // a leading hex offset column, as the disassembler prints it, is ignored
+        let (first, rest) = text.split_once(char::is_whitespace).unwrap_or((text, ""));
+        let is_mnemonic = Opcode::ALL.iter().any(|o| o.mnemonic() == first);
+        let body = if !is_mnemonic && !rest.is_empty() && first.bytes().all(|b| b.is_ascii_hexdigit()) {
+            rest.trim()
+        } else {
+            text
+        };
+        st.insn(body, line).map_err(err)
+    }
+
     fn insn(&mut self, text: &str, line: usize) -> Result<(), String> {
         let (mn, rest) = text.split_once(char::is_whitespace).unwrap_or((text, ""));
         let op = *Opcode::ALL
@@ -399,41 +435,45 @@ impl State {
     }
 }
 
+/// Most times a `.rept` block may repeat.
+const MAX_REPT: i128 = 1 << 20;
+
 /// Assemble `src`.
 pub fn assemble(src: &str) -> Result<Assembled, AsmError> {
     let mut st = State::default();
+    // an open `.rept N` block: N and its (line number, text) lines
+    let mut rept: Option<(i128, Vec<(usize, &str)>)> = None;
     for (i, raw) in src.lines().enumerate() {
         let line = i + 1;
-        let err = |message: String| AsmError { line, message };
         let text = strip_comment(raw).trim();
-        if text.is_empty() {
-            continue;
-        }
-        if text.starts_with('.') {
-            let name = text.split_whitespace().next().unwrap_or("");
-            let rest = text.get(name.len()..).unwrap_or("");
-            st.directive(name, rest).map_err(err)?;
-            continue;
-        }
-        if let Some(label) = text.strip_suffix(':') {
-            if label.is_empty() || label.contains(char::is_whitespace) {
-                return Err(err(format!("`{text}` is not a label")));
+        let word = text.split_whitespace().next().unwrap_or("");
+        match (word, rept.as_mut()) {
+            (".rept", None) => {
+                let n = text.get(word.len()..).unwrap_or("").trim();
+                let n = ranged(n, 0, MAX_REPT).map_err(|message| AsmError { line, message })?;
+                rept = Some((n, Vec::new()));
             }
-            let at = st.out.image.code.len() as u32;
-            if st.out.labels.insert(label.to_string(), at).is_some() {
-                return Err(err(format!("label `{label}` defined twice")));
+            (".rept", Some(_)) => {
+                return Err(AsmError { line, message: "`.rept` blocks do not nest".to_string() });
             }
-            continue;
+            (".endr", Some(_)) => {
+                if let Some((n, body)) = rept.take() {
+                    for _ in 0..n {
+                        for (line, text) in &body {
+                            st.line(text, *line)?;
+                        }
+                    }
+                }
+            }
+            (".endr", None) => {
+                return Err(AsmError { line, message: "`.endr` without `.rept`".to_string() });
+            }
+            (_, Some((_, body))) => body.push((line, text)),
+            (_, None) => st.line(text, line)?,
         }
-        // a leading hex offset column, as the disassembler prints it, is ignored
-        let (first, rest) = text.split_once(char::is_whitespace).unwrap_or((text, ""));
-        let is_mnemonic = Opcode::ALL.iter().any(|o| o.mnemonic() == first);
-        let body = if !is_mnemonic && !rest.is_empty() && first.bytes().all(|b| b.is_ascii_hexdigit()) {
-            rest.trim()
-        } else {
-            text
-        };
-        st.insn(body, line).map_err(err)?;
+    }
+    if rept.is_some() {
+        return Err(AsmError { line: src.lines().count(), message: "`.rept` without `.endr`".to_string() });
     }
     st.close_func();
     for (pos, start, label, line) in core::mem::take(&mut st.fixups) {
@@ -513,6 +553,17 @@ mod tests {
         ] {
             assert_eq!(assemble(src).unwrap_err().to_string(), want, "{src}");
         }
+    }
+
+    #[test]
+    fn rept_repeats_its_block() {
+        let a =
+            assemble(".rept 3\n.func f\nret\n.endr\n.rept 2\n.table key=int capacity=1\n.endr\n").unwrap();
+        assert_eq!(a.image.funcs.len(), 3);
+        assert_eq!(a.image.funcs[2], FuncSpec { code_off: 2, code_len: 1, n_int: 0, n_str: 0 });
+        assert_eq!(a.image.tables.len(), 2);
+        assert_eq!(assemble(".rept 2\nret").unwrap_err().to_string(), "line 2: `.rept` without `.endr`");
+        assert_eq!(assemble(".endr").unwrap_err().to_string(), "line 1: `.endr` without `.rept`");
     }
 
     #[test]
