@@ -7,6 +7,7 @@ mod build;
 mod build_agent;
 mod build_module;
 mod demo;
+mod fuzz;
 mod initramfs;
 mod paths;
 mod setup;
@@ -34,6 +35,8 @@ enum Cmd {
     Test(test::Args),
     /// Sizes and push-to-first-event latency for docs/benchmarks.md.
     Bench(bench::Args),
+    /// Seed and run the cargo-fuzz targets in fuzz/ (image decode, verify, run) for a while each.
+    Fuzz(fuzz::Args),
     /// Cross-build only the static target agent for a board.
     BuildAgent(build_agent::Args),
     /// Cross-build only the kernel module (Rust VM object + C shim) for a board.
@@ -47,6 +50,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Demo(args) => demo::run(&args),
         Cmd::Test(args) => test::run(&args),
         Cmd::Bench(args) => bench::run(&args),
+        Cmd::Fuzz(args) => fuzz::run(&args),
         Cmd::BuildAgent(args) => build_agent::run(&args).map(|_| ()),
         Cmd::BuildModule(args) => build_module::run(&args).map(|_| ()),
     }
