@@ -174,6 +174,9 @@ pub struct QemuSpec {
     /// Further arguments, passed as they are.
     #[serde(default)]
     pub args: Vec<String>,
+    /// Extra words for the guest kernel's command line, after the console and init settings.
+    #[serde(default)]
+    pub kernel_cmdline: Vec<String>,
 }
 
 impl Board {
@@ -224,6 +227,11 @@ impl Board {
         {
             return invalid("qemu-size", "qemu needs smp >= 1 and memory_mb >= 64".into());
         }
+        if let Some(q) = &self.qemu
+            && let Some(w) = q.kernel_cmdline.iter().find(|w| w.is_empty() || w.contains(char::is_whitespace))
+        {
+            return invalid("qemu-cmdline-words", format!("kernel_cmdline entry `{w}` is not one word"));
+        }
         Ok(())
     }
 }
@@ -272,6 +280,19 @@ mod tests {
         std::fs::write(&path, good.replace("word_bits = 32", "word_bits = 64")).unwrap();
         let err = Board::from_file(&path).unwrap_err().to_string();
         assert!(err.contains("word-bits-match-arch"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn kernel_cmdline_entries_are_single_words() {
+        let dir = std::env::temp_dir().join(format!("ktap-board-cmdline-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = std::fs::read_to_string(boards_dir().join("qemu-aarch64.toml")).unwrap();
+        assert!(good.contains("kernel_cmdline = [\"nokaslr\"]"));
+        let path = dir.join("qemu-aarch64.toml");
+        std::fs::write(&path, good.replace("[\"nokaslr\"]", "[\"nokaslr quiet\"]")).unwrap();
+        let err = Board::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("qemu-cmdline-words"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 pub use console::Console;
 
-use crate::board::Board;
+use crate::board::{Board, QemuSpec};
 
 /// Printed by the guest's init once the module is loaded and the agent runs.
 pub const READY_MARKER: &str = "KTAP-READY";
@@ -145,6 +145,17 @@ impl Artifacts {
     }
 }
 
+/// The guest kernel's command line: console, our init, no reboot loop, and the board's extra words.
+/// loglevel=4 keeps warnings (the unsigned-module taint) off the console; oopses still show.
+pub fn kernel_cmdline(q: &QemuSpec) -> String {
+    let mut line = format!("console={} rdinit=/init panic=-1 loglevel=4", q.console);
+    for word in &q.kernel_cmdline {
+        line.push(' ');
+        line.push_str(word);
+    }
+    line
+}
+
 /// A booted guest. Dropping it kills QEMU.
 pub struct Guest {
     child: Child,
@@ -171,8 +182,7 @@ impl Guest {
             .arg(&artifacts.kernel)
             .arg("-initrd")
             .arg(&artifacts.initramfs)
-            // loglevel=4 keeps warnings (the unsigned-module taint) off the console; oopses still show
-            .args(["-append", &format!("console={} rdinit=/init panic=-1 loglevel=4", q.console)])
+            .args(["-append", &kernel_cmdline(q)])
             .args(["-serial", "stdio", "-serial", "pty"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -241,5 +251,20 @@ impl Drop for Guest {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_cmdline_appends_the_boards_words() {
+        let boards = Path::new(env!("CARGO_MANIFEST_DIR")).join("../boards");
+        let board = Board::load(&boards, "qemu-aarch64").unwrap();
+        let line = kernel_cmdline(board.qemu.as_ref().unwrap());
+        assert_eq!(line, "console=ttyAMA0 rdinit=/init panic=-1 loglevel=4 nokaslr");
+        let board = Board::load(&boards, "qemu-armv7").unwrap();
+        assert!(kernel_cmdline(board.qemu.as_ref().unwrap()).ends_with("loglevel=4"));
     }
 }
