@@ -101,7 +101,8 @@ pub trait Device {
     /// Read whole records into `buf`; `Ok(0)` when none are available now (running) or the
     /// stream has ended (stopped). Never blocks.
     fn read_records(&mut self, buf: &mut [u8]) -> Result<usize, Errno>;
-    /// Detach and free the program.
+    /// Detach and free the program, if any, and release the device. Also called after a refused
+    /// load, which leaves nothing loaded.
     fn unload(&mut self) -> Result<(), Errno>;
 }
 

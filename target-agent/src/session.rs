@@ -376,6 +376,9 @@ impl<D: Device, L: Link> Core<'_, D, L> {
             }
             Err(LoadError::NoDevice { errno }) => self.error(codes::NO_DEVICE, errno),
             Err(LoadError::Refused { code, offset, detail }) => {
+                // Nothing is loaded now; unloading releases the device, which is held only while a
+                // program is loaded (else `rmmod ktap` and a second agent find it busy).
+                let _ = self.dev.unload();
                 self.link.send(&AgentMsg::Rejected { code, offset, detail })
             }
         }

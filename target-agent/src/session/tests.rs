@@ -252,6 +252,8 @@ fn kernel_refusals_are_relayed() {
     upload(&mut s, &image(&BUILD_ID), 0);
     assert_eq!(s.link().msgs(), [AgentMsg::Rejected { code: 0x205, offset: 40, detail: 0 }]);
     assert_eq!(s.state(), State::Idle);
+    // the device is released, so the module can be unloaded (found by tests/tests/verifier_stress.rs)
+    assert_eq!(s.device_mut().calls("unload"), 1);
 }
 
 #[test]
