@@ -12,6 +12,7 @@ mod initramfs;
 mod paths;
 mod setup;
 mod test;
+mod tidy;
 mod tools;
 
 use clap::{Parser, Subcommand};
