@@ -1,6 +1,6 @@
 //! Tidy checks over the whole tree, run by `cargo test -p xtask`: every Rust file starts with module
-//! docs (`//!`), no test is silently skipped (`#[ignore]`) or passes by panicking (`#[should_panic]`),
-//! and no source line ends in whitespace.
+//! docs (`//!`), no test is silently skipped (the `ignore` attribute) or passes by panicking (the
+//! `should_panic` attribute), and no source line ends in whitespace.
 
 #[cfg(test)]
 mod tests {
