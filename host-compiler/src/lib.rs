@@ -8,4 +8,5 @@ pub mod link;
 pub mod qemu;
 pub mod session;
 pub mod sidecar;
+pub mod sim;
 pub mod vmlinux;

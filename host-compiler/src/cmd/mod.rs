@@ -7,6 +7,7 @@ pub mod check;
 pub mod compile;
 pub mod disasm;
 pub mod push;
+pub mod sim;
 pub mod verify;
 
 use std::path::PathBuf;
@@ -30,6 +31,8 @@ pub enum Command {
     Verify(verify::Cmd),
     /// Push a script to a board and print what it reports until stopped.
     Push(push::Cmd),
+    /// Run a script or image on the host against an events file (JSON lines), printing what push would.
+    Sim(sim::Cmd),
     /// List the boards ktap-host knows.
     Boards(boards::Cmd),
 }
@@ -44,6 +47,7 @@ impl Command {
             Command::Asm(c) => c.run(),
             Command::Verify(c) => c.run(),
             Command::Push(c) => c.run(),
+            Command::Sim(c) => c.run(),
             Command::Boards(c) => c.run(),
         }
     }

@@ -1,0 +1,167 @@
+//! The host simulator: the VM crate the kernel module runs (`ktap-vm`), run on the host against
+//! recorded or synthetic events, its records rendered exactly as `push` renders the board's.
+//!
+//! [`events`] reads the JSON-lines events file, [`env`] answers the VM's context questions from one
+//! event, and [`simulate`] is the run loop: `trace_begin`, every event's probes in file order,
+//! `trace_end`. Everything is a pure function of the image and the events, so output is
+//! deterministic.
+
+pub mod env;
+pub mod events;
+
+use std::collections::BTreeMap;
+
+use ktap_protocol::image::{Image, ProbeKind};
+use ktap_protocol::wire::Stats;
+use ktap_vm::{Counters, Program};
+
+use crate::format::Renderer;
+use crate::lang::Resolver;
+use crate::session::{RunSummary, StopReason};
+use crate::sidecar::Sidecar;
+use env::EventEnv;
+use events::{DEFAULT_TIME_STEP_NS, Event, canonical_probe};
+
+/// A resolver for simulation without a vmlinux: every kernel function and tracepoint exists, and
+/// each function gets a fake, nonzero, deterministic address (the simulator never attaches).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AnyKernel;
+
+impl Resolver for AnyKernel {
+    fn kprobe_addr(&self, sym: &str) -> Result<u64, String> {
+        // FNV-1a, kept in a kernel-looking range and never 0.
+        let h = sym
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        Ok(0xc000_0000 | (h & 0x0fff_fff0))
+    }
+
+    fn tracepoint(&self, _subsys: &str, _event: &str) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Why a simulation could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// `Image::parse` refused the image.
+    #[error("image is malformed (code {code:#x}): {msg}")]
+    Malformed {
+        /// The refusal code.
+        code: u16,
+        /// Its description.
+        msg: String,
+    },
+    /// The verifier refused the image.
+    #[error("image fails the verifier (code {code:#x}): {msg}")]
+    Rejected {
+        /// The refusal code.
+        code: u16,
+        /// Its description, with the byte offset.
+        msg: String,
+    },
+    /// `Program::new` could not allocate.
+    #[error("cannot allocate the program's memory")]
+    Alloc,
+}
+
+/// What a simulation printed and counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SimOutput {
+    /// What `push` would print on stdout.
+    pub stdout: String,
+    /// Problem lines for stderr, without the `ktap: ` prefix: rendering problems, then the VM's loss
+    /// counters (the line `push` prints), then events for probes the program does not have.
+    pub problems: Vec<String>,
+    /// The VM's counters at the end.
+    pub counters: Counters,
+    /// Hits for each probe spec the program does not have (repeats included), by spec.
+    pub unknown: BTreeMap<String, u64>,
+}
+
+/// Run `image` (with the `sidecar` that names its probes) against `events`.
+pub fn simulate(image: &[u8], sidecar: &Sidecar, events: &[Event]) -> Result<SimOutput, SimError> {
+    let img = Image::parse(image).map_err(|e| SimError::Malformed { code: e.code(), msg: e.to_string() })?;
+    let v = ktap_vm::verify(&img).map_err(|e| SimError::Rejected { code: e.code(), msg: e.to_string() })?;
+    let mut prog = Program::new(v).map_err(|_| SimError::Alloc)?;
+    // (kind, func, canonical spec) per probe, in image order.
+    let probes: Vec<(ProbeKind, u16, String)> = prog
+        .probes()
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let spec = sidecar.probes.get(i).map(|s| canonical_probe(&s.spec)).unwrap_or_default();
+            (p.kind, p.func, spec)
+        })
+        .collect();
+    let mut by_spec: BTreeMap<&str, Vec<u16>> = BTreeMap::new();
+    for (kind, func, spec) in &probes {
+        if !matches!(kind, ProbeKind::Begin | ProbeKind::End) {
+            by_spec.entry(spec.as_str()).or_default().push(*func);
+        }
+    }
+    let funcs_of = |k: ProbeKind| -> Vec<u16> {
+        probes.iter().filter(|(kind, ..)| *kind == k).map(|(_, f, _)| *f).collect()
+    };
+
+    let mut renderer = Renderer::new(sidecar);
+    let mut out = SimOutput::default();
+    let mut records = Vec::new();
+    let mut run =
+        |prog: &mut Program, func: u16, event: Option<&Event>, time_ns: i64, out: &mut SimOutput| {
+            records.clear();
+            // An aborted run is counted by the VM and reported with the counters, as in the kernel.
+            let _ = prog.run(func, &mut EventEnv { event, time_ns, records: &mut records });
+            out.stdout.push_str(&renderer.feed(&records));
+        };
+
+    let start = events.first().map_or(0, |e| e.time_ns);
+    for f in funcs_of(ProbeKind::Begin) {
+        run(&mut prog, f, None, start, &mut out);
+    }
+    let mut time = start;
+    for e in events {
+        let spec = canonical_probe(&e.probe);
+        let Some(funcs) = by_spec.get(spec.as_str()) else {
+            *out.unknown.entry(spec).or_default() += e.repeat;
+            continue;
+        };
+        for i in 0..e.repeat {
+            time = e.time_ns.wrapping_add(DEFAULT_TIME_STEP_NS.wrapping_mul(i as i64));
+            for &f in funcs {
+                run(&mut prog, f, Some(e), time, &mut out);
+            }
+        }
+    }
+    let end = time.wrapping_add(DEFAULT_TIME_STEP_NS);
+    for f in funcs_of(ProbeKind::End) {
+        run(&mut prog, f, None, end, &mut out);
+    }
+    out.stdout.push_str(&renderer.finish());
+    out.problems = renderer.take_problems();
+    out.counters = prog.counters();
+    if let Some(line) = counters_problem(out.counters) {
+        out.problems.push(line);
+    }
+    if !out.unknown.is_empty() {
+        let n: u64 = out.unknown.values().sum();
+        let list: Vec<String> = out.unknown.iter().map(|(s, n)| format!("{s} ({n})")).collect();
+        out.problems.push(format!("{n} events for probes the program does not have: {}", list.join(", ")));
+    }
+    Ok(out)
+}
+
+/// The line `push` prints for the VM's loss counters (the same wording: the counters go through the
+/// session's [`RunSummary::problems`]); `None` when nothing was lost.
+pub fn counters_problem(c: Counters) -> Option<String> {
+    let stats = Stats {
+        hits: c.hits,
+        budget_exhausted: c.budget_exhausted,
+        runtime_errors: c.runtime_errors,
+        table_full: c.table_full,
+        ring_dropped: c.ring_dropped,
+        ..Stats::default()
+    };
+    RunSummary { stats, bad_frames: 0, bad_messages: 0, reason: StopReason::Agent, pings: 0, pongs: 0 }
+        .problems()
+}
