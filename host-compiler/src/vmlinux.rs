@@ -7,7 +7,8 @@
 //! a few MB. DWARF (types, struct offsets) is a later addition.
 //!
 //! Addresses: ARM Thumb functions have bit 0 set in `st_value`; it is cleared. Under KASLR the run-time
-//! address is `addr - _text + runtime _text` ([`Vmlinux::rebase`]); ARM32 has no KASLR, so both agree.
+//! address is `addr - base + runtime base` ([`Vmlinux::rebase`]), where the base is the symbol the
+//! agent found in `/proc/kallsyms`: `_text`, or `_stext` where kallsyms omits `_text` (ARM32, arm64).
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
@@ -65,6 +66,18 @@ pub enum VmlinuxError {
     NoText {
         /// The file.
         path: PathBuf,
+    },
+    /// The agent reported the kernel's run-time base as a symbol this vmlinux does not have.
+    #[error(
+        "vmlinux {path} has no `{name}` symbol, but the board reports its kernel's base as `{name}` at {addr:#x}: cannot rebase kprobe addresses (is this the board's vmlinux?)"
+    )]
+    NoBaseSymbol {
+        /// The file.
+        path: PathBuf,
+        /// The symbol the agent named.
+        name: String,
+        /// Its run-time address on the board.
+        addr: u64,
     },
     /// The vmlinux is built for another architecture than the board.
     #[error(
@@ -150,7 +163,9 @@ pub struct Vmlinux {
     little_endian: bool,
     build_id: Vec<u8>,
     text: u64,
-    runtime_text: u64,
+    stext: Option<u64>,
+    /// Run-time minus link-time address (wrapping): the KASLR offset, 0 until [`Vmlinux::rebase`].
+    slide: u64,
     funcs: HashMap<Box<str>, Vec<FuncSym>>,
     tracepoints: BTreeSet<Box<str>>,
     trace_systems: BTreeSet<Box<str>>,
@@ -178,12 +193,16 @@ impl Vmlinux {
         let mut tracepoints = BTreeSet::new();
         let mut trace_systems = BTreeSet::new();
         let mut text = None;
+        let mut stext = None;
         for sym in elf.syms.iter() {
             let Some(name) = elf.strtab.get_at(sym.st_name) else { continue };
             if name.is_empty() {
                 continue;
             }
             let typ = sym.st_type();
+            if name == "_stext" {
+                stext = Some(sym.st_value);
+            }
             if name == "_text" {
                 text = Some(sym.st_value);
             } else if typ == STT_FUNC && sym.st_value != 0 {
@@ -214,7 +233,8 @@ impl Vmlinux {
             little_endian: elf.little_endian,
             build_id,
             text,
-            runtime_text: text,
+            stext,
+            slide: 0,
             funcs,
             tracepoints,
             trace_systems,
@@ -271,10 +291,35 @@ impl Vmlinux {
         })
     }
 
-    /// Use the running kernel's `_text` (as the agent reports it) for [`Vmlinux::kprobe_address`].
-    /// 0 means unknown and keeps the link-time addresses (correct without KASLR, e.g. on ARM32).
-    pub fn rebase(&mut self, runtime_text: u64) {
-        self.runtime_text = if runtime_text == 0 { self.text } else { runtime_text };
+    /// Link-time address of a base symbol the agent may report (`_text` or `_stext`).
+    pub fn base_symbol(&self, name: &str) -> Option<u64> {
+        match name {
+            "_text" => Some(self.text),
+            "_stext" => self.stext,
+            _ => None,
+        }
+    }
+
+    /// Use the running kernel's address of `symbol` (as the agent reports it, `_text` or `_stext`) for
+    /// [`Vmlinux::kprobe_address`]. Address 0 means unknown and keeps the link-time addresses (correct
+    /// without KASLR). A symbol the vmlinux lacks is an error, never a silent guess.
+    pub fn rebase(&mut self, symbol: &str, runtime: u64) -> Result<(), VmlinuxError> {
+        if runtime == 0 {
+            self.slide = 0;
+            return Ok(());
+        }
+        let link = self.base_symbol(symbol).ok_or_else(|| VmlinuxError::NoBaseSymbol {
+            path: self.path.clone(),
+            name: symbol.to_owned(),
+            addr: runtime,
+        })?;
+        self.slide = runtime.wrapping_sub(link);
+        Ok(())
+    }
+
+    /// The KASLR offset applied to kprobe addresses (run-time minus link-time, wrapping); 0 if none.
+    pub fn slide(&self) -> u64 {
+        self.slide
     }
 
     /// Link-time address of function `name` (Thumb bit cleared). A name shared by several static
@@ -306,7 +351,7 @@ impl Vmlinux {
     /// Run-time address for a kprobe on `name`: its link-time address moved by the KASLR offset.
     pub fn kprobe_address(&self, name: &str) -> Result<u64, VmlinuxError> {
         let addr = self.function(name)?;
-        Ok(addr.wrapping_sub(self.text).wrapping_add(self.runtime_text))
+        Ok(addr.wrapping_add(self.slide))
     }
 
     /// Check that tracepoint `subsys:event` exists (`__tracepoint_<event>`; the subsystem is checked

@@ -47,10 +47,15 @@ fn boards_dir() -> PathBuf {
 
 /// An ELF with `_text`, a function and the given build-id, from the host C compiler.
 fn vmlinux(build_id: &[u8]) -> PathBuf {
+    vmlinux_with(build_id, "")
+}
+
+/// [`vmlinux`] with more C source, e.g. an `_stext`.
+fn vmlinux_with(build_id: &[u8], extra: &str) -> PathBuf {
     let d = tmp();
     std::fs::write(
         d.join("k.c"),
-        "int _text;\nint vfs_read(void) { return _text; }\nint main(void) { return vfs_read(); }\n",
+        format!("int _text;\n{extra}int vfs_read(void) {{ return _text; }}\nint main(void) {{ return vfs_read(); }}\n"),
     )
     .unwrap();
     let id: String = build_id.iter().map(|b| format!("{b:02x}")).collect();
@@ -103,7 +108,7 @@ fn push_an_image_and_print_its_records() {
     let (vml, img) = (vmlinux(&KERNEL_ID), image(&KERNEL_ID, false));
     let want_image = std::fs::read(&img).unwrap();
     let agent = std::thread::spawn(move || {
-        peer.handshake(&KERNEL_ID, 0);
+        peer.handshake(&KERNEL_ID, "", 0);
         assert_eq!(peer.upload(), want_image);
         peer.send(&AgentMsg::Loaded { probes: 1 });
         assert_eq!(peer.recv(SECS5), Some(Got::Start));
@@ -143,7 +148,7 @@ fn push_a_script_compiled_against_the_vmlinux() {
     let script = tmp().join("reads.kp");
     std::fs::write(&script, "kprobe:vfs_read {\n    printf(\"%s pid %d\\n\", execname, pid)\n}\n").unwrap();
     let agent = std::thread::spawn(move || {
-        peer.handshake(&KERNEL_ID, 0);
+        peer.handshake(&KERNEL_ID, "", 0);
         let image = peer.upload();
         let img = Image::parse(&image).unwrap();
         assert_eq!(img.build_id, KERNEL_ID);
@@ -178,13 +183,67 @@ fn push_a_script_compiled_against_the_vmlinux() {
 }
 
 #[test]
+fn kprobes_are_rebased_by_the_base_symbol_the_agent_reports() {
+    // as on arm64 under KASLR: the agent found only `_stext`, 0x1000_0000 above the vmlinux's
+    let (mut peer, port) = pty_peer();
+    let vml = vmlinux_with(&KERNEL_ID, "int _stext;\n");
+    let v = Vmlinux::open(&vml).unwrap();
+    let (vfs_read, stext) = (v.function("vfs_read").unwrap(), v.base_symbol("_stext").unwrap());
+    let script = tmp().join("reads.kp");
+    std::fs::write(&script, "kprobe:vfs_read {\n    printf(\"%d\\n\", pid)\n}\n").unwrap();
+    let agent = std::thread::spawn(move || {
+        peer.handshake(&KERNEL_ID, "_stext", stext + 0x1000_0000);
+        let image = peer.upload();
+        let mut probes = Vec::new();
+        Image::parse(&image).unwrap().probes(|p| probes.push(p.addr));
+        assert_eq!(probes, [vfs_read + 0x1000_0000]);
+        peer.send(&AgentMsg::Loaded { probes: 1 });
+        assert_eq!(peer.recv(SECS5), Some(Got::Start));
+        peer.send(&AgentMsg::Started);
+        assert_eq!(peer.recv_no_ping(SECS5), Some(Got::Stop));
+        peer.send(&AgentMsg::Stopped(Stats::default()));
+        assert_eq!(peer.recv_no_ping(SECS5), Some(Got::Bye));
+    });
+    let run = |script: &Path, vml: &Path, port: &str| {
+        Command::new(BIN)
+            .args(["push", "--board", "test-x86", "--port", port, "--duration", "0.3", "--boards-dir"])
+            .arg(boards_dir())
+            .arg("--vmlinux")
+            .arg(vml)
+            .arg(script)
+            .output()
+            .unwrap()
+    };
+    let o = run(&script, &vml, &port);
+    agent.join().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+
+    // a vmlinux without the symbol the board names cannot be rebased: a clear error, nothing uploaded
+    let (mut peer, port) = pty_peer();
+    let plain = vmlinux(&KERNEL_ID);
+    let agent = std::thread::spawn(move || {
+        peer.handshake(&KERNEL_ID, "_stext", 0xffff_a0e1_c7e1_0000);
+        assert_eq!(peer.recv(SECS5), Some(Got::Bye), "nothing is uploaded");
+    });
+    let o = run(&script, &plain, &port);
+    agent.join().unwrap();
+    let (_, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(1));
+    let want = format!(
+        "vmlinux {} has no `_stext` symbol, but the board reports its kernel's base as `_stext` at 0xffffa0e1c7e10000",
+        plain.display()
+    );
+    assert!(stderr.contains(&want), "{stderr}");
+}
+
+#[test]
 fn script_errors_are_rendered_against_the_source() {
     let (mut peer, port) = pty_peer();
     let vml = vmlinux(&KERNEL_ID);
     let script = tmp().join("bad.kp");
     std::fs::write(&script, "kprobe:vfs_reed {\n    printf(\"%d\\n\", pid)\n}\n").unwrap();
     let agent = std::thread::spawn(move || {
-        peer.handshake(&KERNEL_ID, 0);
+        peer.handshake(&KERNEL_ID, "", 0);
         assert_eq!(peer.recv(SECS5), Some(Got::Bye), "nothing is uploaded");
     });
     let o = Command::new(BIN)
@@ -211,7 +270,7 @@ fn build_id_mismatch_is_exit_1_and_names_both() {
     let other = [0x11u8; 20];
     let vml = vmlinux(&other);
     let agent = std::thread::spawn(move || {
-        peer.handshake(&KERNEL_ID, 0);
+        peer.handshake(&KERNEL_ID, "", 0);
         assert_eq!(peer.recv(SECS5), Some(Got::Bye), "nothing is uploaded");
     });
     let o = push(&port, &vml, &image(&other, false), &[]).output().unwrap();
@@ -234,7 +293,7 @@ fn host_checks_the_image_unless_told_not_to() {
     let (mut peer, port) = pty_peer();
     let (vml, img) = (vmlinux(&KERNEL_ID), image(&KERNEL_ID, true));
     let agent = std::thread::spawn(move || {
-        peer.handshake(&KERNEL_ID, 0);
+        peer.handshake(&KERNEL_ID, "", 0);
         assert_eq!(peer.recv(SECS5), Some(Got::Bye));
     });
     let o = push(&port, &vml, &img, &[]).output().unwrap();
@@ -252,7 +311,7 @@ fn host_checks_the_image_unless_told_not_to() {
     std::fs::copy(Sidecar::path_for(&image(&KERNEL_ID, false)), Sidecar::path_for(&bad_code)).unwrap();
     let (mut peer, port) = pty_peer();
     let agent = std::thread::spawn(move || {
-        peer.handshake(&KERNEL_ID, 0);
+        peer.handshake(&KERNEL_ID, "", 0);
         assert_eq!(peer.recv(SECS5), Some(Got::Bye));
     });
     let o = push(&port, &vml, &bad_code, &[]).output().unwrap();
@@ -269,7 +328,7 @@ fn host_checks_the_image_unless_told_not_to() {
     // --no-host-verify: the board's verdict is shown with its offset
     let (mut peer, port) = pty_peer();
     let agent = std::thread::spawn(move || {
-        peer.handshake(&KERNEL_ID, 0);
+        peer.handshake(&KERNEL_ID, "", 0);
         peer.upload();
         peer.send(&AgentMsg::Rejected { code: 0x102, offset: 0, detail: 0 });
         assert_eq!(peer.recv(SECS5), Some(Got::Bye));

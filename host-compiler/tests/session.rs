@@ -171,7 +171,8 @@ fn older_agent_says_upgrade_the_agent() {
             machine: "armv7l",
             release: "6.1",
             build_id: &KERNEL_ID,
-            text_base: 0,
+            base_symbol: "",
+            base_addr: 0,
         });
         p.send(&AgentMsg::Error { code: codes::VERSION_MISMATCH, detail: i32::from(PROTOCOL_VERSION - 1) });
     });
@@ -194,14 +195,16 @@ fn handshake_ignores_line_noise_and_reports_the_board() {
             machine: "armv7l",
             release: "6.1.0-50-armmp",
             build_id: &KERNEL_ID,
-            text_base: 0xc000_8000,
+            base_symbol: "_stext",
+            base_addr: 0xffff_a0e1_c7e1_0000,
         });
         assert_eq!(p.recv(SECS5), Some(Got::Bye), "a dropped session says goodbye");
     });
     let s = connect(&path).unwrap();
     let info = s.agent();
     assert_eq!((info.machine.as_str(), info.release.as_str()), ("armv7l", "6.1.0-50-armmp"));
-    assert_eq!((info.build_id.as_slice(), info.text_base), (&KERNEL_ID[..], 0xc000_8000));
+    assert_eq!(info.build_id.as_slice(), &KERNEL_ID[..]);
+    assert_eq!((info.base_symbol.as_str(), info.base_addr), ("_stext", 0xffff_a0e1_c7e1_0000));
     assert_eq!(s.bad_frames(), 0, "noise before the agent answered is not a link problem");
     s.check_build_id(Path::new("/k/vmlinux"), &KERNEL_ID).unwrap();
     let e = s.check_build_id(Path::new("/k/vmlinux-other"), &[0x01, 0x23, 0xef]).unwrap_err().to_string();
@@ -220,7 +223,7 @@ fn handshake_ignores_line_noise_and_reports_the_board() {
 #[test]
 fn an_agent_without_build_id_is_refused() {
     let (peer, path) = pty_peer();
-    let a = agent(peer, |p| p.handshake(&[], 0));
+    let a = agent(peer, |p| p.handshake(&[], "", 0));
     let s = connect(&path).unwrap();
     let e = s.check_build_id(Path::new("/k/vmlinux"), &KERNEL_ID).unwrap_err().to_string();
     assert!(e.contains("did not report the running kernel's build-id") && e.contains("/k/vmlinux"), "{e}");
@@ -234,7 +237,7 @@ fn rejected_with(answer: AgentMsg<'static>) -> String {
     let (peer, path) = pty_peer();
     let want = image.clone();
     let a = agent(peer, move |p| {
-        p.handshake(&KERNEL_ID, 0);
+        p.handshake(&KERNEL_ID, "", 0);
         assert_eq!(p.upload(), want);
         p.send(&answer);
         assert_eq!(p.recv(SECS5), Some(Got::Bye), "dropping the session after an error says Bye");
@@ -287,7 +290,7 @@ fn full_run_records_heartbeat_stop_and_drain() {
     let (image, sidecar) = program();
     let (peer, path) = pty_peer();
     let a = agent(peer, move |p| {
-        p.handshake(&KERNEL_ID, 0);
+        p.handshake(&KERNEL_ID, "", 0);
         p.upload();
         p.send(&AgentMsg::Loaded { probes: 2 });
         assert_eq!(p.recv(SECS5), Some(Got::Start));
@@ -369,7 +372,7 @@ fn running(
     let (image, sidecar) = program();
     let (peer, path) = pty_peer();
     let a = agent(peer, move |p| {
-        p.handshake(&KERNEL_ID, 0);
+        p.handshake(&KERNEL_ID, "", 0);
         p.upload();
         p.send(&AgentMsg::Loaded { probes: 2 });
         assert_eq!(p.recv(SECS5), Some(Got::Start));

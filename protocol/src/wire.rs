@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The wire protocol version. Bump on any incompatible change to messages or framing.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The agent disarms a running program when no message arrived from the host for this long.
 pub const HEARTBEAT_TIMEOUT_MS: u32 = 2000;
@@ -17,6 +17,12 @@ pub const HEARTBEAT_INTERVAL_MS: u32 = 500;
 pub const CHUNK: usize = 512;
 /// Largest record batch in one [`AgentMsg::Records`].
 pub const RECORD_BATCH: usize = 768;
+
+/// The symbols the agent may report as the kernel's run-time base, in order of preference. `_text`
+/// is the image start but ARM32 and arm64 leave it out of `/proc/kallsyms` (it lies below `_stext`,
+/// outside kallsyms' text range); `_stext` is listed on every arch we know. The host rebases every address by
+/// the reported symbol's run-time address minus its address in the vmlinux.
+pub const BASE_SYMBOLS: [&str; 2] = ["_text", "_stext"];
 
 /// Host to agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,8 +97,10 @@ pub enum AgentMsg<'a> {
         release: &'a str,
         /// GNU build-id of the running kernel (from `/sys/kernel/notes`).
         build_id: &'a [u8],
-        /// Run-time address of `_text` (differs from the vmlinux under KASLR); 0 if unknown.
-        text_base: u64,
+        /// The symbol whose run-time address is `base_addr`, one of [`BASE_SYMBOLS`]; empty if unknown.
+        base_symbol: &'a str,
+        /// Run-time address of `base_symbol` (differs from the vmlinux under KASLR); 0 if unknown.
+        base_addr: u64,
     },
     /// The kernel accepted the image and attached `probes` probes (disarmed).
     Loaded {
@@ -229,7 +237,8 @@ mod tests {
             machine: "armv7l",
             release: "6.1",
             build_id: &[1, 2],
-            text_base: 0xc000_8000,
+            base_symbol: "_stext",
+            base_addr: 0xc000_8000,
         };
         let b = encode(&msg, &mut buf).unwrap();
         assert_eq!(&b[..2], &[0, 7]);

@@ -1,8 +1,9 @@
 //! What the agent learns about the running kernel for its Hello: the GNU build-id from
-//! `/sys/kernel/notes` and the run-time `_text` address from `/proc/kallsyms`. Both parsers take bytes
-//! and never panic; the binary does the reading.
+//! `/sys/kernel/notes` and the run-time base (`_text` or `_stext`) from `/proc/kallsyms`. Both parsers
+//! take bytes and never panic; the binary does the reading.
 
 use ktap_protocol::limits::MAX_BUILD_ID;
+use ktap_protocol::wire::BASE_SYMBOLS;
 
 /// ELF note type of the GNU build-id.
 pub const NT_GNU_BUILD_ID: u32 = 3;
@@ -37,37 +38,47 @@ pub fn gnu_build_id(notes: &[u8], big_endian: bool) -> Option<&[u8]> {
     None
 }
 
-/// Finds the `_text` line of `/proc/kallsyms` (`c0008000 T _text`) in a stream fed chunk by chunk, so
-/// the binary can stop reading as soon as it appears. Addresses are zero for non-root readers.
+/// Finds the kernel's run-time base in `/proc/kallsyms`, fed chunk by chunk in one pass: the address of
+/// `_text` if listed, else of `_stext` (ARM32 and arm64 list only `_stext`; see
+/// [`BASE_SYMBOLS`]). Reading can stop as soon as [`BaseScan::feed`] says so: at `_text`, or at the
+/// first line above `_stext` (kallsyms lists the kernel's own symbols sorted by address, and
+/// `_text <= _stext`). Addresses are zero for non-root readers.
 #[derive(Debug)]
-pub struct TextScan {
+pub struct BaseScan {
     line: [u8; 128],
     len: usize,
     overflow: bool,
-    found: Option<u64>,
+    text: Option<u64>,
+    stext: Option<u64>,
+    done: bool,
 }
 
-impl Default for TextScan {
+impl Default for BaseScan {
     fn default() -> Self {
-        TextScan { line: [0; 128], len: 0, overflow: false, found: None }
+        BaseScan { line: [0; 128], len: 0, overflow: false, text: None, stext: None, done: false }
     }
 }
 
-impl TextScan {
+impl BaseScan {
     /// A scanner at the start of the file.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Feed the next bytes; returns the address once the `_text` line was complete.
-    pub fn feed(&mut self, chunk: &[u8]) -> Option<u64> {
+    /// Feed the next bytes; returns true once nothing later in the file can change [`BaseScan::found`].
+    pub fn feed(&mut self, chunk: &[u8]) -> bool {
         for &b in chunk {
-            if self.found.is_some() {
+            if self.done {
                 break;
             }
             if b == b'\n' {
                 if !self.overflow {
-                    self.found = self.line.get(..self.len).and_then(parse_text_line);
+                    let line = self.line.get(..self.len).and_then(parse_line);
+                    if let Some((addr, name)) =
+                        line.map(|(a, n)| (a, BASE_SYMBOLS.iter().position(|s| s.as_bytes() == n)))
+                    {
+                        self.take(addr, name);
+                    }
                 }
                 self.len = 0;
                 self.overflow = false;
@@ -78,27 +89,45 @@ impl TextScan {
                 self.overflow = true;
             }
         }
-        self.found
+        self.done
     }
 
-    /// The address, if found so far.
-    pub fn found(&self) -> Option<u64> {
-        self.found
+    /// A complete line: `base` is the index of its name in [`BASE_SYMBOLS`], if it is one.
+    fn take(&mut self, addr: u64, base: Option<usize>) {
+        match base {
+            Some(0) => {
+                self.text = Some(addr);
+                self.done = true;
+            }
+            Some(_) => {
+                self.stext.get_or_insert(addr);
+            }
+            None => self.done = self.stext.is_some_and(|s| addr > s),
+        }
+    }
+
+    /// The base symbol (from [`BASE_SYMBOLS`]) and its address, if found so far: `_text` over `_stext`.
+    pub fn found(&self) -> Option<(&'static str, u64)> {
+        match (self.text, self.stext) {
+            (Some(a), _) => Some((BASE_SYMBOLS[0], a)),
+            (None, Some(a)) => Some((BASE_SYMBOLS[1], a)),
+            (None, None) => None,
+        }
     }
 }
 
-/// `ADDR TYPE NAME[\t[module]]` -> ADDR if NAME is `_text`.
-fn parse_text_line(line: &[u8]) -> Option<u64> {
+/// `ADDR TYPE NAME[\t[module]]` -> (ADDR, NAME).
+fn parse_line(line: &[u8]) -> Option<(u64, &[u8])> {
     let mut fields = line.split(|c| *c == b' ' || *c == b'\t').filter(|f| !f.is_empty());
     let addr = fields.next()?;
     let _kind = fields.next()?;
-    if fields.next()? != b"_text" {
-        return None;
-    }
+    let name = fields.next()?;
     if addr.is_empty() || addr.len() > 16 {
         return None;
     }
-    addr.iter().try_fold(0u64, |acc, c| Some((acc << 4) | u64::from((*c as char).to_digit(16)?)))
+    let addr =
+        addr.iter().try_fold(0u64, |acc, c| Some((acc << 4) | u64::from((*c as char).to_digit(16)?)))?;
+    Some((addr, name))
 }
 
 #[cfg(test)]
@@ -151,28 +180,63 @@ mod tests {
         assert_eq!(gnu_build_id(&note(b"GNU\0", 3, &[], false), false), None);
     }
 
+    fn scan(file: &[u8]) -> (bool, Option<(&'static str, u64)>) {
+        let mut s = BaseScan::new();
+        let done = s.feed(file);
+        (done, s.found())
+    }
+
     #[test]
     fn text_found_across_chunks() {
         let file = b"00000000 A __abs\nc0100000 T stext\nc0008000 T _text\nc0008000 T _stext\n";
         for split in 0..file.len() {
-            let mut s = TextScan::new();
+            let mut s = BaseScan::new();
             s.feed(&file[..split]);
-            assert_eq!(s.feed(&file[split..]), Some(0xc000_8000), "split at {split}");
+            assert!(s.feed(&file[split..]), "split at {split}");
+            assert_eq!(s.found(), Some(("_text", 0xc000_8000)), "split at {split}");
         }
     }
 
     #[test]
-    fn text_lines_parse_strictly() {
-        assert_eq!(parse_text_line(b"ffff800008000000 T _text"), Some(0xffff_8000_0800_0000));
-        assert_eq!(parse_text_line(b"00000000 T _text"), Some(0));
-        assert_eq!(parse_text_line(b"c0008000 T _text_end"), None);
-        assert_eq!(parse_text_line(b"c0008000 t _text\t[mod]"), Some(0xc000_8000));
-        assert_eq!(parse_text_line(b"zz T _text"), None);
-        assert_eq!(parse_text_line(b"11112222333344445 T _text"), None);
-        let mut s = TextScan::new();
-        let long = [b'x'; 300];
-        s.feed(&long);
-        assert_eq!(s.feed(b"\nc0 T _text\n"), Some(0xc0));
-        assert_eq!(TextScan::new().feed(b"c0008000 T _text"), None, "needs the newline");
+    fn stext_only_as_on_arm() {
+        // arm64 under KASLR: no `_text`; the scan stops at the first symbol above `_stext`
+        let mut s = BaseScan::new();
+        assert!(!s.feed(b"ffffa0e1c7e10000 T _stext\n"));
+        assert!(!s.feed(b"ffffa0e1c7e10000 T __exception_text_start\n"), "same address: keep reading");
+        assert!(s.feed(b"ffffa0e1c7e10010 t el1_sync\nffffa0e1c7e10020 T _text\n"));
+        assert_eq!(s.found(), Some(("_stext", 0xffff_a0e1_c7e1_0000)), "a later `_text` is not read");
+        // the whole file without anything above `_stext`: found at the end
+        assert_eq!(scan(b"c0008000 T _stext\n"), (false, Some(("_stext", 0xc000_8000))));
+    }
+
+    #[test]
+    fn both_present_prefers_text_in_either_order() {
+        assert_eq!(scan(b"c0008000 T _text\nc0008240 T _stext\n"), (true, Some(("_text", 0xc000_8000))));
+        assert_eq!(scan(b"c0008000 T _stext\nc0008000 T _text\n"), (true, Some(("_text", 0xc000_8000))));
+    }
+
+    #[test]
+    fn neither_present() {
+        assert_eq!(scan(b"c0008000 T stext\nc0008000 T _text_end\nc0100000 T vfs_read\n"), (false, None));
+        assert_eq!(scan(b""), (false, None));
+    }
+
+    #[test]
+    fn lines_parse_strictly() {
+        assert_eq!(scan(b"ffff800008000000 T _text\n").1, Some(("_text", 0xffff_8000_0800_0000)));
+        assert_eq!(scan(b"00000000 T _text\n").1, Some(("_text", 0)));
+        assert_eq!(scan(b"c0008000 T _text_end\n").1, None);
+        assert_eq!(scan(b"c0008000 T _stext_x\n").1, None);
+        assert_eq!(scan(b"c0008000 t _text\t[mod]\n").1, Some(("_text", 0xc000_8000)));
+        assert_eq!(scan(b"zz T _text\n").1, None);
+        assert_eq!(scan(b"11112222333344445 T _text\n").1, None);
+        assert_eq!(scan(b"c0008000 _text\n").1, None, "three fields");
+        let mut s = BaseScan::new();
+        s.feed(&[b'x'; 300]);
+        assert!(s.feed(b"\nc0 T _text\n"));
+        assert_eq!(s.found(), Some(("_text", 0xc0)));
+        let mut s = BaseScan::new();
+        assert!(!s.feed(b"c0008000 T _text"), "needs the newline");
+        assert_eq!(s.found(), None);
     }
 }

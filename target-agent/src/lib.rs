@@ -63,8 +63,10 @@ pub struct BoardInfo<'a> {
     pub release: &'a str,
     /// GNU build-id of the running kernel (empty if unknown: then every image is refused).
     pub build_id: &'a [u8],
-    /// Run-time address of `_text`, 0 if unknown.
-    pub text_base: u64,
+    /// Which symbol `base_addr` is the address of (`_text` or `_stext`), empty if unknown.
+    pub base_symbol: &'a str,
+    /// Run-time address of `base_symbol`, 0 if unknown.
+    pub base_addr: u64,
 }
 
 /// Why [`Device::load`] did not load an image.

@@ -330,7 +330,8 @@ impl<D: Device, L: Link> Core<'_, D, L> {
             machine: info.machine,
             release: info.release,
             build_id: info.build_id,
-            text_base: info.text_base,
+            base_symbol: info.base_symbol,
+            base_addr: info.base_addr,
         });
         if version == PROTOCOL_VERSION {
             self.counters.sessions += 1;

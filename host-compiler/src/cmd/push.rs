@@ -137,7 +137,7 @@ impl Cmd {
         );
         let t_connected = t0.elapsed();
         session.check_build_id(vmlinux.path(), vmlinux.build_id())?;
-        vmlinux.rebase(agent.text_base);
+        vmlinux.rebase(&agent.base_symbol, agent.base_addr)?;
 
         let program = match (prebuilt, &self.script, source) {
             (Some(p), ..) => p,

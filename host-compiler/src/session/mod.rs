@@ -3,7 +3,7 @@
 //! ```text
 //! host                         agent
 //! Hello{version}        ->                     (resent every second until answered)
-//!                       <-  Hello{version, machine, release, build_id, text_base}
+//!                       <-  Hello{version, machine, release, build_id, base_symbol, base_addr}
 //! LoadBegin, LoadChunk*, LoadEnd ->
 //!                       <-  Loaded{probes} | Rejected{code, offset, detail}
 //! Start                 ->
@@ -192,8 +192,10 @@ pub struct AgentInfo {
     pub release: String,
     /// GNU build-id of the running kernel.
     pub build_id: Vec<u8>,
-    /// Run-time `_text`, 0 if unknown.
-    pub text_base: u64,
+    /// The symbol `base_addr` is the run-time address of (`_text` or `_stext`), empty if unknown.
+    pub base_symbol: String,
+    /// Run-time address of `base_symbol`, 0 if unknown.
+    pub base_addr: u64,
 }
 
 /// Where the session's output goes: formatted records and status lines.
@@ -374,7 +376,8 @@ impl<L: Link> Session<L> {
                 machine: String::new(),
                 release: String::new(),
                 build_id: Vec::new(),
-                text_base: 0,
+                base_symbol: String::new(),
+                base_addr: 0,
             },
             timeouts,
             bye_sent: true, // nothing to say goodbye to until the agent answered
@@ -398,14 +401,23 @@ impl<L: Link> Session<L> {
                 return Err(s.version_error(v));
             }
             match wire::decode::<AgentMsg<'_>>(&payload) {
-                Ok(AgentMsg::Hello { version, agent, machine, release, build_id, text_base }) => {
+                Ok(AgentMsg::Hello {
+                    version,
+                    agent,
+                    machine,
+                    release,
+                    build_id,
+                    base_symbol,
+                    base_addr,
+                }) => {
                     s.agent = AgentInfo {
                         version,
                         agent: agent.to_owned(),
                         machine: machine.to_owned(),
                         release: release.to_owned(),
                         build_id: build_id.to_vec(),
-                        text_base,
+                        base_symbol: base_symbol.to_owned(),
+                        base_addr,
                     };
                     break;
                 }

@@ -60,6 +60,7 @@ impl TestElf {
             build_id: Some((1..=20).collect()),
             syms: vec![
                 ("_text", 0xc000_8000, STT_NOTYPE, STB_GLOBAL),
+                ("_stext", 0xc000_8240, STT_NOTYPE, STB_GLOBAL),
                 ("vfs_read", 0xc030_1001, STT_FUNC, STB_GLOBAL), // Thumb: bit 0 set
                 ("arm_func", 0xc030_2000, STT_FUNC, STB_GLOBAL),
                 ("do_thing.isra.0", 0xc030_3000, STT_FUNC, STB_LOCAL),
@@ -262,18 +263,54 @@ fn errors_name_the_file_and_suggest() {
 fn kprobe_addresses_are_rebased_only_with_a_runtime_base() {
     let p = write("arm-rebase", &TestElf::arm());
     let mut v = Vmlinux::open(&p).unwrap();
+    assert_eq!((v.base_symbol("_text"), v.base_symbol("_stext")), (Some(0xc000_8000), Some(0xc000_8240)));
     assert_eq!(v.kprobe_address("vfs_read").unwrap(), 0xc030_1000);
-    v.rebase(0);
+    v.rebase("", 0).unwrap();
     assert_eq!(v.kprobe_address("vfs_read").unwrap(), 0xc030_1000, "0 = unknown: no KASLR");
-    v.rebase(0xc100_8000);
+    v.rebase("_text", 0xc100_8000).unwrap();
     assert_eq!(v.kprobe_address("vfs_read").unwrap(), 0xc130_1000);
+    v.rebase("_stext", 0xc000_8240).unwrap();
+    assert_eq!((v.slide(), v.kprobe_address("vfs_read").unwrap()), (0, 0xc030_1000), "no KASLR via _stext");
+}
+
+#[test]
+fn rebase_by_stext_with_a_kaslr_offset() {
+    let p = write("arm-stext", &TestElf::arm());
+    let mut v = Vmlinux::open(&p).unwrap();
+    // what ARM32/arm64 report: kallsyms has only `_stext`, moved by 0x0230_0000
+    v.rebase("_stext", 0xc230_8240).unwrap();
+    assert_eq!(v.slide(), 0x0230_0000);
+    assert_eq!(v.kprobe_address("vfs_read").unwrap(), 0xc260_1000);
+    assert_eq!(v.kprobe_address("arm_func").unwrap(), 0xc260_2000);
+    // a slide downwards wraps correctly
+    v.rebase("_stext", 0xc000_0240).unwrap();
+    assert_eq!(v.kprobe_address("vfs_read").unwrap(), 0xc02f_9000);
+}
+
+#[test]
+fn rebase_by_a_symbol_the_vmlinux_lacks_is_an_error() {
+    let mut elf = TestElf::arm();
+    elf.syms.retain(|s| s.0 != "_stext");
+    let p = write("arm-no-stext", &elf);
+    let mut v = Vmlinux::open(&p).unwrap();
+    assert_eq!(v.base_symbol("_stext"), None);
+    let e = v.rebase("_stext", 0xc230_8240).unwrap_err().to_string();
+    assert!(
+        e.contains("no `_stext` symbol") && e.contains("0xc2308240") && e.contains(&p.display().to_string()),
+        "{e}"
+    );
+    let e = v.rebase("startup", 0xc230_8240).unwrap_err().to_string();
+    assert!(e.contains("no `startup` symbol"), "{e}");
+    assert_eq!(v.kprobe_address("vfs_read").unwrap(), 0xc030_1000, "a failed rebase leaves addresses alone");
+    v.rebase("_text", 0xc100_8000).unwrap();
+    assert_eq!(v.kprobe_address("vfs_read").unwrap(), 0xc130_1000, "`_text` still works");
 }
 
 #[test]
 fn big_endian_and_64_bit_files() {
     let mut mips = TestElf::arm();
     (mips.le, mips.machine) = (false, 8);
-    mips.syms[1].1 = 0x8030_1001; // not ARM: the low bit is kept (MIPS16 aside, kernels don't set it)
+    mips.syms[2].1 = 0x8030_1001; // not ARM: the low bit is kept (MIPS16 aside, kernels don't set it)
     let v = Vmlinux::open(&write("mips", &mips)).unwrap();
     assert_eq!((v.machine(), v.is_little_endian()), (8, false));
     assert_eq!(v.build_id().len(), 20);
@@ -283,11 +320,16 @@ fn big_endian_and_64_bit_files() {
     let mut a64 = TestElf::arm();
     (a64.is_64, a64.machine) = (true, 183);
     a64.syms[0].1 = 0xffff_8000_0800_0000;
-    a64.syms[2].1 = 0xffff_8000_0830_2000;
+    a64.syms[1].1 = 0xffff_8000_0801_0000; // _stext
+    a64.syms[3].1 = 0xffff_8000_0830_2000;
     let mut v = Vmlinux::open(&write("a64", &a64)).unwrap();
     assert!(v.is_64());
-    v.rebase(0xffff_8000_1800_0000); // KASLR slide of 0x1000_0000
+    v.rebase("_text", 0xffff_8000_1800_0000).unwrap(); // KASLR slide of 0x1000_0000
     assert_eq!(v.kprobe_address("arm_func").unwrap(), 0xffff_8000_1830_2000);
+    // arm64 under KASLR as the agent sees it: `_stext` only, a slide that is not a round number
+    v.rebase("_stext", 0xffff_a0e1_c7e1_0000).unwrap();
+    assert_eq!(v.slide(), 0x20e1_bfe0_0000);
+    assert_eq!(v.kprobe_address("arm_func").unwrap(), 0xffff_a0e1_c810_2000);
 }
 
 #[test]
@@ -381,6 +423,7 @@ fn real_vmlinux() {
     assert!(v.function_count() > 10_000, "only {} functions", v.function_count());
     let vfs_read = v.function("vfs_read").unwrap();
     assert!(vfs_read > v.text());
+    assert!(v.base_symbol("_stext").is_some_and(|s| s >= v.text() && s < vfs_read), "_stext");
     if v.machine() == 40 {
         v.check_arch(Arch::Arm).unwrap();
         assert_eq!(vfs_read & 1, 0);
@@ -405,6 +448,7 @@ fn real_vmlinux() {
             };
             assert_eq!(Some(vfs_read), find("vfs_read"), "vfs_read vs {}", sysmap.display());
             assert_eq!(Some(v.text()), find("_text"), "_text vs {}", sysmap.display());
+            assert_eq!(v.base_symbol("_stext"), find("_stext"), "_stext vs {}", sysmap.display());
         }
     }
 }

@@ -123,7 +123,7 @@ impl Peer {
     }
 
     /// Wait for the host's Hello and answer with our identity.
-    pub fn handshake(&mut self, build_id: &[u8], text_base: u64) {
+    pub fn handshake(&mut self, build_id: &[u8], base_symbol: &str, base_addr: u64) {
         assert_eq!(self.recv(Duration::from_secs(5)), Some(Got::Hello { version: PROTOCOL_VERSION }));
         self.send(&AgentMsg::Hello {
             version: PROTOCOL_VERSION,
@@ -131,7 +131,8 @@ impl Peer {
             machine: "armv7l",
             release: "6.1.0-50-armmp",
             build_id,
-            text_base,
+            base_symbol,
+            base_addr,
         });
     }
 

@@ -14,8 +14,13 @@ use super::*;
 use crate::fakes::{FakeDevice, FakeLink, image, rec};
 
 const BUILD_ID: [u8; 20] = [0xb1; 20];
-const INFO: BoardInfo<'static> =
-    BoardInfo { machine: "armv7l", release: "6.1.0-50-armmp", build_id: &BUILD_ID, text_base: 0xc000_8000 };
+const INFO: BoardInfo<'static> = BoardInfo {
+    machine: "armv7l",
+    release: "6.1.0-50-armmp",
+    build_id: &BUILD_ID,
+    base_symbol: "_stext",
+    base_addr: 0xc000_8000,
+};
 
 type S<'a> = Session<'a, FakeDevice, FakeLink>;
 
@@ -84,7 +89,8 @@ fn hello_is_answered_with_the_board() {
             machine: "armv7l",
             release: "6.1.0-50-armmp",
             build_id: &BUILD_ID,
-            text_base: 0xc000_8000,
+            base_symbol: "_stext",
+            base_addr: 0xc000_8000,
         }]
     );
     assert_eq!(s.state(), State::Idle);

@@ -1,7 +1,8 @@
 //! What the Hello reports: `uname`, the kernel's GNU build-id from `/sys/kernel/notes` and the run-time
-//! `_text` address from `/proc/kallsyms`. Read once at start-up; every failure degrades to "unknown".
+//! base (`_text`, else `_stext`) from `/proc/kallsyms`. Read once at start-up; every failure degrades
+//! to "unknown".
 
-use ktap_agent::kinfo::{TextScan, gnu_build_id};
+use ktap_agent::kinfo::{BaseScan, gnu_build_id};
 use ktap_protocol::limits::MAX_BUILD_ID;
 
 use crate::sys::{self, Access, Names, errno};
@@ -12,14 +13,15 @@ pub struct Facts {
     pub names: Names,
     build_id: [u8; MAX_BUILD_ID],
     build_id_len: usize,
-    /// `_text`, 0 if unknown (or hidden from non-root readers).
-    pub text_base: u64,
+    /// The base symbol and its run-time address; `("", 0)` if unknown (0 for non-root readers).
+    pub base: (&'static str, u64),
 }
 
 impl Facts {
     /// Gather everything.
     pub fn gather() -> Facts {
-        let mut f = Facts { names: Names::get(), build_id: [0; MAX_BUILD_ID], build_id_len: 0, text_base: 0 };
+        let mut f =
+            Facts { names: Names::get(), build_id: [0; MAX_BUILD_ID], build_id_len: 0, base: ("", 0) };
         let mut notes = [0u8; 4096];
         if let Ok(n) = sys::read_file(c"/sys/kernel/notes", &mut notes) {
             let big = cfg!(target_endian = "big");
@@ -30,7 +32,7 @@ impl Facts {
                 }
             }
         }
-        f.text_base = text_base().unwrap_or(0);
+        f.base = base().unwrap_or(("", 0));
         f
     }
 
@@ -40,16 +42,16 @@ impl Facts {
     }
 }
 
-/// Scan `/proc/kallsyms` until the `_text` line; stops reading as soon as it is found.
-fn text_base() -> Option<u64> {
+/// Scan `/proc/kallsyms` for `_text` or `_stext`; stops reading as soon as the answer is settled.
+fn base() -> Option<(&'static str, u64)> {
     let fd = sys::open(c"/proc/kallsyms", Access::Read).ok()?;
-    let mut scan = TextScan::new();
+    let mut scan = BaseScan::new();
     let mut buf = [0u8; 4096];
     loop {
         match sys::read(fd, &mut buf) {
             Ok(0) => break,
             Ok(n) => {
-                if scan.feed(buf.get(..n).unwrap_or(&[])).is_some() {
+                if scan.feed(buf.get(..n).unwrap_or(&[])) {
                     break;
                 }
             }

@@ -120,7 +120,8 @@ pub fn run(args: &cli::Args) -> i32 {
         machine: facts.names.machine(),
         release: facts.names.release(),
         build_id: facts.build_id(),
-        text_base: facts.text_base,
+        base_symbol: facts.base.0,
+        base_addr: facts.base.1,
     };
     if facts.build_id().is_empty() {
         eprint(&[
