@@ -288,9 +288,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ktap-board-cmdline-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let good = std::fs::read_to_string(boards_dir().join("qemu-aarch64.toml")).unwrap();
-        assert!(good.contains("kernel_cmdline = [\"nokaslr\"]"));
+        assert!(good.trim_end().lines().any(|l| l == "[qemu]") && !good.contains("kernel_cmdline ="));
         let path = dir.join("qemu-aarch64.toml");
-        std::fs::write(&path, good.replace("[\"nokaslr\"]", "[\"nokaslr quiet\"]")).unwrap();
+        std::fs::write(&path, format!("{good}kernel_cmdline = [\"nokaslr\", \"quiet\"]\n")).unwrap();
+        let board = Board::from_file(&path).unwrap();
+        assert_eq!(board.qemu.unwrap().kernel_cmdline, ["nokaslr", "quiet"]);
+        std::fs::write(&path, format!("{good}kernel_cmdline = [\"nokaslr quiet\"]\n")).unwrap();
         let err = Board::from_file(&path).unwrap_err().to_string();
         assert!(err.contains("qemu-cmdline-words"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();

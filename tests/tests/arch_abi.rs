@@ -1,11 +1,13 @@
 //! What differs per arch, checked on the board's real kernel: kprobe arguments come from the calling
-//! convention's registers, tracepoint arguments from the probe function's, both with exact counts.
+//! convention's registers, tracepoint arguments from the probe function's, both with exact counts; and
+//! kprobes land where a KASLR kernel really runs (the agent reports `_text` or `_stext`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use ktap_e2e::{HostRun, TestEnv, kernel_complaints, workspace};
 use ktap_host::board::Arch;
+use ktap_host::vmlinux::Vmlinux;
 
 const ARMED: &str = "tracing";
 const T: Duration = Duration::from_secs(90);
@@ -66,4 +68,50 @@ fn tracepoint_counts_and_arguments_are_exact() {
         trace(&env, "count_signals.kp", "i=0; while [ $i -lt 100 ]; do kill -CONT $$; i=$((i+1)); done");
     assert_eq!(count_for(&out, "sh"), Some(100), "{}: {out}", env.board.name);
     assert_eq!(count_for(&out, &sigcont(env.board.arch).to_string()), Some(100), "{}: {out}", env.board.name);
+}
+
+/// The running kernel's base from `/proc/kallsyms` lines: `_text` if listed, else `_stext`.
+fn kallsyms_base(lines: &str) -> Option<(&str, u64)> {
+    let find = |name: &str| {
+        lines.lines().find_map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
+            [addr, _, n] if n == name => u64::from_str_radix(addr, 16).ok(),
+            _ => None,
+        })
+    };
+    find("_text").map(|a| ("_text", a)).or_else(|| find("_stext").map(|a| ("_stext", a)))
+}
+
+#[test]
+fn kprobes_land_where_a_randomized_kernel_runs() {
+    let env = TestEnv::get();
+    let vmlinux = Vmlinux::open(&env.artifacts.vmlinux).unwrap();
+    let mut guest = env.boot();
+    let lines = guest.console.run_ok("grep -w -e _text -e _stext /proc/kallsyms", T).unwrap();
+    let (name, runtime) = kallsyms_base(&lines).unwrap_or_else(|| panic!("no _text or _stext in:\n{lines}"));
+    let link = vmlinux.base_symbol(name).unwrap_or_else(|| panic!("vmlinux has no {name}"));
+    let slide = runtime.wrapping_sub(link);
+    eprintln!("{}: {name} runs at {runtime:#x}, vmlinux has {link:#x}: slide {slide:#x}", env.board.name);
+    // the kernel's own config says whether it randomizes; a board's `nokaslr` would turn that off
+    let config = env.artifacts.kernel.with_file_name(format!("config-{}", env.artifacts.kernel_release));
+    let kaslr =
+        std::fs::read_to_string(&config).is_ok_and(|c| c.lines().any(|l| l == "CONFIG_RANDOMIZE_BASE=y"));
+    let nokaslr = env.board.qemu.as_ref().is_some_and(|q| q.kernel_cmdline.iter().any(|w| w == "nokaslr"));
+    if kaslr && !nokaslr {
+        assert_ne!(slide, 0, "{}: KASLR kernel ({}) not randomized", env.board.name, config.display());
+    }
+    let mut c = env.host();
+    c.arg("push")
+        .arg("--port")
+        .arg(guest.agent_port())
+        .arg("--vmlinux")
+        .arg(&env.artifacts.vmlinux)
+        .arg(script("count_reads.kp"));
+    let mut run = HostRun::spawn(c);
+    run.wait_stderr(ARMED, T);
+    guest.console.run_ok("dd if=/dev/zero of=/dev/null bs=1 count=1000", T).unwrap();
+    run.signal("INT");
+    let (status, out, err) = run.finish(T);
+    assert!(status.success(), "push failed: {status}\n{out}\n{err}");
+    assert_eq!(count_for(&out, "dd"), Some(1000), "{}: {out}\n{err}", env.board.name);
+    guest.shutdown();
 }

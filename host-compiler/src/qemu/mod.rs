@@ -262,8 +262,10 @@ mod tests {
     fn kernel_cmdline_appends_the_boards_words() {
         let boards = Path::new(env!("CARGO_MANIFEST_DIR")).join("../boards");
         let board = Board::load(&boards, "qemu-aarch64").unwrap();
-        let line = kernel_cmdline(board.qemu.as_ref().unwrap());
-        assert_eq!(line, "console=ttyAMA0 rdinit=/init panic=-1 loglevel=4 nokaslr");
+        let mut qemu = board.qemu.unwrap();
+        assert_eq!(kernel_cmdline(&qemu), "console=ttyAMA0 rdinit=/init panic=-1 loglevel=4");
+        qemu.kernel_cmdline = vec!["nokaslr".into(), "quiet".into()];
+        assert_eq!(kernel_cmdline(&qemu), "console=ttyAMA0 rdinit=/init panic=-1 loglevel=4 nokaslr quiet");
         let board = Board::load(&boards, "qemu-armv7").unwrap();
         assert!(kernel_cmdline(board.qemu.as_ref().unwrap()).ends_with("loglevel=4"));
     }
