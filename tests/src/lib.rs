@@ -55,6 +55,14 @@ impl TestEnv {
         c.env("KTAP_BOARD", &self.board.name);
         c
     }
+
+    /// `ktap-host push` to `port` (a booted guest's agent pty) with the board's vmlinux; append the
+    /// script or `--image` and any other options.
+    pub fn push(&self, port: &Path) -> Command {
+        let mut c = self.host();
+        c.arg("push").arg("--port").arg(port).arg("--vmlinux").arg(&self.artifacts.vmlinux);
+        c
+    }
 }
 
 #[derive(Default)]

@@ -34,13 +34,8 @@ fn count_for(out: &str, key: &str) -> Option<u64> {
 /// Push `script` to a fresh guest, run `workload` on its console, stop, return stdout.
 fn trace(env: &TestEnv, script_name: &str, workload: &str) -> String {
     let mut guest = env.boot();
-    let mut c = env.host();
-    c.arg("push")
-        .arg("--port")
-        .arg(guest.agent_port())
-        .arg("--vmlinux")
-        .arg(&env.artifacts.vmlinux)
-        .arg(script(script_name));
+    let mut c = env.push(guest.agent_port());
+    c.arg(script(script_name));
     let mut run = HostRun::spawn(c);
     run.wait_stderr(ARMED, T);
     guest.console.run_ok(workload, T).unwrap();
@@ -99,13 +94,8 @@ fn kprobes_land_where_a_randomized_kernel_runs() {
     if kaslr && !nokaslr {
         assert_ne!(slide, 0, "{}: KASLR kernel ({}) not randomized", env.board.name, config.display());
     }
-    let mut c = env.host();
-    c.arg("push")
-        .arg("--port")
-        .arg(guest.agent_port())
-        .arg("--vmlinux")
-        .arg(&env.artifacts.vmlinux)
-        .arg(script("count_reads.kp"));
+    let mut c = env.push(guest.agent_port());
+    c.arg(script("count_reads.kp"));
     let mut run = HostRun::spawn(c);
     run.wait_stderr(ARMED, T);
     guest.console.run_ok("dd if=/dev/zero of=/dev/null bs=1 count=1000", T).unwrap();

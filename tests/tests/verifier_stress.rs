@@ -153,14 +153,8 @@ fn mutated_images_leave_the_kernel_healthy_and_the_module_unloads() {
             ktap_host::sidecar::Sidecar::path_for(&image),
         )
         .unwrap();
-        let mut c = env.host();
-        c.arg("push")
-            .arg("--port")
-            .arg(guest.agent_port())
-            .arg("--vmlinux")
-            .arg(&env.artifacts.vmlinux)
-            .args(["--no-host-verify", "--duration", "0.2", "--image"])
-            .arg(&image);
+        let mut c = env.push(guest.agent_port());
+        c.args(["--no-host-verify", "--duration", "0.2", "--image"]).arg(&image);
         let (status, _, err) = HostRun::spawn(c).finish(T);
         assert!(!err.contains("panicked"), "mutant {i} ({what}): ktap-host panicked:\n{err}");
         if status.success() {

@@ -22,8 +22,8 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn push(env: &TestEnv, port: &Path, extra: &[&str]) -> Command {
-    let mut c = env.host();
-    c.arg("push").arg("--port").arg(port).arg("--vmlinux").arg(&env.artifacts.vmlinux).args(extra);
+    let mut c = env.push(port);
+    c.args(extra);
     c
 }
 
