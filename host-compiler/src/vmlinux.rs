@@ -173,6 +173,13 @@ pub struct Vmlinux {
 }
 
 impl Vmlinux {
+    /// Open a vmlinux that must be built for `arch` (the board's): [`Vmlinux::open`] + [`Vmlinux::check_arch`].
+    pub fn open_for(path: &Path, arch: Arch) -> Result<Vmlinux, VmlinuxError> {
+        let v = Vmlinux::open(path)?;
+        v.check_arch(arch)?;
+        Ok(v)
+    }
+
     /// Open and index a vmlinux: build-id, machine, `_text`, functions and tracepoints.
     pub fn open(path: &Path) -> Result<Vmlinux, VmlinuxError> {
         let io = |source| VmlinuxError::Io { path: path.to_owned(), source };

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail, ensure};
 use ktap_host::board::{Board, Endian};
 
 use crate::paths;
-use crate::tools::{debian_path, on_path};
+use crate::tools::{debian_path, ensure_debian_rust, on_path};
 
 /// The linker `.cargo/config.toml` names for every agent target.
 const LINKER: &str = "ld.lld-22";
@@ -47,14 +47,7 @@ pub fn run(args: &Args) -> Result<PathBuf> {
 /// `out_dir/ktap-agent`, check it and return its path.
 pub fn build(board: &Board, debian_cargo: &Path, debian_rustc: &Path, out_dir: &Path) -> Result<PathBuf> {
     let target = &board.agent.rust_target;
-    for tool in [debian_cargo, debian_rustc] {
-        ensure!(
-            tool.exists(),
-            "{} not found: run `cargo xtask setup --board {}`",
-            tool.display(),
-            board.name
-        );
-    }
+    ensure_debian_rust(board, debian_cargo, debian_rustc)?;
     for tool in [LINKER, OBJCOPY] {
         ensure!(
             on_path(tool).is_some(),

@@ -14,7 +14,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail, ensure};
 use ktap_host::board::{Arch, Board, Endian};
 
-use crate::tools::{debian_path, on_path};
+use crate::tools::{debian_path, ensure_debian_rust, on_path};
 use crate::{paths, setup};
 
 /// The functions the glue exports to the C shim (`ktap-module/kmod/ktap_vm.h`): the GC roots.
@@ -59,14 +59,7 @@ pub fn build(
     let k = &board.kernel;
     let cross = |tool: &str| format!("{}{tool}", k.cross_compile);
     let gcc = cross(&gcc_name(&k.cross_gcc_package));
-    for tool in [debian_cargo, debian_rustc] {
-        ensure!(
-            tool.exists(),
-            "{} not found: run `cargo xtask setup --board {}`",
-            tool.display(),
-            board.name
-        );
-    }
+    ensure_debian_rust(board, debian_cargo, debian_rustc)?;
     for tool in [cross("ld"), cross("objcopy"), cross("nm"), cross("strip"), gcc.clone(), "make".into()] {
         ensure!(
             on_path(&tool).is_some(),

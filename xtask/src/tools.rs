@@ -3,6 +3,22 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use anyhow::{Result, ensure};
+use ktap_host::board::Board;
+
+/// Fail with a pointer to setup unless Debian's `cargo` and `rustc` (the cross builds' toolchain) exist.
+pub fn ensure_debian_rust(board: &Board, cargo: &Path, rustc: &Path) -> Result<()> {
+    for tool in [cargo, rustc] {
+        ensure!(
+            tool.exists(),
+            "{} not found: run `cargo xtask setup --board {}`",
+            tool.display(),
+            board.name
+        );
+    }
+    Ok(())
+}
+
 /// `PATH` with Debian's cargo directory (`/usr/bin`) first, so its `rustc`/`rustdoc` win over rustup's
 /// proxies (rustup here has no cross targets; Debian's Rust has `rust-src` for `-Zbuild-std`).
 pub fn debian_path(cargo: &Path) -> OsString {

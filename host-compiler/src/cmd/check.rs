@@ -3,10 +3,11 @@
 //! Also home of [`ScriptOpts`], the options `check` and `compile` share: the script, the board (its
 //! arch decides how many `argN` exist) and the optional vmlinux that resolves kernel symbols.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
+use ktap_host::board::Board;
 use ktap_host::lang::{self, CompileOptions, NoKernel, Resolver};
 use ktap_host::vmlinux::Vmlinux;
 
@@ -57,16 +58,26 @@ impl ScriptOpts {
         let source =
             std::fs::read_to_string(&self.script).with_context(|| format!("cannot read script {name}"))?;
         let board = self.board.load()?;
-        let (build_id, resolver): (Vec<u8>, Box<dyn Resolver>) = match &self.vmlinux {
-            Some(path) => {
-                let v = Vmlinux::open(path)?;
-                v.check_arch(board.arch)?;
-                (v.build_id().to_vec(), Box::new(v))
-            }
-            None => (Vec::new(), Box::new(NoKernel)),
-        };
-        Ok(Loaded { source, name, opts: CompileOptions { arch: board.arch, build_id }, resolver })
+        let (opts, resolver) = kernel_resolver(self.vmlinux.as_deref(), &board, Box::new(NoKernel))?;
+        Ok(Loaded { source, name, opts, resolver })
     }
+}
+
+/// The compile options and symbol resolver for `board`: its vmlinux (checked against the board's
+/// arch; its build-id goes into the image) or, without one, `without`.
+pub fn kernel_resolver(
+    vmlinux: Option<&Path>,
+    board: &Board,
+    without: Box<dyn Resolver>,
+) -> anyhow::Result<(CompileOptions, Box<dyn Resolver>)> {
+    let (build_id, resolver): (Vec<u8>, Box<dyn Resolver>) = match vmlinux {
+        Some(path) => {
+            let v = Vmlinux::open_for(path, board.arch)?;
+            (v.build_id().to_vec(), Box::new(v))
+        }
+        None => (Vec::new(), without),
+    };
+    Ok((CompileOptions { arch: board.arch, build_id }, resolver))
 }
 
 /// Print diagnostics on stderr and turn them into the command's error.

@@ -88,14 +88,7 @@ impl Cmd {
         };
         let board = self.board.load()?;
         // Read inputs before touching the board, so a typo fails fast.
-        let given_vmlinux = match &self.vmlinux {
-            Some(p) => {
-                let v = Vmlinux::open(p)?;
-                v.check_arch(board.arch)?;
-                Some(v)
-            }
-            None => None,
-        };
+        let given_vmlinux = self.vmlinux.as_deref().map(|p| Vmlinux::open_for(p, board.arch)).transpose()?;
         let prebuilt = self.image.as_deref().map(load_image).transpose()?;
         let source = match &self.script {
             Some(path) => Some(
@@ -119,11 +112,7 @@ impl Cmd {
         let t0 = Instant::now();
         let mut vmlinux = match (given_vmlinux, &guest) {
             (Some(v), _) => v,
-            (None, Some((_, artifacts))) => {
-                let v = Vmlinux::open(&artifacts.vmlinux)?;
-                v.check_arch(board.arch)?;
-                v
-            }
+            (None, Some((_, artifacts))) => Vmlinux::open_for(&artifacts.vmlinux, board.arch)?,
             (None, None) => bail!("give --vmlinux: the board's kernel symbols come from its vmlinux"),
         };
         let mut session = Session::connect(link, Timeouts::default())?;

@@ -5,13 +5,12 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use ktap_host::lang::{self, CompileOptions, Resolver};
+use ktap_host::lang;
 use ktap_host::sidecar::Sidecar;
 use ktap_host::sim::{self, AnyKernel, events};
-use ktap_host::vmlinux::Vmlinux;
 
 use super::BoardOpts;
-use super::check::fail;
+use super::check::{fail, kernel_resolver};
 use super::disasm::load_sidecar;
 
 /// Run a script (or a compiled image) with the kernel module's own VM on the host, against recorded
@@ -83,15 +82,7 @@ impl SimArgs {
         let name = path.display().to_string();
         let source = std::fs::read_to_string(path).with_context(|| format!("cannot read script {name}"))?;
         let board = self.board.load()?;
-        let (build_id, resolver): (Vec<u8>, Box<dyn Resolver>) = match &self.vmlinux {
-            Some(v) => {
-                let v = Vmlinux::open(v)?;
-                v.check_arch(board.arch)?;
-                (v.build_id().to_vec(), Box::new(v))
-            }
-            None => (Vec::new(), Box::new(AnyKernel)),
-        };
-        let opts = CompileOptions { arch: board.arch, build_id };
+        let (opts, resolver) = kernel_resolver(self.vmlinux.as_deref(), &board, Box::new(AnyKernel))?;
         let c = lang::compile(&source, &name, &opts, resolver.as_ref())
             .map_err(|diags| fail(&diags, &name, &source))?;
         Ok((name, c.image, c.sidecar))

@@ -271,15 +271,23 @@ pub struct RunSummary {
 impl RunSummary {
     /// One line for stderr when anything was lost, corrupted or aborted; `None` when all is clean.
     pub fn problems(&self) -> Option<String> {
-        let mut parts: Vec<String> = drop_parts(&self.stats);
+        let mut link = Vec::new();
         if self.bad_frames > 0 {
-            parts.push(format!("{} corrupted frames dropped on the link", self.bad_frames));
+            link.push(format!("{} corrupted frames dropped on the link", self.bad_frames));
         }
         if self.bad_messages > 0 {
-            parts.push(format!("{} undecodable messages", self.bad_messages));
+            link.push(format!("{} undecodable messages", self.bad_messages));
         }
-        (!parts.is_empty()).then(|| format!("{} hits; {}", self.stats.hits, parts.join(", ")))
+        loss_line(&self.stats, link)
     }
+}
+
+/// One line for stderr naming every non-zero loss counter of `stats` and then `extra` (link
+/// problems); `None` when there is nothing to report. Shared by `push` and `sim`.
+pub fn loss_line(stats: &Stats, extra: Vec<String>) -> Option<String> {
+    let mut parts = drop_parts(stats);
+    parts.extend(extra);
+    (!parts.is_empty()).then(|| format!("{} hits; {}", stats.hits, parts.join(", ")))
 }
 
 /// The non-zero loss counters of `stats`, as phrases.

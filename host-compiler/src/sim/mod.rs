@@ -17,7 +17,7 @@ use ktap_vm::{Counters, Program};
 
 use crate::format::Renderer;
 use crate::lang::Resolver;
-use crate::session::{RunSummary, StopReason};
+use crate::session::loss_line;
 use crate::sidecar::Sidecar;
 use env::EventEnv;
 use events::{DEFAULT_TIME_STEP_NS, Event, canonical_probe};
@@ -162,6 +162,5 @@ pub fn counters_problem(c: Counters) -> Option<String> {
         ring_dropped: c.ring_dropped,
         ..Stats::default()
     };
-    RunSummary { stats, bad_frames: 0, bad_messages: 0, reason: StopReason::Agent, pings: 0, pongs: 0 }
-        .problems()
+    loss_line(&stats, Vec::new())
 }
