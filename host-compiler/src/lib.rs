@@ -3,6 +3,7 @@
 
 pub mod board;
 pub mod format;
+pub mod ktypes;
 pub mod lang;
 pub mod link;
 pub mod qemu;

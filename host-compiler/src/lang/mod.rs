@@ -30,6 +30,8 @@ use ktap_protocol::limits::{MAX_BUILD_ID, MAX_CODE, MAX_FUNCS, MAX_IMAGE};
 pub use diag::{Diagnostic, Span, emit_stderr, render};
 
 use crate::board::Arch;
+use crate::ktypes::NEEDS_DWARF;
+pub use crate::ktypes::{Member, Param, ParamLoc, ParamsOf, Shape, TypeRef};
 use crate::sidecar::{FuncInfo, ProbeInfo, Sidecar, TableInfo};
 
 /// Kernel symbol lookup, injected so the compiler needs no vmlinux in tests or `check`.
@@ -38,6 +40,38 @@ pub trait Resolver {
     fn kprobe_addr(&self, sym: &str) -> Result<u64, String>;
     /// Check that tracepoint `subsys:event` exists.
     fn tracepoint(&self, subsys: &str, event: &str) -> Result<(), String>;
+
+    /// Parameters of a kernel function (names, types, where the kprobe finds them) or the
+    /// `TP_PROTO` arguments of a tracepoint (`ParamLoc::Arg(n)` = the n-th).
+    fn params(&self, of: ParamsOf<'_>) -> Result<Vec<Param>, String> {
+        let _ = of;
+        Err(NEEDS_DWARF.to_owned())
+    }
+
+    /// What a type is, typedefs and qualifiers peeled.
+    fn shape(&self, ty: &TypeRef) -> Result<Shape, String> {
+        let _ = ty;
+        Err(NEEDS_DWARF.to_owned())
+    }
+
+    /// The C spelling of a type (`struct file *`), for messages.
+    fn type_name(&self, ty: &TypeRef) -> String {
+        let _ = ty;
+        "?".to_owned()
+    }
+
+    /// Member `name` of the struct or union `ty` (typedefs peeled; not through pointers). The error
+    /// names the type and suggests members ("did you mean").
+    fn member(&self, ty: &TypeRef, name: &str) -> Result<Member, String> {
+        let _ = (ty, name);
+        Err(NEEDS_DWARF.to_owned())
+    }
+
+    /// The name of enum `ty`'s value `value`, if it has one (for the host renderer).
+    fn enum_name(&self, ty: &TypeRef, value: i64) -> Option<String> {
+        let _ = (ty, value);
+        None
+    }
 }
 
 /// A resolver that accepts every symbol with address 0: for `check` without a vmlinux.
