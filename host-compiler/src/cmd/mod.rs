@@ -8,6 +8,7 @@ pub mod compile;
 pub mod disasm;
 pub mod push;
 pub mod sim;
+pub mod symbols;
 pub mod verify;
 
 use std::path::PathBuf;
@@ -35,6 +36,8 @@ pub enum Command {
     Sim(sim::Cmd),
     /// List the boards ktap-host knows.
     Boards(boards::Cmd),
+    /// Look up kernel functions, types, symbols and tracepoints in a vmlinux (or a System.map).
+    Symbols(symbols::Cmd),
 }
 
 impl Command {
@@ -49,6 +52,7 @@ impl Command {
             Command::Push(c) => c.run(),
             Command::Sim(c) => c.run(),
             Command::Boards(c) => c.run(),
+            Command::Symbols(c) => c.run(),
         }
     }
 }

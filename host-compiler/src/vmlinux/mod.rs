@@ -1,10 +1,17 @@
-//! The board's `vmlinux` on the host: GNU build-id, machine, `_text` and function / tracepoint symbols.
+//! The board's `vmlinux` on the host: GNU build-id, machine, symbols, and the types, function
+//! parameters and tracepoint arguments of its DWARF.
 //!
-//! The device has no debuginfo, so every kernel address a script needs is resolved here, from the
-//! unstripped vmlinux of the exact kernel the board runs (the build-id check in [`crate::session`]
-//! proves it is that kernel). The file is memory-mapped and only the ELF header, program and section
-//! headers, notes and the symbol table are read: opening Debian's 244 MB armmp `-dbg` vmlinux touches
-//! a few MB. DWARF (types, struct offsets) is a later addition.
+//! The device has no debuginfo, so every kernel address, argument location and struct offset a
+//! script needs is resolved here, from the unstripped vmlinux of the exact kernel the board runs (the
+//! build-id check in [`crate::session`] proves it is that kernel). The file is memory-mapped; opening
+//! reads only the ELF header, program and section headers, notes and the symbol table (a few MB of
+//! Debian's 244 MB armmp `-dbg` vmlinux). The first type query indexes the DWARF
+//! ([`dwarf::index`]), or loads that index from the cache ([`cache`]).
+//!
+//! Modules: [`elf`] (build-id, section facts), [`abi`] (calling conventions), [`dwarf`] (types,
+//! parameters, layouts), [`cache`], [`query`] (the DWARF-backed queries and the compiler's
+//! [`crate::lang::Resolver`]), [`symtab`] (address to symbol, symbols by name), [`symmap`]
+//! (`System.map` and `/proc/kallsyms` text), [`names`] (suggestions).
 //!
 //! Addresses: ARM Thumb functions have bit 0 set in `st_value`; it is cleared. Under KASLR the run-time
 //! address is `addr - base + runtime base` ([`Vmlinux::rebase`]), where the base is the symbol the
@@ -14,136 +21,34 @@ use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use std::sync::OnceLock;
+
 use goblin::elf::Elf;
-use goblin::elf::program_header::PT_NOTE;
-use goblin::elf::section_header::{SHT_NOTE, SHT_SYMTAB};
+use goblin::elf::section_header::SHT_SYMTAB;
 use goblin::elf::sym::{STB_GLOBAL, STB_WEAK, STT_FUNC, STT_OBJECT};
 use memmap2::Mmap;
 
 use crate::board::Arch;
 
+pub mod abi;
+pub mod cache;
+pub(crate) mod dwarf;
+pub mod elf;
+mod error;
+pub(crate) mod names;
+pub mod query;
+pub mod symmap;
+pub mod symtab;
+
+pub use dwarf::layout::{Layout, LayoutMember};
+pub use error::VmlinuxError;
+pub use query::FuncInfo;
+
+use elf::{find_build_id, machine_name};
+use names::{closest, did_you_mean};
+
 /// ELF `e_machine` of 32-bit ARM.
 const EM_ARM: u16 = 40;
-/// ELF note type of a GNU build-id.
-const NT_GNU_BUILD_ID: u32 = 3;
-
-/// Errors opening a vmlinux or resolving a symbol in it. Every variant names the file.
-#[derive(Debug, thiserror::Error)]
-pub enum VmlinuxError {
-    /// The file could not be opened or mapped.
-    #[error("cannot read vmlinux {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file is not a well-formed ELF file.
-    #[error("vmlinux {path} is not a valid ELF file: {message}")]
-    Elf {
-        /// The file.
-        path: PathBuf,
-        /// What the ELF parser said.
-        message: String,
-    },
-    /// The file has no symbol table (a stripped or compressed kernel image).
-    #[error(
-        "vmlinux {path} has no symbol table: pass the unstripped vmlinux (e.g. from Debian's linux-image-*-dbg), not vmlinuz or a stripped image"
-    )]
-    NoSymbols {
-        /// The file.
-        path: PathBuf,
-    },
-    /// The file has no GNU build-id note, so it cannot be matched against the running kernel.
-    #[error("vmlinux {path} has no GNU build-id note (was the kernel linked without --build-id?)")]
-    NoBuildId {
-        /// The file.
-        path: PathBuf,
-    },
-    /// The file has no `_text` symbol.
-    #[error("vmlinux {path} has no `_text` symbol: is this a Linux kernel?")]
-    NoText {
-        /// The file.
-        path: PathBuf,
-    },
-    /// The agent reported the kernel's run-time base as a symbol this vmlinux does not have.
-    #[error(
-        "vmlinux {path} has no `{name}` symbol, but the board reports its kernel's base as `{name}` at {addr:#x}: cannot rebase kprobe addresses (is this the board's vmlinux?)"
-    )]
-    NoBaseSymbol {
-        /// The file.
-        path: PathBuf,
-        /// The symbol the agent named.
-        name: String,
-        /// Its run-time address on the board.
-        addr: u64,
-    },
-    /// The vmlinux is built for another architecture than the board.
-    #[error(
-        "vmlinux {path} is for ELF machine {found} ({found_name}), but the board is {arch:?} (machine {expected})"
-    )]
-    WrongArch {
-        /// The file.
-        path: PathBuf,
-        /// `e_machine` of the file.
-        found: u16,
-        /// A name for `found`.
-        found_name: &'static str,
-        /// `e_machine` the board's arch needs.
-        expected: u16,
-        /// The board's arch.
-        arch: Arch,
-    },
-    /// No function of that name.
-    #[error("no kernel function `{name}` in vmlinux {path}{suggest}")]
-    NoFunction {
-        /// The file.
-        path: PathBuf,
-        /// The name asked for.
-        name: String,
-        /// `: did you mean ...?` or empty.
-        suggest: String,
-    },
-    /// Several local functions share the name and none is global.
-    #[error(
-        "kernel function `{name}` is ambiguous in vmlinux {path}: {count} static functions of that name at {addrs}"
-    )]
-    Ambiguous {
-        /// The file.
-        path: PathBuf,
-        /// The name asked for.
-        name: String,
-        /// How many functions have it.
-        count: usize,
-        /// Their addresses, in hex.
-        addrs: String,
-    },
-    /// No tracepoint of that name.
-    #[error("no tracepoint `{subsys}:{event}` in vmlinux {path} (no symbol `__tracepoint_{event}`){suggest}")]
-    NoTracepoint {
-        /// The file.
-        path: PathBuf,
-        /// The subsystem asked for.
-        subsys: String,
-        /// The event asked for.
-        event: String,
-        /// `: did you mean ...?` or empty.
-        suggest: String,
-    },
-    /// The event exists but the subsystem does not.
-    #[error("no tracepoint subsystem `{subsys}` in vmlinux {path} (event `{event}` exists){suggest}")]
-    NoTraceSystem {
-        /// The file.
-        path: PathBuf,
-        /// The subsystem asked for.
-        subsys: String,
-        /// The event asked for.
-        event: String,
-        /// `: did you mean ...?` or empty.
-        suggest: String,
-    },
-}
 
 /// One function symbol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,7 +74,13 @@ pub struct Vmlinux {
     funcs: HashMap<Box<str>, Vec<FuncSym>>,
     tracepoints: BTreeSet<Box<str>>,
     trace_systems: BTreeSet<Box<str>>,
-    _map: Mmap,
+    /// Where the `.debug_*` sections are.
+    sections: dwarf::Sections,
+    /// The DWARF name index, made on the first type query (from the cache, or built).
+    index: OnceLock<Result<dwarf::index::Index, String>>,
+    /// Root of the index cache ([`cache::cache_root`] unless set).
+    cache_dir: Option<PathBuf>,
+    map: Mmap,
 }
 
 impl Vmlinux {
@@ -233,6 +144,20 @@ impl Vmlinux {
             }
         }
         let text = text.ok_or_else(|| VmlinuxError::NoText { path: path.to_owned() })?;
+        let mut sections = dwarf::Sections::default();
+        for sh in &elf.section_headers {
+            let Some(name) = elf.shdr_strtab.get_at(sh.sh_name) else { continue };
+            if name.starts_with(".debug_") && sh.sh_type != goblin::elf::section_header::SHT_NOBITS {
+                let (Ok(start), Ok(len)) = (usize::try_from(sh.sh_offset), usize::try_from(sh.sh_size)) else {
+                    continue;
+                };
+                if sh.sh_flags & u64::from(goblin::elf::section_header::SHF_COMPRESSED) != 0 {
+                    sections.compressed = true;
+                } else if start.checked_add(len).is_some_and(|end| end <= map.len()) {
+                    sections.ranges.insert(name.to_owned(), start..start + len);
+                }
+            }
+        }
         Ok(Vmlinux {
             path: path.to_owned(),
             machine,
@@ -245,7 +170,10 @@ impl Vmlinux {
             funcs,
             tracepoints,
             trace_systems,
-            _map: map,
+            sections,
+            index: OnceLock::new(),
+            cache_dir: cache::cache_root(),
+            map,
         })
     }
 
@@ -387,7 +315,7 @@ impl Vmlinux {
         Ok(())
     }
 
-    fn function_suggestions(&self, name: &str) -> Vec<String> {
+    pub(crate) fn function_suggestions(&self, name: &str) -> Vec<String> {
         // gcc clones first (`foo.isra.0`, `foo.constprop.0`, `foo.part.0`): kprobe those instead.
         let prefix = format!("{name}.");
         let mut clones: Vec<String> =
@@ -401,93 +329,9 @@ impl Vmlinux {
     }
 }
 
-/// Kprobe addresses rebased to the running kernel; tracepoints checked against the symbol table.
-impl crate::lang::Resolver for Vmlinux {
-    fn kprobe_addr(&self, sym: &str) -> Result<u64, String> {
-        self.kprobe_address(sym).map_err(|e| e.to_string())
-    }
-
-    fn tracepoint(&self, subsys: &str, event: &str) -> Result<(), String> {
-        self.check_tracepoint(subsys, event).map_err(|e| e.to_string())
-    }
-}
-
-/// Up to three names closest to `name` (edit distance), best first.
-fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Vec<String> {
-    let limit = (name.len() / 3).max(2);
-    let mut scored: Vec<(usize, &str)> = candidates
-        .filter(|c| c.len().abs_diff(name.len()) <= limit)
-        .map(|c| (strsim::levenshtein(name, c), c))
-        .filter(|(d, _)| *d <= limit)
-        .collect();
-    scored.sort();
-    scored.into_iter().take(3).map(|(_, c)| c.to_owned()).collect()
-}
-
-fn did_you_mean(names: Vec<String>) -> String {
-    match names.as_slice() {
-        [] => String::new(),
-        _ => format!(
-            ": did you mean {}?",
-            names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
-        ),
-    }
-}
-
-/// The GNU build-id from PT_NOTE segments, or else from SHT_NOTE sections.
-fn find_build_id(elf: &Elf<'_>, data: &[u8], le: bool) -> Option<Vec<u8>> {
-    let segments =
-        elf.program_headers.iter().filter(|p| p.p_type == PT_NOTE).map(|p| (p.p_offset, p.p_filesz));
-    let sections =
-        elf.section_headers.iter().filter(|s| s.sh_type == SHT_NOTE).map(|s| (s.sh_offset, s.sh_size));
-    segments.chain(sections).find_map(|(off, len)| {
-        let start = usize::try_from(off).ok()?;
-        let end = start.checked_add(usize::try_from(len).ok()?)?;
-        gnu_build_id(data.get(start..end)?, le)
-    })
-}
-
-/// Walk a note area (4-byte aligned entries, as the kernel writes them on every arch).
-fn gnu_build_id(mut notes: &[u8], le: bool) -> Option<Vec<u8>> {
-    let word = |b: &[u8]| {
-        let a: [u8; 4] = b.try_into().ok()?;
-        Some(if le { u32::from_le_bytes(a) } else { u32::from_be_bytes(a) })
-    };
-    let pad = |n: usize| n.checked_add(3).map(|n| n & !3);
-    while notes.len() >= 12 {
-        let namesz = word(notes.get(0..4)?)? as usize;
-        let descsz = word(notes.get(4..8)?)? as usize;
-        let typ = word(notes.get(8..12)?)?;
-        let name_end = 12usize.checked_add(namesz)?;
-        let desc_start = 12usize.checked_add(pad(namesz)?)?;
-        let desc_end = desc_start.checked_add(descsz)?;
-        let name = notes.get(12..name_end)?;
-        let desc = notes.get(desc_start..desc_end)?;
-        if typ == NT_GNU_BUILD_ID && name == b"GNU\0" && !desc.is_empty() {
-            return Some(desc.to_vec());
-        }
-        notes = notes.get(desc_start.checked_add(pad(descsz)?)?..)?;
-    }
-    None
-}
-
 /// Lower-case hex of a build-id.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn machine_name(m: u16) -> &'static str {
-    match m {
-        3 => "x86",
-        8 => "MIPS",
-        20 => "PowerPC",
-        21 => "PowerPC64",
-        40 => "ARM",
-        62 => "x86_64",
-        183 => "AArch64",
-        243 => "RISC-V",
-        _ => "unknown",
-    }
 }
 
 #[cfg(test)]

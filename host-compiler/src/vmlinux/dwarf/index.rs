@@ -1,0 +1,170 @@
+//! The name index: which DIE defines each type and function. Built by one pass over every unit
+//! (split over the CPUs), then cached by build-id ([`crate::vmlinux::cache`]).
+//!
+//! Only top-level DIEs (children of a unit) are indexed: that is where C puts named types and
+//! functions. A type defined in many units (every unit including its header) is indexed once, at
+//! its lowest offset with a full definition, as `pahole -C` picks the first one it meets.
+
+use std::collections::HashMap;
+
+use gimli::{AttributeValue, UnitHeader};
+use serde::{Deserialize, Serialize};
+
+use super::{R, bad};
+
+/// Names to DIE offsets (global `.debug_info` offsets).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Index {
+    /// Start offsets of every unit, ascending.
+    pub units: Vec<u64>,
+    /// `struct NAME`, `union NAME`, `enum NAME`, typedef and base type names -> the defining DIE.
+    pub types: HashMap<String, u64>,
+    /// Entry address of every out-of-line function body (clones included) -> its subprogram DIE.
+    pub funcs_at: HashMap<u64, u64>,
+    /// Functions that exist only inlined (an abstract instance with no body of its own under that
+    /// name) or only declared: name -> DIE, to explain why they cannot be probed.
+    pub abstract_funcs: HashMap<String, u64>,
+}
+
+/// What one unit contributes.
+#[derive(Default)]
+struct Part {
+    types: Vec<(String, u64)>,
+    funcs_at: Vec<(u64, u64)>,
+    abstract_funcs: Vec<(String, u64)>,
+}
+
+/// Index every unit. `progress` gets the bytes of `.debug_info` done so far (called from the
+/// calling thread only).
+pub(crate) fn build(dwarf: &gimli::Dwarf<R<'_>>, progress: &dyn Fn(u64)) -> Result<Index, String> {
+    let mut headers = Vec::new();
+    let mut iter = dwarf.units();
+    while let Some(h) = iter.next().map_err(bad)? {
+        headers.push(h);
+    }
+    let units: Vec<u64> = headers.iter().map(|h| start_of(h)).collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+    // Interleave units over the threads: their sizes vary too much for contiguous halves.
+    let parts: Vec<Result<Vec<Part>, String>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (1..threads)
+            .map(|t| {
+                let headers = &headers;
+                s.spawn(move || index_units(dwarf, headers.iter().skip(t).step_by(threads), &|_| {}))
+            })
+            .collect();
+        let mine = index_units(dwarf, headers.iter().step_by(threads), progress);
+        let mut all = vec![mine];
+        all.extend(workers.into_iter().map(|w| w.join().unwrap_or_else(|_| Err("index thread panicked".into()))));
+        all
+    });
+    let mut index = Index { units, ..Index::default() };
+    for part in parts {
+        for p in part? {
+            for (name, off) in p.types {
+                index.types.entry(name).and_modify(|o| *o = (*o).min(off)).or_insert(off);
+            }
+            for (addr, off) in p.funcs_at {
+                index.funcs_at.entry(addr).and_modify(|o| *o = (*o).min(off)).or_insert(off);
+            }
+            for (name, off) in p.abstract_funcs {
+                index.abstract_funcs.entry(name).and_modify(|o| *o = (*o).min(off)).or_insert(off);
+            }
+        }
+    }
+    Ok(index)
+}
+
+fn start_of(h: &UnitHeader<R<'_>>) -> u64 {
+    h.offset().0 as u64
+}
+
+fn index_units<'h, 'a: 'h>(
+    dwarf: &gimli::Dwarf<R<'a>>,
+    headers: impl Iterator<Item = &'h UnitHeader<R<'a>>>,
+    progress: &dyn Fn(u64),
+) -> Result<Vec<Part>, String> {
+    let mut parts = Vec::new();
+    for h in headers {
+        progress(start_of(h));
+        parts.push(index_unit(dwarf, *h)?);
+    }
+    Ok(parts)
+}
+
+fn index_unit(dwarf: &gimli::Dwarf<R<'_>>, header: UnitHeader<R<'_>>) -> Result<Part, String> {
+    use gimli::constants::*;
+    let unit = dwarf.unit(header).map_err(bad)?;
+    let mut part = Part::default();
+    // Out-of-line copies of inline functions and clones carry no name, only an abstract origin:
+    // they are indexed by address, and the symbol table names the address.
+    let mut raw = unit.entries_raw(None).map_err(bad)?;
+    while !raw.is_empty() {
+        let depth = raw.next_depth();
+        let off = raw.next_offset();
+        let Some(abbrev) = raw.read_abbreviation().map_err(bad)? else { continue };
+        let tag = abbrev.tag();
+        let wanted = depth == 1
+            && matches!(
+                tag,
+                DW_TAG_structure_type
+                    | DW_TAG_union_type
+                    | DW_TAG_enumeration_type
+                    | DW_TAG_typedef
+                    | DW_TAG_base_type
+                    | DW_TAG_subprogram
+            );
+        if !wanted {
+            raw.skip_attributes(abbrev.attributes()).map_err(bad)?;
+            continue;
+        }
+        let mut name = None;
+        let mut decl = false;
+        let mut low_pc = None;
+        let mut ranges = None;
+        let mut inline = false;
+        for spec in abbrev.attributes() {
+            let attr = raw.read_attribute(*spec).map_err(bad)?;
+            match attr.name() {
+                DW_AT_name => {
+                    name = dwarf.attr_string(&unit, attr.value()).ok().map(|s| s.to_string_lossy().into_owned())
+                }
+                DW_AT_declaration => decl = !matches!(attr.value(), AttributeValue::Flag(false)),
+                DW_AT_low_pc => low_pc = dwarf.attr_address(&unit, attr.value()).ok().flatten(),
+                DW_AT_ranges => ranges = dwarf.attr_ranges_offset(&unit, attr.value()).ok().flatten(),
+                DW_AT_inline => inline = true,
+                _ => {}
+            }
+        }
+        let global = off.to_debug_info_offset(&unit.header).map_or(0, |o| o.0 as u64);
+        if tag == DW_TAG_subprogram {
+            let mut entries = Vec::new();
+            if let Some(pc) = low_pc {
+                entries.push(pc);
+            } else if let Some(r) = ranges {
+                let mut it = dwarf.ranges(&unit, r).map_err(bad)?;
+                while let Some(r) = it.next().map_err(bad)? {
+                    entries.push(r.begin);
+                }
+            }
+            if entries.is_empty() {
+                if let Some(n) = name.filter(|_| inline || decl) {
+                    part.abstract_funcs.push((n, global));
+                }
+            }
+            part.funcs_at.extend(entries.into_iter().map(|pc| (pc, global)));
+            continue;
+        }
+        let Some(name) = name else { continue };
+        if decl {
+            continue;
+        }
+        let key = match tag {
+            DW_TAG_structure_type => format!("struct {name}"),
+            DW_TAG_union_type => format!("union {name}"),
+            DW_TAG_enumeration_type => format!("enum {name}"),
+            _ => name,
+        };
+        part.types.push((key, global));
+    }
+    Ok(part)
+}

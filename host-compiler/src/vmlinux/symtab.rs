@@ -1,0 +1,70 @@
+//! The whole symbol table, for `ktap-host symbols sym`: symbols by name and by address. Read on
+//! demand (opening a vmlinux keeps only functions and tracepoints).
+
+use goblin::elf::Elf;
+use goblin::elf::sym::{STB_GLOBAL, STB_WEAK, STT_FUNC, STT_OBJECT};
+use serde::Serialize;
+
+use super::{EM_ARM, Vmlinux, VmlinuxError};
+
+/// One ELF symbol.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SymInfo {
+    /// Its name.
+    pub name: String,
+    /// Link-time address (Thumb bit cleared).
+    pub addr: u64,
+    /// Size in bytes (0 if the symbol has none).
+    pub size: u64,
+    /// `func`, `object` or `other`.
+    pub kind: &'static str,
+    /// Global or weak (as opposed to static).
+    pub global: bool,
+}
+
+impl Vmlinux {
+    /// Every named symbol with a nonzero address.
+    pub fn all_symbols(&self) -> Result<Vec<SymInfo>, VmlinuxError> {
+        let elf = Elf::parse(&self.map).map_err(|e| VmlinuxError::Elf { path: self.path.clone(), message: e.to_string() })?;
+        let mut out = Vec::new();
+        for s in elf.syms.iter() {
+            let Some(name) = elf.strtab.get_at(s.st_name).filter(|n| !n.is_empty()) else { continue };
+            if s.st_value == 0 || name.starts_with("$") {
+                continue; // ARM mapping symbols ($a, $d, $t) mark code/data, they name nothing
+            }
+            let kind = match s.st_type() {
+                STT_FUNC => "func",
+                STT_OBJECT => "object",
+                _ => "other",
+            };
+            let addr = if self.machine == EM_ARM && kind == "func" { s.st_value & !1 } else { s.st_value };
+            out.push(SymInfo {
+                name: name.to_owned(),
+                addr,
+                size: s.st_size,
+                kind,
+                global: matches!(s.st_bind(), STB_GLOBAL | STB_WEAK),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Symbols called `name`.
+    pub fn symbols_named(&self, name: &str) -> Result<Vec<SymInfo>, VmlinuxError> {
+        Ok(self.all_symbols()?.into_iter().filter(|s| s.name == name).collect())
+    }
+
+    /// The symbol containing link-time address `addr`, and the offset into it: the closest symbol at
+    /// or below it that is sized to cover it (or unsized); functions and objects before others.
+    pub fn symbol_at(&self, addr: u64) -> Result<Option<(SymInfo, u64)>, VmlinuxError> {
+        let best = self
+            .all_symbols()?
+            .into_iter()
+            .filter(|s| s.addr <= addr && (s.size == 0 || addr - s.addr < s.size))
+            .max_by_key(|s| (s.addr, s.kind != "other", s.size != 0, s.global));
+        Ok(best.map(|s| {
+            let off = addr - s.addr;
+            (s, off)
+        }))
+    }
+}
