@@ -32,12 +32,12 @@ impl Abi {
     /// DWARF register numbers of the integer argument registers, in argument order.
     fn arg_regs(self) -> &'static [u16] {
         match (self.machine, self.is_64) {
-            (EM_ARM, _) => &[0, 1, 2, 3],                // r0-r3 (AAPCS)
-            (EM_AARCH64, _) => &[0, 1, 2, 3, 4, 5, 6, 7], // x0-x7
-            (EM_MIPS, false) => &[4, 5, 6, 7],           // $a0-$a3 (o32)
-            (EM_MIPS, true) => &[4, 5, 6, 7, 8, 9, 10, 11], // $a0-$a7 (n64)
+            (EM_ARM, _) => &[0, 1, 2, 3],                         // r0-r3 (AAPCS)
+            (EM_AARCH64, _) => &[0, 1, 2, 3, 4, 5, 6, 7],         // x0-x7
+            (EM_MIPS, false) => &[4, 5, 6, 7],                    // $a0-$a3 (o32)
+            (EM_MIPS, true) => &[4, 5, 6, 7, 8, 9, 10, 11],       // $a0-$a7 (n64)
             (EM_PPC | EM_PPC64, _) => &[3, 4, 5, 6, 7, 8, 9, 10], // r3-r10
-            (EM_X86_64, _) => &[5, 4, 1, 2, 8, 9],       // rdi rsi rdx rcx r8 r9
+            (EM_X86_64, _) => &[5, 4, 1, 2, 8, 9],                // rdi rsi rdx rcx r8 r9
             _ => &[],
         }
     }

@@ -148,7 +148,8 @@ impl Vmlinux {
         for sh in &elf.section_headers {
             let Some(name) = elf.shdr_strtab.get_at(sh.sh_name) else { continue };
             if name.starts_with(".debug_") && sh.sh_type != goblin::elf::section_header::SHT_NOBITS {
-                let (Ok(start), Ok(len)) = (usize::try_from(sh.sh_offset), usize::try_from(sh.sh_size)) else {
+                let (Ok(start), Ok(len)) = (usize::try_from(sh.sh_offset), usize::try_from(sh.sh_size))
+                else {
                     continue;
                 };
                 if sh.sh_flags & u64::from(goblin::elf::section_header::SHF_COMPRESSED) != 0 {

@@ -55,7 +55,11 @@ impl Vmlinux {
 
     fn cache_key(&self) -> Key {
         let len = |n: &str| self.sections.ranges.get(n).map_or(0, |r| r.len() as u64);
-        Key { build_id: self.build_id.clone(), info_len: len(".debug_info"), abbrev_len: len(".debug_abbrev") }
+        Key {
+            build_id: self.build_id.clone(),
+            info_len: len(".debug_info"),
+            abbrev_len: len(".debug_abbrev"),
+        }
     }
 
     /// Make sure the DWARF index exists (cached or built now). Returns whether it came from the cache.
@@ -92,10 +96,8 @@ impl Vmlinux {
             return Ok(i);
         }
         let idx = self.build_index()?;
-        if let Some(root) = &self.cache_dir {
-            if let Err(e) = cache::store(root, &key, &idx) {
-                eprintln!("warning: cannot cache the DWARF index of {}: {e}", self.path.display());
-            }
+        if let Some(Err(e)) = self.cache_dir.as_deref().map(|root| cache::store(root, &key, &idx)) {
+            eprintln!("warning: cannot cache the DWARF index of {}: {e}", self.path.display());
         }
         Ok(idx)
     }
@@ -108,7 +110,10 @@ impl Vmlinux {
             ));
         }
         if !self.sections.has_info() {
-            return Err(format!("vmlinux {} has no DWARF: type and argument queries {NEEDS_DWARF}", self.path.display()));
+            return Err(format!(
+                "vmlinux {} has no DWARF: type and argument queries {NEEDS_DWARF}",
+                self.path.display()
+            ));
         }
         Ok(())
     }
@@ -227,7 +232,11 @@ impl Vmlinux {
 }
 
 /// The source name of a subprogram DIE (through abstract origins for clones and inline copies).
-fn source_name<'a>(d: &Debug<'a>, unit: &gimli::Unit<R<'a>>, die: &Die<'a>) -> Result<Option<String>, String> {
+fn source_name<'a>(
+    d: &Debug<'a>,
+    unit: &gimli::Unit<R<'a>>,
+    die: &Die<'a>,
+) -> Result<Option<String>, String> {
     if let Some(n) = d.name(unit, die) {
         return Ok(Some(n));
     }

@@ -40,14 +40,19 @@ pub struct MapSym {
 impl SymbolMap {
     /// Read and parse a `System.map` or a saved `/proc/kallsyms`.
     pub fn open(path: &Path) -> Result<SymbolMap, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read symbol map {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read symbol map {}: {e}", path.display()))?;
         SymbolMap::parse(path, &text)
     }
 
     /// Parse symbol map text; errors name `path:line`.
     pub fn parse(path: &Path, text: &str) -> Result<SymbolMap, String> {
-        let mut map =
-            SymbolMap { path: path.to_owned(), funcs: HashMap::new(), all: Vec::new(), tracepoints: BTreeSet::new() };
+        let mut map = SymbolMap {
+            path: path.to_owned(),
+            funcs: HashMap::new(),
+            all: Vec::new(),
+            tracepoints: BTreeSet::new(),
+        };
         for (no, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
@@ -57,7 +62,8 @@ impl SymbolMap {
             let (Some(a), Some(k), Some(name)) = (f.next(), f.next(), f.next()) else {
                 return Err(format!("{}: expected `ADDRESS TYPE NAME`, found `{line}`", at()));
             };
-            let addr = u64::from_str_radix(a, 16).map_err(|_| format!("{}: `{a}` is not a hex address", at()))?;
+            let addr =
+                u64::from_str_radix(a, 16).map_err(|_| format!("{}: `{a}` is not a hex address", at()))?;
             let mut kc = k.chars();
             let (Some(kind), None) = (kc.next(), kc.next()) else {
                 return Err(format!("{}: `{k}` is not a one-letter symbol type", at()));

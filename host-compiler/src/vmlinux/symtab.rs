@@ -25,7 +25,8 @@ pub struct SymInfo {
 impl Vmlinux {
     /// Every named symbol with a nonzero address.
     pub fn all_symbols(&self) -> Result<Vec<SymInfo>, VmlinuxError> {
-        let elf = Elf::parse(&self.map).map_err(|e| VmlinuxError::Elf { path: self.path.clone(), message: e.to_string() })?;
+        let elf = Elf::parse(&self.map)
+            .map_err(|e| VmlinuxError::Elf { path: self.path.clone(), message: e.to_string() })?;
         let mut out = Vec::new();
         for s in elf.syms.iter() {
             let Some(name) = elf.strtab.get_at(s.st_name).filter(|n| !n.is_empty()) else { continue };

@@ -5,6 +5,11 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use super::*;
+use goblin::elf::program_header::PT_NOTE;
+use goblin::elf::section_header::SHT_NOTE;
+
+/// ELF note type of a GNU build-id.
+const NT_GNU_BUILD_ID: u32 = 3;
 
 const STT_NOTYPE: u8 = 0;
 const STB_LOCAL: u8 = 0;

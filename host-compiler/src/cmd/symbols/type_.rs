@@ -57,7 +57,9 @@ fn members(out: &mut String, ms: &[LayoutMember], depth: usize) {
             continue;
         }
         let (decl, at) = match m.bits {
-            Some((shift, bits)) => (format!("{}:{bits};", declare(&m.ty, &m.name)), format!("{}:{shift}", m.offset)),
+            Some((shift, bits)) => {
+                (format!("{}:{bits};", declare(&m.ty, &m.name)), format!("{}:{shift}", m.offset))
+            }
             None => (format!("{};", declare(&m.ty, &m.name)), m.offset.to_string()),
         };
         let width = 48usize.saturating_sub(8 * depth);

@@ -54,7 +54,9 @@ pub(crate) fn build(dwarf: &gimli::Dwarf<R<'_>>, progress: &dyn Fn(u64)) -> Resu
             .collect();
         let mine = index_units(dwarf, headers.iter().step_by(threads), progress);
         let mut all = vec![mine];
-        all.extend(workers.into_iter().map(|w| w.join().unwrap_or_else(|_| Err("index thread panicked".into()))));
+        all.extend(
+            workers.into_iter().map(|w| w.join().unwrap_or_else(|_| Err("index thread panicked".into()))),
+        );
         all
     });
     let mut index = Index { units, ..Index::default() };
@@ -126,7 +128,8 @@ fn index_unit(dwarf: &gimli::Dwarf<R<'_>>, header: UnitHeader<R<'_>>) -> Result<
             let attr = raw.read_attribute(*spec).map_err(bad)?;
             match attr.name() {
                 DW_AT_name => {
-                    name = dwarf.attr_string(&unit, attr.value()).ok().map(|s| s.to_string_lossy().into_owned())
+                    name =
+                        dwarf.attr_string(&unit, attr.value()).ok().map(|s| s.to_string_lossy().into_owned())
                 }
                 DW_AT_declaration => decl = !matches!(attr.value(), AttributeValue::Flag(false)),
                 DW_AT_low_pc => low_pc = dwarf.attr_address(&unit, attr.value()).ok().flatten(),
@@ -146,10 +149,8 @@ fn index_unit(dwarf: &gimli::Dwarf<R<'_>>, header: UnitHeader<R<'_>>) -> Result<
                     entries.push(r.begin);
                 }
             }
-            if entries.is_empty() {
-                if let Some(n) = name.filter(|_| inline || decl) {
-                    part.abstract_funcs.push((n, global));
-                }
+            if let Some(n) = name.filter(|_| entries.is_empty() && (inline || decl)) {
+                part.abstract_funcs.push((n, global));
             }
             part.funcs_at.extend(entries.into_iter().map(|pc| (pc, global)));
             continue;

@@ -66,7 +66,13 @@ impl Debug<'_> {
             }
             _ => {
                 let kind = self.type_name(ty);
-                return Ok(Layout { kind, name: String::new(), size, members: Vec::new(), enumerators: Vec::new() });
+                return Ok(Layout {
+                    kind,
+                    name: String::new(),
+                    size,
+                    members: Vec::new(),
+                    enumerators: Vec::new(),
+                });
             }
         };
         let mut members = Vec::new();

@@ -89,7 +89,8 @@ impl<'a> Debug<'a> {
         if let Some((_, u)) = self.units.borrow().iter().find(|(s, _)| *s == start) {
             return Ok(u.clone());
         }
-        let header = self.dwarf.debug_info.header_from_offset(DebugInfoOffset(start as usize)).map_err(bad)?;
+        let header =
+            self.dwarf.debug_info.header_from_offset(DebugInfoOffset(start as usize)).map_err(bad)?;
         let unit = Rc::new(self.dwarf.unit(header).map_err(bad)?);
         let mut units = self.units.borrow_mut();
         if units.len() >= 8 {

@@ -123,7 +123,11 @@ impl<'a> Debug<'a> {
 
     /// C declarator spelling: `inner` is what is declared so far (`*`, `[16]`, a name).
     fn spell(&self, ty: TypeRef, inner: &str, depth: usize) -> Result<String, String> {
-        let join = |base: String| if inner.is_empty() { base } else { format!("{base} {inner}") };
+        let join = |base: String| match inner {
+            "" => base,
+            _ if inner.starts_with('[') => format!("{base}{inner}"),
+            _ => format!("{base} {inner}"),
+        };
         if ty == VOID {
             return Ok(join("void".into()));
         }
@@ -150,18 +154,18 @@ impl<'a> Debug<'a> {
                     _ => "_Atomic",
                 };
                 let under = self.spell(next, "", depth + 1)?;
-                if under.ends_with('*') {
-                    join(format!("{under} {q}"))
-                } else {
-                    join(format!("{q} {under}"))
-                }
+                if under.ends_with('*') { join(format!("{under} {q}")) } else { join(format!("{q} {under}")) }
             }
             DW_TAG_array_type => {
                 let dims = match self.array_len(ty)? {
                     Some(n) => format!("[{n}]"),
                     None => "[]".into(),
                 };
-                let inner = if inner.starts_with('*') { format!("({inner}){dims}") } else { format!("{inner}{dims}") };
+                let inner = if inner.starts_with('*') {
+                    format!("({inner}){dims}")
+                } else {
+                    format!("{inner}{dims}")
+                };
                 return self.spell(next, &inner, depth + 1);
             }
             DW_TAG_subroutine_type => {
@@ -189,7 +193,12 @@ impl<'a> Debug<'a> {
             Shape::Ptr { .. } => {
                 return Err(format!("`{}` is a pointer: use `->{name}`, not `.{name}`", self.type_name(ty)));
             }
-            _ => return Err(format!("`{}` is not a struct or union, so it has no member `{name}`", self.type_name(ty))),
+            _ => {
+                return Err(format!(
+                    "`{}` is not a struct or union, so it has no member `{name}`",
+                    self.type_name(ty)
+                ));
+            }
         }
         if let Some(m) = self.find_member(outer, name, 0, 0)? {
             return Ok(m);
@@ -203,7 +212,13 @@ impl<'a> Debug<'a> {
         ))
     }
 
-    fn find_member(&self, outer: TypeRef, name: &str, base: u64, depth: usize) -> Result<Option<Member>, String> {
+    fn find_member(
+        &self,
+        outer: TypeRef,
+        name: &str,
+        base: u64,
+        depth: usize,
+    ) -> Result<Option<Member>, String> {
         if depth > MAX_PEEL {
             return Ok(None);
         }
@@ -296,7 +311,11 @@ impl<'a> Debug<'a> {
         let ty = self.peel(ty).ok()?;
         let size = self.size_of(ty).ok().flatten().unwrap_or(8);
         let mask = if size >= 8 { u64::MAX } else { (1u64 << (size * 8)) - 1 };
-        self.enumerators(ty).ok()?.into_iter().find(|(_, v)| (*v as u64 & mask) == (value as u64 & mask)).map(|(n, _)| n)
+        self.enumerators(ty)
+            .ok()?
+            .into_iter()
+            .find(|(_, v)| (*v as u64 & mask) == (value as u64 & mask))
+            .map(|(n, _)| n)
     }
 
     /// Every enumerator of an enum type: (name, value).
