@@ -450,6 +450,8 @@ fn real_vmlinux() {
                 text.lines()
                     .find(|l| l.split(' ').nth(2) == Some(name))
                     .map(|l| u64::from_str_radix(l.split(' ').next().unwrap(), 16).unwrap())
+                    // 32-bit MIPS System.map prints sign-extended 64-bit addresses
+                    .map(|a| if v.is_64() { a } else { a & 0xffff_ffff })
             };
             assert_eq!(Some(vfs_read), find("vfs_read"), "vfs_read vs {}", sysmap.display());
             assert_eq!(Some(v.text()), find("_text"), "_text vs {}", sysmap.display());
