@@ -22,6 +22,19 @@ const RUST_PACKAGES: [&str; 3] = ["rustc-web", "cargo-web", "rust-web-src"];
 /// `dwarves` (pahole, for type layouts), `file`.
 const TOOLS: [&str; 6] = ["make", "bc", "kmod", "cpio", "dwarves", "file"];
 
+/// Cross C compilers for the calling-convention fixtures of the symbol tests
+/// (`host-compiler/tests/symbols_abi.rs`): a small C file per arch, compiled with `-g`, whose DWARF
+/// parameter locations must map to that arch's argument registers. Every board's arch, on every host.
+const ABI_FIXTURE_GCC: [&str; 7] = [
+    "gcc-arm-linux-gnueabihf",
+    "gcc-aarch64-linux-gnu",
+    "gcc-mips-linux-gnu",
+    "gcc-mipsel-linux-gnu",
+    "gcc-powerpc-linux-gnu",
+    "gcc-powerpc64le-linux-gnu",
+    "gcc-x86-64-linux-gnu",
+];
+
 /// What the host provides for the cross builds, as installed.
 #[derive(Debug, Clone)]
 pub struct Toolchain {
@@ -93,6 +106,7 @@ fn wanted(board: &Board, llvm: u32) -> Vec<Wanted> {
     // and the musl build of the std agent.
     w.push(plain(&format!("libc6-dev-{}-cross", board.kernel.debian_arch)));
     w.extend(TOOLS.iter().map(|n| plain(n)));
+    w.extend(ABI_FIXTURE_GCC.iter().filter(|n| **n != board.kernel.cross_gcc_package).map(|n| plain(n)));
     if let Some(q) = &board.qemu {
         // backports: the host may carry qemu-utils 10 (which Breaks bookworm's qemu-system 7.2), and the
         // second PL011 on arm `virt` needs QEMU >= 10

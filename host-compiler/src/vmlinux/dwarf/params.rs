@@ -39,15 +39,24 @@ impl<'a> Debug<'a> {
         let mut out = Vec::with_capacity(formal.len());
         let mut slot = Some(0u64);
         for (name, ty, kid) in formal {
+            let abi_loc = self.next_slot(ty, &mut slot)?;
+            // every word of it (one, or a 64-bit pair on a 32-bit board) is in a register
+            let in_reg = slot.is_some_and(|next| next <= u64::from(self.abi.reg_args()));
+            // A single expression holds for the whole body, so at -O0 a stack location is the home
+            // slot the prologue stores a register argument into (below the CFA, or the o32 and
+            // ELFv2 save areas above it), not where the value is at entry: only a register, or a
+            // stack slot for an argument the convention passes on the stack, holds at entry.
             let dwarf_loc = match kid.attr_value(DW_AT_location) {
                 None => None,
-                Some(gimli::AttributeValue::Exprloc(e)) => Some(self.decode(e.0.slice(), frame_cfa)),
+                Some(gimli::AttributeValue::Exprloc(e)) => self
+                    .decode(e.0.slice(), frame_cfa)
+                    .filter(|l| !matches!(l, ParamLoc::Stack(o) if *o < 0 || (in_reg && own_abi))),
                 Some(v) => {
-                    let mut found = Some(ParamLoc::Unavailable);
+                    let mut found = None;
                     if let Some(mut it) = self.dwarf.attr_locations(&unit, v).map_err(bad)? {
                         while let Some(l) = it.next().map_err(bad)? {
                             if l.range.begin <= entry && entry < l.range.end {
-                                found = Some(self.decode(l.data.0.slice(), frame_cfa));
+                                found = self.decode(l.data.0.slice(), frame_cfa);
                                 break;
                             }
                         }
@@ -55,7 +64,6 @@ impl<'a> Debug<'a> {
                     found
                 }
             };
-            let abi_loc = self.next_slot(ty, &mut slot)?;
             let loc = match (dwarf_loc, abi_loc) {
                 (Some(l), _) => l,
                 (None, Some(s)) if own_abi && s < u64::from(self.abi.reg_args()) => ParamLoc::Arg(s as u8),
@@ -136,29 +144,38 @@ impl<'a> Debug<'a> {
         Ok(None)
     }
 
-    /// A location expression at the function's entry: a register, or memory off the stack pointer.
-    fn decode(&self, expr: &[u8], frame_cfa: bool) -> ParamLoc {
+    /// A location expression at the function's entry: a register, or memory off the stack pointer;
+    /// `None` for anything else (pieces, computed values), which the caller may place by the ABI.
+    fn decode(&self, expr: &[u8], frame_cfa: bool) -> Option<ParamLoc> {
         let mut r = gimli::EndianSlice::new(expr, gimli::LittleEndian);
-        let Ok(op) = gimli::Reader::read_u8(&mut r) else { return ParamLoc::Unavailable };
+        let op = gimli::Reader::read_u8(&mut r).ok()?;
         let whole = |r: &gimli::EndianSlice<'_, gimli::LittleEndian>| r.is_empty();
-        match op {
+        let loc = match op {
             OP_REG0..=OP_REG31 if whole(&r) => self.reg_loc(u16::from(op - OP_REG0)),
-            OP_REGX => match gimli::Reader::read_uleb128(&mut r) {
-                Ok(reg) if whole(&r) => self.reg_loc(reg as u16),
-                _ => ParamLoc::Unavailable,
-            },
-            OP_FBREG if frame_cfa => match gimli::Reader::read_sleb128(&mut r) {
-                Ok(off) if whole(&r) => ParamLoc::Stack(off + self.abi.cfa_at_entry()),
-                _ => ParamLoc::Unavailable,
-            },
-            OP_BREG0..=OP_BREG31 if Some(u16::from(op - OP_BREG0)) == self.abi.sp_reg() => {
-                match gimli::Reader::read_sleb128(&mut r) {
-                    Ok(off) if whole(&r) => ParamLoc::Stack(off),
-                    _ => ParamLoc::Unavailable,
+            OP_REGX => {
+                let reg = gimli::Reader::read_uleb128(&mut r).ok()?;
+                if !whole(&r) {
+                    return None;
                 }
+                self.reg_loc(reg as u16)
             }
-            _ => ParamLoc::Unavailable,
-        }
+            OP_FBREG if frame_cfa => {
+                let off = gimli::Reader::read_sleb128(&mut r).ok()?;
+                if !whole(&r) {
+                    return None;
+                }
+                ParamLoc::Stack(off + self.abi.cfa_at_entry())
+            }
+            OP_BREG0..=OP_BREG31 if Some(u16::from(op - OP_BREG0)) == self.abi.sp_reg() => {
+                let off = gimli::Reader::read_sleb128(&mut r).ok()?;
+                if !whole(&r) {
+                    return None;
+                }
+                ParamLoc::Stack(off)
+            }
+            _ => return None,
+        };
+        Some(loc)
     }
 
     fn reg_loc(&self, reg: u16) -> ParamLoc {

@@ -1,0 +1,147 @@
+//! Calling conventions per arch: `symbols/abi.c` compiled by each arch's cross gcc with `-g` (at -O0
+//! and -O2), linked as a small kernel-like ELF, and the parameter locations read back from its
+//! DWARF must be that arch's argument registers (the probe's `argN`), or the stack slots the
+//! convention puts later arguments in.
+
+mod symbols;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ktap_host::ktypes::ParamLoc::{self, Arg, Stack, Unavailable};
+use ktap_host::ktypes::{ParamsOf, Shape, TypeRef};
+use ktap_host::lang::Resolver;
+use ktap_host::vmlinux::Vmlinux;
+use symbols::missing;
+
+/// One arch: compiler triple, extra flags, and the expected locations per fixture function.
+struct Case {
+    triple: &'static str,
+    flags: &'static [&'static str],
+    /// eight(a..h): longs.
+    eight: [ParamLoc; 8],
+    /// pair(int a, long long b, int c).
+    pair: [ParamLoc; 3],
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        // AAPCS: r0-r3, then the stack; a 64-bit value takes an even register pair (r2:r3)
+        Case {
+            triple: "arm-linux-gnueabihf",
+            flags: &["-marm"],
+            eight: [Arg(0), Arg(1), Arg(2), Arg(3), Stack(0), Stack(4), Stack(8), Stack(12)],
+            pair: [Arg(0), Unavailable, Stack(0)],
+        },
+        // AArch64: x0-x7
+        Case {
+            triple: "aarch64-linux-gnu",
+            flags: &[],
+            eight: [Arg(0), Arg(1), Arg(2), Arg(3), Arg(4), Arg(5), Arg(6), Arg(7)],
+            pair: [Arg(0), Arg(1), Arg(2)],
+        },
+        // MIPS o32: $a0-$a3, then the stack above the 16-byte home area; pairs even-aligned
+        Case {
+            triple: "mips-linux-gnu",
+            flags: &["-mno-abicalls", "-fno-pic"],
+            eight: [Arg(0), Arg(1), Arg(2), Arg(3), Stack(16), Stack(20), Stack(24), Stack(28)],
+            pair: [Arg(0), Unavailable, Stack(16)],
+        },
+        Case {
+            triple: "mipsel-linux-gnu",
+            flags: &["-mno-abicalls", "-fno-pic"],
+            eight: [Arg(0), Arg(1), Arg(2), Arg(3), Stack(16), Stack(20), Stack(24), Stack(28)],
+            pair: [Arg(0), Unavailable, Stack(16)],
+        },
+        // PowerPC SysV: r3-r10; a 64-bit value in an aligned pair (r5:r6), so c is in r7
+        Case {
+            triple: "powerpc-linux-gnu",
+            flags: &[],
+            eight: [Arg(0), Arg(1), Arg(2), Arg(3), Arg(4), Arg(5), Arg(6), Arg(7)],
+            pair: [Arg(0), Unavailable, Arg(4)],
+        },
+        // PowerPC64 ELFv2: r3-r10
+        Case {
+            triple: "powerpc64le-linux-gnu",
+            flags: &[],
+            eight: [Arg(0), Arg(1), Arg(2), Arg(3), Arg(4), Arg(5), Arg(6), Arg(7)],
+            pair: [Arg(0), Arg(1), Arg(2)],
+        },
+        // x86_64 SysV: rdi rsi rdx rcx r8 r9, then the stack above the return address
+        Case {
+            triple: "x86_64-linux-gnu",
+            flags: &[],
+            eight: [Arg(0), Arg(1), Arg(2), Arg(3), Arg(4), Arg(5), Stack(8), Stack(16)],
+            pair: [Arg(0), Arg(1), Arg(2)],
+        },
+    ]
+}
+
+/// `<triple>-gcc`, or Debian's versioned name.
+fn compiler(triple: &str) -> Option<String> {
+    ["", "-12", "-13", "-14"]
+        .iter()
+        .map(|v| format!("{triple}-gcc{v}"))
+        .find(|c| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()))
+}
+
+fn build(cc: &str, flags: &[&str], opt: &str, out: &Path) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/symbols/abi.c");
+    let o = Command::new(cc)
+        .args(["-g", opt, "-nostdlib", "-static", "-fno-stack-protector", "-Wl,--build-id", "-Wl,-e,_text"])
+        .args(flags)
+        .arg(&src)
+        .arg("-o")
+        .arg(out)
+        .output()
+        .unwrap_or_else(|e| panic!("{cc}: {e}"));
+    assert!(o.status.success(), "{cc} {opt}: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// At -O0 only registers are trusted (stack arguments come from DWARF, which then names the
+/// frame's home slots, not the entry stack): stack slots may be unavailable there.
+fn check(v: &Vmlinux, func: &str, want: &[ParamLoc], opt: &str, triple: &str) {
+    let params = v.params(ParamsOf::Function(func)).unwrap_or_else(|e| panic!("{triple} {opt} {func}: {e}"));
+    let got: Vec<ParamLoc> = params.iter().map(|p| p.loc).collect();
+    let ok = got.len() == want.len()
+        && got
+            .iter()
+            .zip(want)
+            .all(|(g, w)| g == w || (opt == "-O0" && matches!(w, Stack(_)) && *g == Unavailable));
+    assert!(ok, "{triple} {opt} {func}: locations {got:?}, convention says {want:?}");
+}
+
+#[test]
+fn parameter_registers_follow_each_abi() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ran = Vec::new();
+    for case in cases() {
+        let Some(cc) = compiler(case.triple) else {
+            missing(&format!("no {}-gcc for the {} calling-convention fixture", case.triple, case.triple));
+            continue;
+        };
+        for opt in ["-O0", "-O2"] {
+            let out: PathBuf = dir.path().join(format!("{}{opt}.elf", case.triple));
+            build(&cc, case.flags, opt, &out);
+            let mut v = Vmlinux::open(&out).unwrap_or_else(|e| panic!("{e}"));
+            v.set_cache_dir(None);
+            check(&v, "eight", &case.eight, opt, case.triple);
+            check(&v, "pair", &case.pair, opt, case.triple);
+            let p = v.params(ParamsOf::Function("ptr")).unwrap();
+            assert_eq!(v.type_name(&p[0].ty), "struct pt *", "{}", case.triple);
+            assert_eq!(v.type_name(&p[1].ty), "const char *", "{}", case.triple);
+            let to = pointee(&v, &p[0].ty);
+            assert_eq!(v.member(&to, "y").unwrap().offset, 4, "{}", case.triple);
+        }
+        ran.push(case.triple);
+    }
+    eprintln!("calling conventions checked for: {}", ran.join(", "));
+}
+
+/// What a pointer type points to.
+fn pointee(v: &Vmlinux, ty: &TypeRef) -> TypeRef {
+    match v.shape(ty).unwrap() {
+        Shape::Ptr { to } => to,
+        s => panic!("not a pointer: {s:?}"),
+    }
+}
