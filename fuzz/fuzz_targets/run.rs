@@ -36,6 +36,33 @@ impl Env for Synthetic {
         self.room -= 1;
         true
     }
+
+    // memory: an address with bit 3 set faults; others read a pattern derived from the address
+    fn read_kernel(&mut self, addr: u64, out: &mut [u8]) -> bool {
+        if addr & 8 != 0 {
+            return false;
+        }
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = (addr as u8).wrapping_add(i as u8);
+        }
+        true
+    }
+
+    fn read_str(&mut self, _user: bool, addr: u64, out: &mut [u8]) -> Option<usize> {
+        if addr & 8 != 0 {
+            return None;
+        }
+        let n = (addr as usize % 200).min(out.len());
+        out[..n].fill(b'k');
+        Some(n)
+    }
+
+    fn kstack(&mut self, out: &mut [u64]) -> usize {
+        for (i, a) in out.iter_mut().enumerate() {
+            *a = 0xc000_0000 + i as u64;
+        }
+        out.len()
+    }
 }
 
 /// The budget every run gets (the image's own is replaced): small, so a hit is quick.

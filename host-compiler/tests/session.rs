@@ -51,15 +51,22 @@ fn program() -> (Vec<u8>, Sidecar) {
     let b = ImageBuilder {
         code: vec![0u8; 1300],
         funcs: vec![
-            FuncSpec { code_off: 0, code_len: 1000, n_int: 1, n_str: 0 },
-            FuncSpec { code_off: 1000, code_len: 300, n_int: 1, n_str: 0 },
+            FuncSpec { code_off: 0, code_len: 1000, n_int: 1, ..FuncSpec::default() },
+            FuncSpec { code_off: 1000, code_len: 300, n_int: 1, ..FuncSpec::default() },
         ],
         probes: vec![
-            OwnedProbe { kind: ProbeKind::Kprobe, func: 0, addr: 0xc030_1000, name: b"vfs_read".to_vec() },
+            OwnedProbe {
+                kind: ProbeKind::Kprobe,
+                func: 0,
+                addr: 0xc030_1000,
+                flags: 0,
+                name: b"vfs_read".to_vec(),
+            },
             OwnedProbe {
                 kind: ProbeKind::Kprobe,
                 func: 1,
                 addr: 0xc030_2000,
+                flags: 0,
                 name: b"do_sys_openat2".to_vec(),
             },
         ],

@@ -3,7 +3,9 @@
  * ktap_run.c - the probe path: the recursion guard and lock around each VM run, and the callbacks
  * the VM makes (context fields, comm, records). Nothing here allocates, sleeps or prints.
  */
+#include <linux/cpumask.h>
 #include <linux/cred.h>
+#include <linux/preempt.h>
 #include <linux/irq_work.h>
 #include <linux/percpu.h>
 #include <linux/ptrace.h>
@@ -115,6 +117,12 @@ s64 ktap_hit_ctx(void *opaque, u32 field)
 		return from_kuid_munged(&init_user_ns, current_uid());
 	case KTAP_CTX_TIME_NS:
 		return ktime_get_mono_fast_ns();	/* NMI-safe, unlike ktime_get_ns() */
+	case KTAP_CTX_WALL_NS:
+		return ktime_get_real_fast_ns();	/* NMI-safe wall clock */
+	case KTAP_CTX_NUM_CPUS:
+		return num_online_cpus();
+	case KTAP_CTX_IN_INTERRUPT:
+		return in_interrupt() || in_nmi();	/* hardirq, softirq (serving or disabled) or NMI */
 	case KTAP_CTX_RETVAL:
 		if (hit->kind == KTAP_PROBE_KRETPROBE && hit->regs)
 			return (long)regs_return_value(hit->regs);

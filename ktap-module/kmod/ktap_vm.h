@@ -28,6 +28,7 @@
 #define KTAP_PROBE_TRACEPOINT	3
 #define KTAP_PROBE_BEGIN	4
 #define KTAP_PROBE_END		5
+#define KTAP_PROBE_TIMER	6
 
 /* ktap_protocol::isa::CtxField */
 #define KTAP_CTX_PID		0
@@ -36,12 +37,15 @@
 #define KTAP_CTX_UID		3
 #define KTAP_CTX_TIME_NS	4
 #define KTAP_CTX_RETVAL		5
+#define KTAP_CTX_WALL_NS	6
+#define KTAP_CTX_NUM_CPUS	7
+#define KTAP_CTX_IN_INTERRUPT	8
 #define KTAP_CTX_ARG0		16
 #define KTAP_CTX_NARGS		10
 
 /* ktap_protocol::limits */
 #define KTAP_MAX_PROBE_NAME	127
-#define KTAP_MAX_STR		64
+#define KTAP_MAX_STR		128
 #define KTAP_MAX_RECORD		1000
 #define KTAP_MAX_IMAGE		(256 * 1024)
 

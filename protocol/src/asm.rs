@@ -6,11 +6,14 @@
 //! ; comments start with `;` or `#` (outside string literals)
 //! .func main int=3 str=1      a function with its frame; code up to the next .func is its body
 //! .func g at=4 len=0          at=/len= override the code range written into the function table
+//! .func f int=2 pint=1 pstr=0 ret=int   parameters (int, str) and return kind (void|int|str)
 //! loop:                       a label; jump operands name a label or an absolute code offset `@N`
 //!   0004  addi r0, r0, -1     a leading hex column (as disasm prints it) is ignored
 //!         jnz r0, loop
 //!         printf f0, (r0, s0)
 //!         ctx r1, pid         context fields by script name, or `ctx7` for a raw byte
+//!         tstat r0, t1, (s0, r2), avg     selectors: count|sum|min|max|avg, or `statN`
+//!         ldk r1, r2, 16, u32             widths: u8..u64, s8..s64, or `widthN`
 //! .byte 0xee 0x01             raw code bytes
 //! .rept 300                   repeat the lines up to .endr (no nesting)
 //! .endr
@@ -18,11 +21,15 @@
 //! .string str0 = "dd\x00"
 //! .globals 3
 //! .table t0 key=str capacity=256
+//! .table t1 key=int,str value=log2 capacity=64     value=int|stats|log2|linear
+//! .table t2 key=int value=linear min=0 step=10 buckets=20 capacity=8
 //! .probe p0 kprobe vfs_read @0xc01ad730 -> fn0
 //! .probe p1 end -> fn1
+//! .probe p2 timer profile-1ms period=1000000 every-cpu -> fn2
 //! .format f0 (int, str)
 //! .build-id 6b7461702d7273
 //! .budget 500
+//! .frame-budget 4096
 //! ```
 
 use alloc::collections::BTreeMap;
@@ -32,8 +39,11 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use crate::image::build::{ImageBuilder, OwnedProbe};
-use crate::image::{ArgKind, FuncSpec, KeyKind, ProbeKind, TableSpec};
-use crate::isa::{self, Arg, CtxField, Opcode, OperandKind};
+use crate::image::{
+    ArgKind, FuncSpec, KeyKind, KeyShape, PROBE_EVERY_CPU, ProbeKind, ProbeSpec, RetKind, TableSpec,
+    ValueKind,
+};
+use crate::isa::{self, Arg, CtxField, Opcode, OperandKind, Stat, Width};
 
 /// An assembled image (not yet encoded: tests edit it before `build()`) and its labels.
 #[derive(Debug, Clone, Default)]
@@ -68,7 +78,70 @@ pub const PROBE_KINDS: &[(ProbeKind, &str)] = &[
     (ProbeKind::Tracepoint, "tracepoint"),
     (ProbeKind::Begin, "begin"),
     (ProbeKind::End, "end"),
+    (ProbeKind::Timer, "timer"),
 ];
+
+const RET_KINDS: &[(RetKind, &str)] =
+    &[(RetKind::Void, "void"), (RetKind::Int, "int"), (RetKind::Str, "str")];
+
+/// The `.func` attributes of `f` after its name, as the assembler reads them (` int=2 str=0 ...`);
+/// defaults (no parameters, void) are left out.
+pub fn func_attrs(f: &FuncSpec) -> String {
+    let mut s = format!(" int={} str={}", f.n_int, f.n_str);
+    if f.params_int != 0 || f.params_str != 0 {
+        s.push_str(&format!(" pint={} pstr={}", f.params_int, f.params_str));
+    }
+    if f.ret != RetKind::Void {
+        let ret = RET_KINDS.iter().find(|(k, _)| *k == f.ret).map_or("?", |(_, n)| *n);
+        s.push_str(&format!(" ret={ret}"));
+    }
+    s
+}
+
+/// The `.table` attributes of `t` (`key=int,str value=log2 capacity=64`).
+pub fn table_attrs(t: &TableSpec) -> String {
+    let keys: Vec<&str> = (0..usize::from(t.keys.n))
+        .map(|i| match t.keys.kind(i) {
+            Some(KeyKind::Str) => "str",
+            _ => "int",
+        })
+        .collect();
+    // a raw shape the verifier will refuse is still listed so it round-trips
+    let key = if t.keys.is_valid() || t.keys.n == 0 && t.keys.str_mask == 0 {
+        format!("key={}", keys.join(","))
+    } else {
+        format!("keys={} strmask={}", t.keys.n, t.keys.str_mask)
+    };
+    let value = match t.value {
+        ValueKind::Int => String::new(),
+        ValueKind::Stats => " value=stats".to_string(),
+        ValueKind::Log2 => " value=log2".to_string(),
+        ValueKind::Linear { min, step, nbuckets } => {
+            format!(" value=linear min={min} step={step} buckets={nbuckets}")
+        }
+    };
+    format!("{key}{value} capacity={}", t.capacity)
+}
+
+/// The `.probe` line of `p` after its index (`kprobe vfs_read @0x... -> fn0`).
+pub fn probe_line(p: &ProbeSpec<'_>) -> String {
+    let mut s = probe_kind_name(p.kind).to_string();
+    if !p.name.is_empty() {
+        s.push(' ');
+        s.push_str(&String::from_utf8_lossy(p.name));
+    }
+    if p.kind == ProbeKind::Timer {
+        s.push_str(&format!(" period={}", p.addr));
+    } else if p.addr != 0 {
+        s.push_str(&format!(" @{:#x}", p.addr));
+    }
+    match p.flags {
+        0 => {}
+        PROBE_EVERY_CPU => s.push_str(" every-cpu"),
+        f => s.push_str(&format!(" flags={f}")),
+    }
+    format!("{s} -> fn{}", p.func)
+}
 
 /// The listing name of a probe kind.
 pub fn probe_kind_name(k: ProbeKind) -> &'static str {
@@ -234,21 +307,31 @@ impl State {
             ".func" => {
                 self.close_func();
                 let code_off = self.out.image.code.len() as u32;
-                let mut f = Func {
-                    spec: FuncSpec { code_off, code_len: 0, n_int: 0, n_str: 0 },
-                    explicit_len: false,
-                };
+                let mut f = Func { spec: FuncSpec { code_off, ..FuncSpec::default() }, explicit_len: false };
                 for w in rest.split_whitespace().skip(1) {
                     let (k, v) = w.split_once('=').ok_or_else(|| format!("`{w}`: expected KEY=VALUE"))?;
                     match k {
                         "int" => f.spec.n_int = ranged(v, 0, 255)? as u8,
                         "str" => f.spec.n_str = ranged(v, 0, 255)? as u8,
+                        "pint" => f.spec.params_int = ranged(v, 0, 255)? as u8,
+                        "pstr" => f.spec.params_str = ranged(v, 0, 255)? as u8,
+                        "ret" => {
+                            f.spec.ret = RET_KINDS
+                                .iter()
+                                .find(|(_, n)| *n == v)
+                                .map(|(k, _)| *k)
+                                .ok_or_else(|| format!("`{v}`: return kinds are void, int and str"))?;
+                        }
                         "at" => f.spec.code_off = ranged(v, 0, u32::MAX.into())? as u32,
                         "len" => {
                             f.spec.code_len = ranged(v, 0, u32::MAX.into())? as u32;
                             f.explicit_len = true;
                         }
-                        _ => return Err(format!("`{k}`: a function takes int=, str=, at= and len=")),
+                        _ => {
+                            return Err(format!(
+                                "`{k}`: a function takes int=, str=, pint=, pstr=, ret=, at= and len="
+                            ));
+                        }
                     }
                 }
                 self.funcs.push(f);
@@ -268,6 +351,7 @@ impl State {
             }
             ".globals" => img.globals = ranged(rest.trim(), 0, u16::MAX.into())? as u16,
             ".budget" => img.budget = ranged(rest.trim(), 0, u32::MAX.into())? as u32,
+            ".frame-budget" => img.frame_budget = ranged(rest.trim(), 0, u32::MAX.into())? as u32,
             ".build-id" => {
                 let hex = rest.trim();
                 if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -279,16 +363,7 @@ impl State {
             }
             ".table" => {
                 let v = index_prefix(rest, "t", img.tables.len())?;
-                let mut t = TableSpec { key: KeyKind::Int, capacity: 0 };
-                for w in v.split_whitespace() {
-                    match w.split_once('=') {
-                        Some(("key", "int")) => t.key = KeyKind::Int,
-                        Some(("key", "str")) => t.key = KeyKind::Str,
-                        Some(("capacity", n)) => t.capacity = ranged(n, 0, u32::MAX.into())? as u32,
-                        _ => return Err(format!("`{w}`: a table takes key=int|str and capacity=N")),
-                    }
-                }
-                img.tables.push(t);
+                img.tables.push(table(v)?);
             }
             ".format" => {
                 let v = index_prefix(rest, "f", img.formats.len())?;
@@ -316,14 +391,21 @@ impl State {
                 let kind = words.next().unwrap_or("");
                 let kind =
                     PROBE_KINDS.iter().find(|(_, n)| *n == kind).map(|(k, _)| *k).ok_or_else(|| {
-                        format!("`{kind}`: probe kinds are kprobe, kretprobe, tracepoint, begin, end")
+                        format!("`{kind}`: probe kinds are kprobe, kretprobe, tracepoint, begin, end, timer")
                     })?;
-                let mut p = OwnedProbe { kind, func, addr: 0, name: Vec::new() };
+                let mut p = OwnedProbe { kind, func, addr: 0, flags: 0, name: Vec::new() };
                 for w in words {
-                    match w.strip_prefix('@') {
-                        Some(a) => p.addr = ranged(a, 0, u64::MAX.into())? as u64,
-                        None if p.name.is_empty() => p.name = w.as_bytes().to_vec(),
-                        None => return Err(format!("`{w}`: a probe has one name")),
+                    if w == "every-cpu" {
+                        p.flags |= PROBE_EVERY_CPU;
+                        continue;
+                    }
+                    match (w.strip_prefix('@'), w.split_once('=')) {
+                        (Some(a), _) | (None, Some(("period", a))) => {
+                            p.addr = ranged(a, 0, u64::MAX.into())? as u64;
+                        }
+                        (None, Some(("flags", f))) => p.flags = ranged(f, 0, 255)? as u8,
+                        _ if p.name.is_empty() => p.name = w.as_bytes().to_vec(),
+                        _ => return Err(format!("`{w}`: a probe has one name")),
                     }
                 }
                 img.probes.push(p);
@@ -399,6 +481,15 @@ impl State {
                     Some(f) => f as i128,
                     None => prefixed(w, "ctx", byte)?,
                 },
+                OperandKind::Stat => match Stat::ALL.iter().find(|(_, n)| *n == w) {
+                    Some((s, _)) => *s as i128,
+                    None => prefixed(w, "stat", byte)?,
+                },
+                OperandKind::Width => match Width::from_name(w) {
+                    Some(x) => x.to_byte().into(),
+                    None => prefixed(w, "width", byte)?,
+                },
+                OperandKind::Count => ranged(w, 0, byte)?,
                 OperandKind::Jump => match w.strip_prefix('@') {
                     Some(t) => {
                         let disp = number(t)? - start as i128;
@@ -433,6 +524,58 @@ impl State {
         isa::encode(code, op, &vals, &args);
         Ok(())
     }
+}
+
+/// A `.table` directive's attributes.
+fn table(v: &str) -> Result<TableSpec, String> {
+    let mut t = TableSpec::single(KeyKind::Int, 0);
+    let (mut min, mut step, mut nb) = (0i64, 0i64, 0u8);
+    let mut linear = false;
+    for w in v.split_whitespace() {
+        let (k, x) = w.split_once('=').ok_or_else(|| format!("`{w}`: expected KEY=VALUE"))?;
+        let int = |lo: i128, hi: i128| ranged(x, lo, hi);
+        match k {
+            "key" => {
+                let kinds = x
+                    .split(',')
+                    .map(|k| match k {
+                        "int" => Ok(KeyKind::Int),
+                        "str" => Ok(KeyKind::Str),
+                        _ => Err(format!("`{k}`: key kinds are int and str")),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                t.keys = KeyShape::of(&kinds);
+            }
+            "keys" => t.keys.n = int(0, 255)? as u8,
+            "strmask" => t.keys.str_mask = int(0, 255)? as u8,
+            "value" => {
+                t.value = match x {
+                    "int" => ValueKind::Int,
+                    "stats" => ValueKind::Stats,
+                    "log2" => ValueKind::Log2,
+                    "linear" => {
+                        linear = true;
+                        ValueKind::Int
+                    }
+                    _ => return Err(format!("`{x}`: values are int, stats, log2 and linear")),
+                }
+            }
+            "min" => min = int(i64::MIN.into(), i64::MAX.into())? as i64,
+            "step" => step = int(i64::MIN.into(), i64::MAX.into())? as i64,
+            "buckets" => nb = int(0, 255)? as u8,
+            "capacity" => t.capacity = int(0, u32::MAX.into())? as u32,
+            _ => {
+                return Err(format!(
+                    "`{w}`: a table takes key=int|str[,...], value=int|stats|log2|linear \
+                     (min=, step=, buckets=) and capacity=N"
+                ));
+            }
+        }
+    }
+    if linear {
+        t.value = ValueKind::Linear { min, step, nbuckets: nb };
+    }
+    Ok(t)
 }
 
 /// Most times a `.rept` block may repeat.
@@ -516,8 +659,10 @@ mod tests {
             .string str0 = \"a;b\\x00\\\"\"
             .globals 2
             .table t0 key=str capacity=8
+            .table t1 key=int,str value=linear min=-5 step=10 buckets=3 capacity=2
             .probe p0 kprobe vfs_read @0xc0001000 -> fn0
             .probe end -> fn1
+            .probe timer tick-1s period=1000000000 every-cpu -> fn1
             .format f0 (int, str)
             .build-id 00ff
             .budget 77
@@ -527,7 +672,16 @@ mod tests {
         let b = &a.image;
         assert_eq!(a.labels["top"], 0);
         assert_eq!(b.funcs.len(), 2);
-        assert_eq!(b.funcs[1], FuncSpec { code_off: 0, code_len: 1, n_int: 0, n_str: 0 });
+        assert_eq!(b.funcs[1], FuncSpec { code_off: 0, code_len: 1, ..FuncSpec::default() });
+        assert_eq!(
+            b.tables[1],
+            TableSpec {
+                keys: KeyShape::of(&[KeyKind::Int, KeyKind::Str]),
+                value: ValueKind::Linear { min: -5, step: 10, nbuckets: 3 },
+                capacity: 2
+            }
+        );
+        assert_eq!((b.probes[2].addr, b.probes[2].flags), (1_000_000_000, PROBE_EVERY_CPU));
         assert_eq!(b.funcs[0].code_len as usize, b.code.len());
         assert_eq!(b.consts, [-5, -1]);
         assert_eq!(b.strings, [b"a;b\0\"".to_vec()]);
@@ -560,7 +714,7 @@ mod tests {
         let a =
             assemble(".rept 3\n.func f\nret\n.endr\n.rept 2\n.table key=int capacity=1\n.endr\n").unwrap();
         assert_eq!(a.image.funcs.len(), 3);
-        assert_eq!(a.image.funcs[2], FuncSpec { code_off: 2, code_len: 1, n_int: 0, n_str: 0 });
+        assert_eq!(a.image.funcs[2], FuncSpec { code_off: 2, code_len: 1, ..FuncSpec::default() });
         assert_eq!(a.image.tables.len(), 2);
         assert_eq!(assemble(".rept 2\nret").unwrap_err().to_string(), "line 2: `.rept` without `.endr`");
         assert_eq!(assemble(".endr").unwrap_err().to_string(), "line 1: `.endr` without `.rept`");

@@ -21,7 +21,7 @@ use crate::limits::{MAX_BUILD_ID, MAX_IMAGE, MAX_PROBE_NAME, MAX_STR};
 /// The first four bytes of every image.
 pub const MAGIC: [u8; 4] = *b"KTAP";
 /// The image format version; bumped on every incompatible change.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 16;
 /// Size of one section table entry.
@@ -49,7 +49,7 @@ pub enum SectionKind {
     Formats = 8,
     /// GNU build-id of the vmlinux the program was compiled against.
     BuildId = 9,
-    /// Program-wide settings (instruction budget).
+    /// Program-wide settings (instruction budget, frame budget).
     Meta = 10,
 }
 
@@ -74,8 +74,36 @@ impl SectionKind {
     }
 }
 
-/// One function: a range of the code section and its frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a function returns.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RetKind {
+    /// Nothing (`ret`); probe handlers are void.
+    #[default]
+    Void = 0,
+    /// An integer (`retv`).
+    Int = 1,
+    /// A string (`rets`).
+    Str = 2,
+}
+
+impl RetKind {
+    /// Decode.
+    pub fn from_u8(b: u8) -> Option<RetKind> {
+        match b {
+            0 => Some(RetKind::Void),
+            1 => Some(RetKind::Int),
+            2 => Some(RetKind::Str),
+            _ => None,
+        }
+    }
+}
+
+/// One function: a range of the code section, its frame, parameters and return kind.
+///
+/// Parameters arrive in the first registers of the frame: the integer arguments of a `call` in
+/// r0..r(params_int - 1), the string arguments in s0..s(params_str - 1), each in call order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct FuncSpec {
     /// Start of the function within the code section.
     pub code_off: u32,
@@ -85,10 +113,26 @@ pub struct FuncSpec {
     pub n_int: u8,
     /// String registers in the frame.
     pub n_str: u8,
+    /// Integer parameters (at most `n_int`).
+    pub params_int: u8,
+    /// String parameters (at most `n_str`).
+    pub params_str: u8,
+    /// What it returns.
+    pub ret: RetKind,
 }
 
-/// Size of an encoded [`FuncSpec`].
-pub const FUNC_SPEC_LEN: usize = 12;
+/// Size of an encoded [`FuncSpec`]: u32 offset | u32 length | u8 n_int | u8 n_str | u8 params_int |
+/// u8 params_str | u8 ret | 3 reserved (0).
+pub const FUNC_SPEC_LEN: usize = 16;
+
+/// Bytes of frame memory a function with `n_int` integer and `n_str` string registers takes: what
+/// the verifier sums along the deepest call path and checks against the image's frame budget.
+pub const fn frame_bytes(n_int: u8, n_str: u8) -> u32 {
+    FRAME_OVERHEAD + 8 * n_int as u32 + (MAX_STR as u32 + 1) * n_str as u32
+}
+
+/// The VM's bookkeeping per frame (return point, register bases), counted in [`frame_bytes`].
+pub const FRAME_OVERHEAD: u32 = 16;
 
 /// What a table is keyed by.
 #[repr(u8)]
@@ -111,17 +155,117 @@ impl KeyKind {
     }
 }
 
-/// A table: key kind and fixed capacity (values are 64-bit integers).
+/// The kinds of a table key's components: `n` components, bit i of `str_mask` set when component i
+/// is a string. Raw as encoded; the verifier checks `1 <= n <= MAX_KEYS` and no mask bit at or above n.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyShape {
+    /// Number of components.
+    pub n: u8,
+    /// Bit i set: component i is a string.
+    pub str_mask: u8,
+}
+
+impl KeyShape {
+    /// A single component of kind `k`.
+    pub const fn single(k: KeyKind) -> KeyShape {
+        KeyShape { n: 1, str_mask: if matches!(k, KeyKind::Str) { 1 } else { 0 } }
+    }
+
+    /// The shape of `kinds` (at most 8 are recorded).
+    pub fn of(kinds: &[KeyKind]) -> KeyShape {
+        let mut s = KeyShape { n: 0, str_mask: 0 };
+        for (i, k) in kinds.iter().take(8).enumerate() {
+            if *k == KeyKind::Str {
+                s.str_mask |= 1 << i;
+            }
+            s.n += 1;
+        }
+        s
+    }
+
+    /// Kind of component `i` (`None` past the end).
+    pub fn kind(&self, i: usize) -> Option<KeyKind> {
+        (i < usize::from(self.n))
+            .then(|| if i < 8 && self.str_mask & (1 << i) != 0 { KeyKind::Str } else { KeyKind::Int })
+    }
+
+    /// Whether the shape is one a table may have.
+    pub fn is_valid(&self) -> bool {
+        self.n >= 1
+            && usize::from(self.n) <= crate::limits::MAX_KEYS
+            && u32::from(self.str_mask) >> self.n == 0
+    }
+}
+
+/// What a table's values are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    /// One 64-bit integer (`t[k] = v`, `t[k] += v`).
+    Int,
+    /// An aggregate of recorded values: count, sum, min, max (`t[k] <<< v` with count/sum/avg/...).
+    Stats,
+    /// Stats plus [`crate::limits::LOG2_BUCKETS`] power-of-two buckets (`hist`).
+    Log2,
+    /// Stats plus `nbuckets` buckets of width `step` from `min`, and an under and an over bucket
+    /// (`lhist`). The verifier checks `step > 0` and `1 <= nbuckets <= MAX_LINEAR_BUCKETS`.
+    Linear {
+        /// Lower bound of bucket 0.
+        min: i64,
+        /// Width of each bucket.
+        step: i64,
+        /// Number of in-range buckets.
+        nbuckets: u8,
+    },
+}
+
+impl ValueKind {
+    /// Whether values are recorded with `tagg` (not stored with `tst`).
+    pub fn is_aggregate(&self) -> bool {
+        !matches!(self, ValueKind::Int)
+    }
+
+    /// Number of buckets an entry keeps (linear: in-range + under + over).
+    pub fn buckets(&self) -> usize {
+        match self {
+            ValueKind::Int | ValueKind::Stats => 0,
+            ValueKind::Log2 => crate::limits::LOG2_BUCKETS,
+            ValueKind::Linear { nbuckets, .. } => usize::from(*nbuckets) + 2,
+        }
+    }
+
+    /// The encoded value-kind byte.
+    pub fn code(&self) -> u8 {
+        match self {
+            ValueKind::Int => 0,
+            ValueKind::Stats => 1,
+            ValueKind::Log2 => 2,
+            ValueKind::Linear { .. } => 3,
+        }
+    }
+}
+
+/// A table: key shape, value kind and fixed capacity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TableSpec {
-    /// Key kind.
-    pub key: KeyKind,
+    /// Key shape.
+    pub keys: KeyShape,
+    /// Value kind.
+    pub value: ValueKind,
     /// Maximum number of entries; inserts beyond it are refused and counted.
     pub capacity: u32,
 }
 
-/// Size of an encoded [`TableSpec`].
-pub const TABLE_SPEC_LEN: usize = 8;
+impl TableSpec {
+    /// An int-valued table with a single key of kind `key`.
+    pub const fn single(key: KeyKind, capacity: u32) -> TableSpec {
+        TableSpec { keys: KeyShape::single(key), value: ValueKind::Int, capacity }
+    }
+}
+
+/// Size of an encoded [`TableSpec`]: u8 key count | u8 key string mask | u8 value kind (0 int,
+/// 1 stats, 2 log2, 3 linear) | u8 linear buckets | u32 capacity | i64 linear min | i64 linear step
+/// (the linear fields are 0 for other kinds).
+pub const TABLE_SPEC_LEN: usize = 24;
 
 /// Where a probe attaches.
 #[repr(u8)]
@@ -137,7 +281,13 @@ pub enum ProbeKind {
     Begin = 4,
     /// Runs once when the program stops.
     End = 5,
+    /// A periodic timer: `addr` is the period in ns; flag [`PROBE_EVERY_CPU`] runs it on every
+    /// online CPU (`profile-N`), else on one (`tick-N`).
+    Timer = 6,
 }
+
+/// Probe flag: a timer fires on every online CPU.
+pub const PROBE_EVERY_CPU: u8 = 1;
 
 impl ProbeKind {
     /// Decode.
@@ -148,20 +298,26 @@ impl ProbeKind {
             3 => Some(ProbeKind::Tracepoint),
             4 => Some(ProbeKind::Begin),
             5 => Some(ProbeKind::End),
+            6 => Some(ProbeKind::Timer),
             _ => None,
         }
     }
 }
 
 /// A probe: kind, handler function, kernel address (kprobes; rebased by the host) and target name.
+///
+/// Entry: u8 kind | u8 name length | u16 func | u8 flags | 3 reserved (0) | u64 addr | name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProbeSpec<'a> {
     /// What to attach.
     pub kind: ProbeKind,
     /// Function run on each hit.
     pub func: u16,
-    /// Kernel address for kprobes and kretprobes (already rebased to the running kernel); 0 otherwise.
+    /// Kernel address for kprobes and kretprobes (already rebased to the running kernel); the period
+    /// in nanoseconds for timers; 0 otherwise.
     pub addr: u64,
+    /// [`PROBE_EVERY_CPU`] (timers); 0 otherwise.
+    pub flags: u8,
     /// Symbol (kprobes, for messages) or tracepoint name (tracepoints, used to attach).
     pub name: &'a [u8],
 }
@@ -370,9 +526,14 @@ pub struct Image<'a> {
     pub globals: u16,
     /// Instruction budget per probe hit the program asks for (the VM clamps it).
     pub budget: u32,
+    /// Frame memory in bytes the program declares for its deepest call path (0: the maximum).
+    pub frame_budget: u32,
     /// GNU build-id of the vmlinux the program was compiled against (may be empty).
     pub build_id: &'a [u8],
 }
+
+/// Fixed bytes of a probe entry before its name.
+pub const PROBE_ENTRY_FIXED: usize = 16;
 
 fn counted<'a>(sec: &'a [u8]) -> Option<(usize, Reader<'a>)> {
     let mut r = Reader::new(sec);
@@ -436,8 +597,16 @@ impl<'a> Image<'a> {
             }
             *slot = Some((off, len));
         }
-        let mut img =
-            Image { bytes, sections, code_offset: 0, code: &[], globals: 0, budget: 0, build_id: &[] };
+        let mut img = Image {
+            bytes,
+            sections,
+            code_offset: 0,
+            code: &[],
+            globals: 0,
+            budget: 0,
+            frame_budget: 0,
+            build_id: &[],
+        };
         for k in [SectionKind::Code, SectionKind::Funcs] {
             if img.section(k).is_none() {
                 return Err(ImageError::MissingSection { kind: k as u16 });
@@ -478,9 +647,18 @@ impl<'a> Image<'a> {
         fixed(self, K::Funcs, FUNC_SPEC_LEN)?;
         fixed(self, K::Consts, 8)?;
         fixed(self, K::Tables, TABLE_SPEC_LEN)?;
+        for (i, e) in self.fixed_entries(K::Funcs, FUNC_SPEC_LEN).enumerate() {
+            let at = 2 + i * FUNC_SPEC_LEN;
+            if e.get(12).copied().and_then(RetKind::from_u8).is_none() {
+                return Err(self.malformed(K::Funcs, at + 12, "unknown return kind"));
+            }
+            if e.get(13..16).is_none_or(|r| r.iter().any(|b| *b != 0)) {
+                return Err(self.malformed(K::Funcs, at + 13, "reserved bytes not zero"));
+            }
+        }
         for (i, t) in self.table_entries().enumerate() {
-            if t.is_none() {
-                return Err(self.malformed(K::Tables, 2 + i * TABLE_SPEC_LEN, "unknown key kind"));
+            if let Err(what) = t {
+                return Err(self.malformed(K::Tables, 2 + i * TABLE_SPEC_LEN, what));
             }
         }
         if let Some(sec) = self.section(K::Globals) {
@@ -493,8 +671,9 @@ impl<'a> Image<'a> {
         if let Some(sec) = self.section(K::Meta) {
             let mut r = Reader::new(sec);
             self.budget = r.u32().ok_or(self.malformed(K::Meta, 0, "missing budget"))?;
+            self.frame_budget = r.u32().ok_or(self.malformed(K::Meta, 4, "missing frame budget"))?;
             if r.remaining() != 0 {
-                return Err(self.malformed(K::Meta, 4, "trailing bytes"));
+                return Err(self.malformed(K::Meta, 8, "trailing bytes"));
             }
         }
         if let Some(id) = self.section(K::BuildId) {
@@ -518,7 +697,7 @@ impl<'a> Image<'a> {
             let at = r.pos();
             let len = r.u8().ok_or(self.malformed(k, at, "truncated string"))? as usize;
             if len > MAX_STR {
-                return Err(self.malformed(k, at, "string longer than 64 bytes"));
+                return Err(self.malformed(k, at, "string longer than MAX_STR (128) bytes"));
             }
             f(r.take(len).ok_or(self.malformed(k, at, "truncated string"))?)?;
         }
@@ -542,15 +721,19 @@ impl<'a> Image<'a> {
                 ProbeKind::from_u8(r.u8().ok_or(bad)?).ok_or(self.malformed(k, at, "unknown probe kind"))?;
             let name_len = r.u8().ok_or(bad)? as usize;
             let func = r.u16().ok_or(bad)?;
+            let flags = r.u8().ok_or(bad)?;
+            if r.take(3).ok_or(bad)?.iter().any(|b| *b != 0) {
+                return Err(self.malformed(k, at + 5, "reserved bytes not zero"));
+            }
             let addr = r.u64().ok_or(bad)?;
             if name_len > MAX_PROBE_NAME {
                 return Err(self.malformed(k, at + 1, "probe name longer than 127 bytes"));
             }
             let name = r.take(name_len).ok_or(bad)?;
             if !name.iter().all(|c| c.is_ascii_graphic()) {
-                return Err(self.malformed(k, at + 12, "probe name is not printable ASCII"));
+                return Err(self.malformed(k, at + PROBE_ENTRY_FIXED, "probe name is not printable ASCII"));
             }
-            f(ProbeSpec { kind, func, addr, name })?;
+            f(ProbeSpec { kind, func, addr, flags, name })?;
         }
         if r.remaining() != 0 {
             return Err(self.malformed(k, r.pos(), "trailing bytes"));
@@ -585,13 +768,26 @@ impl<'a> Image<'a> {
         body.chunks_exact(size)
     }
 
-    fn table_entries(&self) -> impl Iterator<Item = Option<TableSpec>> + use<'a> {
+    fn table_entries(&self) -> impl Iterator<Item = Result<TableSpec, &'static str>> + use<'a> {
         self.fixed_entries(SectionKind::Tables, TABLE_SPEC_LEN).map(|e| {
             let mut r = Reader::new(e);
-            let key = KeyKind::from_u8(r.u8()?)?;
-            let _value_kind = r.u8()?;
-            let _reserved = r.u16()?;
-            Some(TableSpec { key, capacity: r.u32()? })
+            let short = "truncated table spec";
+            let keys = KeyShape { n: r.u8().ok_or(short)?, str_mask: r.u8().ok_or(short)? };
+            let kind = r.u8().ok_or(short)?;
+            let nbuckets = r.u8().ok_or(short)?;
+            let capacity = r.u32().ok_or(short)?;
+            let (min, step) = (r.i64().ok_or(short)?, r.i64().ok_or(short)?);
+            let value = match kind {
+                0 => ValueKind::Int,
+                1 => ValueKind::Stats,
+                2 => ValueKind::Log2,
+                3 => ValueKind::Linear { min, step, nbuckets },
+                _ => return Err("unknown value kind"),
+            };
+            if kind != 3 && (nbuckets != 0 || min != 0 || step != 0) {
+                return Err("linear fields set on a table that is not linear");
+            }
+            Ok(TableSpec { keys, value, capacity })
         })
     }
 
@@ -599,7 +795,15 @@ impl<'a> Image<'a> {
     pub fn funcs(&self) -> impl Iterator<Item = FuncSpec> + use<'a> {
         self.fixed_entries(SectionKind::Funcs, FUNC_SPEC_LEN).filter_map(|e| {
             let mut r = Reader::new(e);
-            Some(FuncSpec { code_off: r.u32()?, code_len: r.u32()?, n_int: r.u8()?, n_str: r.u8()? })
+            Some(FuncSpec {
+                code_off: r.u32()?,
+                code_len: r.u32()?,
+                n_int: r.u8()?,
+                n_str: r.u8()?,
+                params_int: r.u8()?,
+                params_str: r.u8()?,
+                ret: RetKind::from_u8(r.u8()?)?,
+            })
         })
     }
 
@@ -620,7 +824,7 @@ impl<'a> Image<'a> {
 
     /// Table specs, in index order.
     pub fn tables(&self) -> impl Iterator<Item = TableSpec> + use<'a> {
-        self.table_entries().flatten()
+        self.table_entries().filter_map(Result::ok)
     }
 
     /// Offset within the image of table entry `i` (for error messages).
@@ -672,8 +876,10 @@ pub mod build {
         pub kind: ProbeKind,
         /// Handler function index.
         pub func: u16,
-        /// Kernel address (kprobes).
+        /// Kernel address (kprobes), period in ns (timers).
         pub addr: u64,
+        /// [`PROBE_EVERY_CPU`] for timers on every CPU; 0 otherwise.
+        pub flags: u8,
         /// Symbol or tracepoint name.
         pub name: Vec<u8>,
     }
@@ -701,6 +907,8 @@ pub mod build {
         pub build_id: Vec<u8>,
         /// Instruction budget per hit (0: the VM's default).
         pub budget: u32,
+        /// Frame memory budget in bytes (0: `MAX_FRAME_BUDGET`).
+        pub frame_budget: u32,
     }
 
     fn counted(n: usize, body: Vec<u8>) -> Vec<u8> {
@@ -719,7 +927,7 @@ pub mod build {
             for f in &self.funcs {
                 b.extend_from_slice(&f.code_off.to_le_bytes());
                 b.extend_from_slice(&f.code_len.to_le_bytes());
-                b.extend_from_slice(&[f.n_int, f.n_str, 0, 0]);
+                b.extend_from_slice(&[f.n_int, f.n_str, f.params_int, f.params_str, f.ret as u8, 0, 0, 0]);
             }
             secs.push((SectionKind::Funcs, counted(self.funcs.len(), b)));
             let b = self.consts.iter().flat_map(|c| c.to_le_bytes()).collect();
@@ -733,8 +941,14 @@ pub mod build {
             secs.push((SectionKind::Globals, self.globals.to_le_bytes().to_vec()));
             let mut b = Vec::new();
             for t in &self.tables {
-                b.extend_from_slice(&[t.key as u8, 0, 0, 0]);
+                let (min, step, nb) = match t.value {
+                    ValueKind::Linear { min, step, nbuckets } => (min, step, nbuckets),
+                    _ => (0, 0, 0),
+                };
+                b.extend_from_slice(&[t.keys.n, t.keys.str_mask, t.value.code(), nb]);
                 b.extend_from_slice(&t.capacity.to_le_bytes());
+                b.extend_from_slice(&min.to_le_bytes());
+                b.extend_from_slice(&step.to_le_bytes());
             }
             secs.push((SectionKind::Tables, counted(self.tables.len(), b)));
             let mut b = Vec::new();
@@ -742,6 +956,7 @@ pub mod build {
                 b.push(p.kind as u8);
                 b.push(p.name.len() as u8);
                 b.extend_from_slice(&p.func.to_le_bytes());
+                b.extend_from_slice(&[p.flags, 0, 0, 0]);
                 b.extend_from_slice(&p.addr.to_le_bytes());
                 b.extend_from_slice(&p.name);
             }
@@ -753,7 +968,9 @@ pub mod build {
             }
             secs.push((SectionKind::Formats, counted(self.formats.len(), b)));
             secs.push((SectionKind::BuildId, self.build_id.clone()));
-            secs.push((SectionKind::Meta, self.budget.to_le_bytes().to_vec()));
+            let mut meta = self.budget.to_le_bytes().to_vec();
+            meta.extend_from_slice(&self.frame_budget.to_le_bytes());
+            secs.push((SectionKind::Meta, meta));
 
             let mut out = Vec::new();
             out.extend_from_slice(&MAGIC);
@@ -793,20 +1010,37 @@ mod tests {
     fn sample() -> ImageBuilder {
         ImageBuilder {
             code: vec![0x00],
-            funcs: vec![FuncSpec { code_off: 0, code_len: 1, n_int: 2, n_str: 1 }],
+            funcs: vec![FuncSpec {
+                code_off: 0,
+                code_len: 1,
+                n_int: 2,
+                n_str: 1,
+                params_int: 1,
+                params_str: 1,
+                ret: RetKind::Str,
+            }],
             consts: vec![-5, 1 << 40],
             strings: vec![b"dd".to_vec(), Vec::new()],
             globals: 3,
-            tables: vec![TableSpec { key: KeyKind::Str, capacity: 128 }],
+            tables: vec![
+                TableSpec::single(KeyKind::Str, 128),
+                TableSpec {
+                    keys: KeyShape::of(&[KeyKind::Int, KeyKind::Str]),
+                    value: ValueKind::Linear { min: -10, step: 5, nbuckets: 20 },
+                    capacity: 8,
+                },
+            ],
             probes: vec![OwnedProbe {
                 kind: ProbeKind::Kprobe,
                 func: 0,
                 addr: 0xc0de,
+                flags: 0,
                 name: b"vfs_read".to_vec(),
             }],
             formats: vec![vec![ArgKind::Int, ArgKind::Str]],
             build_id: vec![0xab; 20],
             budget: 500,
+            frame_budget: 4000,
         }
     }
 
@@ -834,6 +1068,7 @@ mod tests {
         assert_eq!(formats, vec![&[0u8, 1][..]]);
         assert_eq!(img.build_id, &[0xab; 20]);
         assert_eq!(img.budget, 500);
+        assert_eq!(img.frame_budget, 4000);
     }
 
     #[test]
@@ -877,7 +1112,7 @@ mod tests {
         let err = Image::parse(&b).unwrap_err();
         let ImageError::Malformed { kind: 7, offset, what } = err else { panic!("{err:?}") };
         assert_eq!(what, "probe name is not printable ASCII");
-        assert_eq!(&b[offset - 12..offset - 4], &[1, 8, 0, 0, 0xde, 0xc0, 0, 0]);
+        assert_eq!(&b[offset - 16..offset - 4], &[1, 8, 0, 0, 0, 0, 0, 0, 0xde, 0xc0, 0, 0]);
     }
 
     #[test]

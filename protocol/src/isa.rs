@@ -7,7 +7,22 @@
 //! The machine has two register files per function frame: integer registers `rN` (i64) and string
 //! registers `sN` (at most [`crate::limits::MAX_STR`] bytes). Jumps are relative to the start of the
 //! jumping instruction. Every backward jump costs budget in the VM, so loops always terminate.
-
+//!
+//! Calls: `call`/`calls` pass an argument list; the callee's integer arguments land in its r0.. and its
+//! string arguments in its s0.., each in call order; its other registers start at 0 / "". The callee
+//! returns with `ret` (void), `retv` (int) or `rets` (string), matching its declared return kind. The
+//! VM keeps frames in preallocated memory with an explicit frame stack (never the kernel stack); the
+//! verifier refuses call cycles, nesting deeper than `MAX_CALL_DEPTH` and frames over the image's
+//! frame budget.
+//!
+//! Tables take their key as an argument list whose kinds must match the table's key shape. Kernel
+//! and user memory is read only through the no-fault helpers of the VM's environment (`ldk`, `kstr`,
+//! `ustr`); no instruction writes kernel memory.
+//!
+//! Budget ([`cost`]): a taken backward jump costs the length of the loop it closes; calls, table
+//! operations, memory reads and stack captures cost the fixed amounts below; `ptable` and `tclr` cost
+//! one unit per entry. Everything else is free: between two charged instructions the program counter
+//! only grows within a function, so a hit executes a bounded number of instructions.
 use core::fmt;
 
 use crate::bytes::Reader;
@@ -40,6 +55,12 @@ pub enum OperandKind {
     Ctx,
     /// Argument list: a count byte, then one byte per argument; bit 7 set means a string register.
     Args,
+    /// Aggregate statistic selector ([`Stat`]), 1 byte.
+    Stat,
+    /// Memory load width ([`Width`]): size 1, 2, 4 or 8 in the low bits, bit 7 = sign-extend, 1 byte.
+    Width,
+    /// Small unsigned count (stack depth), 1 byte.
+    Count,
 }
 
 impl OperandKind {
@@ -50,7 +71,10 @@ impl OperandKind {
             | OperandKind::SReg
             | OperandKind::Table
             | OperandKind::Ctx
-            | OperandKind::Args => 1,
+            | OperandKind::Args
+            | OperandKind::Stat
+            | OperandKind::Width
+            | OperandKind::Count => 1,
             OperandKind::Const
             | OperandKind::Str
             | OperandKind::Global
@@ -167,26 +191,147 @@ isa! {
     Lds = 0x2a, "lds", [SReg, Str];
     /// Copy a string register.
     Movs = 0x2b, "movs", [SReg, SReg];
-    /// Load `table[int key]`; a missing key reads 0.
-    Tld = 0x30, "tld", [Reg, Table, Reg];
-    /// Load `table[string key]`; a missing key reads 0.
-    Tlds = 0x31, "tlds", [Reg, Table, SReg];
-    /// Store `table[int key] = value`.
-    Tst = 0x32, "tst", [Table, Reg, Reg];
-    /// Store `table[string key] = value`.
-    Tsts = 0x33, "tsts", [Table, SReg, Reg];
-    /// `table[int key] += value`.
-    Tadd = 0x34, "tadd", [Table, Reg, Reg];
-    /// `table[string key] += value`.
-    Tadds = 0x35, "tadds", [Table, SReg, Reg];
-    /// Delete `table[int key]`.
-    Tdel = 0x36, "tdel", [Table, Reg];
-    /// Delete `table[string key]`.
-    Tdels = 0x37, "tdels", [Table, SReg];
+    /// `rD = table[keys]`; a missing key reads 0. The key list's kinds must match the table's key shape.
+    Tld = 0x30, "tld", [Reg, Table, Args];
+    /// `table[keys] = rV` (int-valued tables).
+    Tst = 0x31, "tst", [Table, Args, Reg];
+    /// `table[keys] += rV` (int-valued tables, wrapping).
+    Tadd = 0x32, "tadd", [Table, Args, Reg];
+    /// Delete `table[keys]` (any table).
+    Tdel = 0x33, "tdel", [Table, Args];
+    /// Empty the table.
+    Tclr = 0x34, "tclr", [Table];
+    /// `rD = number of entries`.
+    Tlen = 0x35, "tlen", [Reg, Table];
+    /// Record `rV` into the aggregate `table[keys]` (stats, log2 or linear tables only).
+    Tagg = 0x36, "tagg", [Table, Args, Reg];
+    /// `rD = stat(table[keys])` of an aggregate table; 0 when the key is absent.
+    Tstat = 0x37, "tstat", [Reg, Table, Args, Stat];
     /// Emit a printf record: format id and its arguments (formatted on the host).
     Printf = 0x38, "printf", [Format, Args];
     /// Emit every entry of a table as records, then an end-of-table record.
     Ptable = 0x39, "ptable", [Table];
+    /// Iterate: the first entry at index >= `rCursor` writes its keys into the listed registers and its
+    /// value (the count, for aggregates) into `rV`, and sets `rCursor` to its index + 1; when there is
+    /// none, jump. Entries are dense, so a cursor starting at 0 visits each live entry once (unless
+    /// the loop deletes). Costs budget like a back edge.
+    Tnext = 0x3a, "tnext", [Reg, Table, Args, Reg, Jump];
+    /// Call function `F` with the listed arguments (they become its r0.., s0.. in order of kind);
+    /// `rD` = its int result (0 for a void function). Costs budget.
+    Call = 0x40, "call", [Reg, Func, Args];
+    /// Call a string-returning function; `sD` = its result.
+    Calls = 0x41, "calls", [SReg, Func, Args];
+    /// Return an int.
+    Retv = 0x42, "retv", [Reg];
+    /// Return a string.
+    Rets = 0x43, "rets", [SReg];
+    /// `rD` = the kernel memory at `rAddr + off`, `width` bytes, through the no-fault copy; a fault
+    /// reads 0 and is counted.
+    Ldk = 0x48, "ldk", [Reg, Reg, Imm, Width];
+    /// `sD` = the NUL-terminated kernel string at `rAddr`, at most min(rMax, MAX_STR) bytes; a fault
+    /// reads "" and is counted.
+    Kstr = 0x49, "kstr", [SReg, Reg, Reg];
+    /// As `kstr`, for a user-space address of the current task.
+    Ustr = 0x4a, "ustr", [SReg, Reg, Reg];
+    /// `rD` = length of `sS`.
+    Slen = 0x4b, "slen", [Reg, SReg];
+    /// `sD` = `sA` followed by `sB`, cut at MAX_STR.
+    Scat = 0x4c, "scat", [SReg, SReg, SReg];
+    /// `sD` = up to `depth` kernel return addresses of this hit (u64 little-endian each, innermost
+    /// first; at most MAX_STACK). The host symbolizes them.
+    Kstack = 0x4d, "kstack", [SReg, Count];
+    /// Emit an Exit record (the host then stops tracing normally) and end this hit.
+    Exit = 0x4e, "exit", [];
+}
+
+/// Budget costs of the instructions that are not plain straight-line code.
+pub mod cost {
+    /// A `call`/`calls`: the frame setup and argument copies.
+    pub const CALL: u32 = 2;
+    /// A table operation (`tld`, `tst`, `tadd`, `tdel`, `tagg`, `tstat`, `tnext`): it hashes up to
+    /// 516 key bytes and probes a run of the index, which at a load factor of at most one half is
+    /// about the work of four plain instructions.
+    pub const TABLE: u32 = 4;
+    /// A kernel or user memory read (`ldk`, `kstr`, `ustr`): a no-fault copy of up to MAX_STR bytes.
+    pub const MEM: u32 = 4;
+    /// A `kstack`, plus one unit per frame asked for.
+    pub const STACK: u32 = 4;
+}
+
+/// What [`Opcode::Tstat`] reads from an aggregate entry.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stat {
+    /// Number of values recorded.
+    Count = 0,
+    /// Their sum (wrapping).
+    Sum = 1,
+    /// The smallest.
+    Min = 2,
+    /// The largest.
+    Max = 3,
+    /// sum / count (0 when empty).
+    Avg = 4,
+}
+
+impl Stat {
+    /// Every selector with its assembler name.
+    pub const ALL: &'static [(Stat, &'static str)] = &[
+        (Stat::Count, "count"),
+        (Stat::Sum, "sum"),
+        (Stat::Min, "min"),
+        (Stat::Max, "max"),
+        (Stat::Avg, "avg"),
+    ];
+
+    /// Decode.
+    pub fn from_byte(b: u8) -> Option<Stat> {
+        Stat::ALL.iter().find(|(s, _)| *s as u8 == b).map(|(s, _)| *s)
+    }
+
+    /// The assembler name.
+    pub fn name(self) -> &'static str {
+        Stat::ALL.iter().find(|(s, _)| *s == self).map_or("?", |(_, n)| *n)
+    }
+}
+
+/// The width operand of [`Opcode::Ldk`]: bytes 1, 2, 4 or 8, optionally sign-extended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Width {
+    /// 1, 2, 4 or 8.
+    pub bytes: u8,
+    /// Sign-extend to 64 bits.
+    pub signed: bool,
+}
+
+impl Width {
+    /// Decode; `None` for a size other than 1, 2, 4, 8 or stray bits.
+    pub fn from_byte(b: u8) -> Option<Width> {
+        let bytes = b & 0x7f;
+        matches!(bytes, 1 | 2 | 4 | 8).then_some(Width { bytes, signed: b & 0x80 != 0 })
+    }
+
+    /// Encode.
+    pub fn to_byte(self) -> u8 {
+        self.bytes | if self.signed { 0x80 } else { 0 }
+    }
+
+    /// Parse `u8`, `s16`, ... (the assembler's names).
+    pub fn from_name(s: &str) -> Option<Width> {
+        let (signed, n) = match s.split_at_checked(1)? {
+            ("u", n) => (false, n),
+            ("s", n) => (true, n),
+            _ => return None,
+        };
+        let bits: u8 = n.parse().ok()?;
+        Width::from_byte((bits / 8) | if signed { 0x80 } else { 0 }).filter(|w| w.bytes * 8 == bits)
+    }
+}
+
+impl fmt::Display for Width {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", if self.signed { 's' } else { 'u' }, u32::from(self.bytes) * 8)
+    }
 }
 
 /// A context field readable with [`Opcode::Ctx`].
@@ -205,6 +350,12 @@ pub enum CtxField {
     TimeNs = 4,
     /// Return value (kretprobes only; 0 elsewhere).
     Retval = 5,
+    /// Wall-clock time in nanoseconds since the epoch.
+    WallNs = 6,
+    /// Number of online CPUs.
+    NumCpus = 7,
+    /// 1 if the probe fired in interrupt context (hardirq, softirq or NMI), else 0.
+    InInterrupt = 8,
     /// Function argument 0 (by the board's calling convention); `Arg0 + n` is argument n.
     Arg0 = 16,
     /// Argument 1.
@@ -236,6 +387,9 @@ impl CtxField {
         (CtxField::Uid, "uid"),
         (CtxField::TimeNs, "time"),
         (CtxField::Retval, "retval"),
+        (CtxField::WallNs, "wall_ns"),
+        (CtxField::NumCpus, "num_cpus"),
+        (CtxField::InInterrupt, "in_interrupt"),
         (CtxField::Arg0, "arg0"),
         (CtxField::Arg1, "arg1"),
         (CtxField::Arg2, "arg2"),
@@ -344,7 +498,7 @@ pub struct Insn {
     /// Encoded length in bytes.
     pub len: u8,
     /// Operand values other than argument lists, in table order (unused slots are 0).
-    pub ops: [i32; 3],
+    pub ops: [i32; 4],
     /// Number of entries of `args` in use.
     pub nargs: u8,
     /// Argument bytes (see [`Arg`]).
@@ -383,13 +537,17 @@ pub fn decode(code: &[u8], offset: usize) -> Result<Insn, DecodeError> {
     let byte = r.u8().ok_or(DecodeError::Truncated { offset })?;
     let op = Opcode::from_byte(byte).ok_or(DecodeError::UnknownOpcode { offset, byte })?;
     let truncated = DecodeError::Truncated { offset };
-    let mut insn = Insn { op, offset: offset as u32, len: 0, ops: [0; 3], nargs: 0, args: [0; MAX_ARGS] };
+    let mut insn = Insn { op, offset: offset as u32, len: 0, ops: [0; 4], nargs: 0, args: [0; MAX_ARGS] };
     let mut slot = 0usize;
     for kind in op.operands() {
         let value: i32 = match kind {
-            OperandKind::Reg | OperandKind::SReg | OperandKind::Table | OperandKind::Ctx => {
-                r.u8().ok_or(truncated)? as i32
-            }
+            OperandKind::Reg
+            | OperandKind::SReg
+            | OperandKind::Table
+            | OperandKind::Ctx
+            | OperandKind::Stat
+            | OperandKind::Width
+            | OperandKind::Count => r.u8().ok_or(truncated)? as i32,
             OperandKind::Const
             | OperandKind::Str
             | OperandKind::Global
@@ -458,7 +616,8 @@ pub fn encode(out: &mut alloc::vec::Vec<u8>, op: Opcode, ops: &[i32], args: &[Ar
     }
 }
 
-/// Disassembly: `add r1, r2, r3`, `jnz r0, @0x0010`, `printf f2, (r1, s0)`.
+/// Disassembly: `add r1, r2, r3`, `jnz r0, @16`, `printf f2, (r1, s0)`, `tstat r0, t1, (s0), avg`,
+/// `ldk r1, r2, 8, u32`.
 impl fmt::Display for Insn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.op.mnemonic())?;
@@ -496,6 +655,15 @@ impl fmt::Display for Insn {
                     Some(c) => f.write_str(c.name())?,
                     None => write!(f, "ctx{v}")?,
                 },
+                OperandKind::Stat => match Stat::from_byte(v as u8) {
+                    Some(s) => f.write_str(s.name())?,
+                    None => write!(f, "stat{v}")?,
+                },
+                OperandKind::Width => match Width::from_byte(v as u8) {
+                    Some(w) => write!(f, "{w}")?,
+                    None => write!(f, "width{v}")?,
+                },
+                OperandKind::Count => write!(f, "{v}")?,
                 OperandKind::Args => {}
             }
         }
@@ -518,9 +686,10 @@ mod tests {
                 assert_ne!(*a as u8, *b as u8);
                 assert_ne!(a.mnemonic(), b.mnemonic());
             }
-            assert!(a.operands().len() <= 4);
-            let non_list = a.operands().iter().filter(|k| **k != OperandKind::Args).count();
-            assert!(non_list <= 3, "{a:?} has more operand slots than Insn holds");
+            assert!(a.operands().len() <= 5);
+            let lists = a.operands().iter().filter(|k| **k == OperandKind::Args).count();
+            assert!(lists <= 1, "{a:?} has more than one argument list");
+            assert!(a.operands().len() - lists <= 4, "{a:?} has more operand slots than Insn holds");
         }
     }
 
@@ -532,9 +701,24 @@ mod tests {
         encode(&mut code, Opcode::Jnz, &[1, -6], &[]);
         encode(&mut code, Opcode::Printf, &[2], &[Arg::Int(1), Arg::Str(0)]);
         encode(&mut code, Opcode::Ctx, &[3, CtxField::Arg2 as i32], &[]);
+        encode(&mut code, Opcode::Tnext, &[0, 1, 2, -10], &[Arg::Int(3), Arg::Str(1)]);
+        encode(&mut code, Opcode::Ldk, &[1, 2, 8, Width { bytes: 4, signed: true }.to_byte().into()], &[]);
+        encode(&mut code, Opcode::Tstat, &[0, 1, Stat::Avg as i32], &[Arg::Str(0)]);
         encode(&mut code, Opcode::Ret, &[], &[]);
         let text: Vec<_> = decode_all(&code).map(|i| i.unwrap().to_string()).collect();
-        assert_eq!(text, ["movi r1, -7", "jnz r1, @0", "printf f2, (r1, s0)", "ctx r3, arg2", "ret"]);
+        assert_eq!(
+            text,
+            [
+                "movi r1, -7",
+                "jnz r1, @0",
+                "printf f2, (r1, s0)",
+                "ctx r3, arg2",
+                "tnext r0, t1, (r3, s1), r2, @9",
+                "ldk r1, r2, 8, s32",
+                "tstat r0, t1, (s0), avg",
+                "ret"
+            ]
+        );
     }
 
     #[test]
@@ -552,5 +736,20 @@ mod tests {
         }
         assert_eq!(CtxField::Arg3.arg_index(), Some(3));
         assert_eq!(CtxField::Pid.arg_index(), None);
+    }
+
+    #[test]
+    fn widths_and_stats_round_trip() {
+        for b in 0..=255u8 {
+            if let Some(w) = Width::from_byte(b) {
+                assert_eq!(w.to_byte(), b);
+                assert_eq!(Width::from_name(&w.to_string()), Some(w));
+            }
+            if let Some(s) = Stat::from_byte(b) {
+                assert_eq!(s as u8, b);
+            }
+        }
+        assert_eq!(Width::from_name("u12"), None);
+        assert_eq!(Width::from_byte(3), None);
     }
 }

@@ -1,12 +1,34 @@
 //! Hard limits shared by the compiler, the verifier and the VM. Changing one is a format change.
 
-/// Maximum length in bytes of any string value (execname, keys, string constants).
-pub const MAX_STR: usize = 64;
+/// Maximum length in bytes of any string value (execname, keys, string constants, stacks).
+pub const MAX_STR: usize = 128;
+/// Most kernel return addresses one `kstack` captures (8 bytes each, so they fit one string).
+pub const MAX_STACK: usize = MAX_STR / 8;
+/// Maximum components of a table key (`t[a, b, c, d]`).
+pub const MAX_KEYS: usize = 4;
+/// Maximum buckets of a linear aggregate (`lhist`); it also keeps an under and an over bucket.
+pub const MAX_LINEAR_BUCKETS: u8 = 64;
+/// Buckets of a log2 aggregate: bucket 0 holds values <= 0, bucket i holds [2^(i-1), 2^i).
+pub const LOG2_BUCKETS: usize = 64;
+/// Maximum memory one table's entries may take, in bytes (keys, values, buckets and index).
+pub const MAX_TABLE_BYTES: usize = 8 << 20;
+/// Maximum call depth: a probe handler plus this many nested calls.
+pub const MAX_CALL_DEPTH: usize = 8;
+/// The frame memory a program may declare (integer and string registers of every frame on the
+/// deepest call path, see `image::frame_bytes`). Frames are preallocated, never on the kernel
+/// stack, but the limit is the 8 KiB ARM32 kernel stack so a program never needs more frame memory
+/// than the smallest kernel stack we run on.
+pub const MAX_FRAME_BUDGET: u32 = 8192;
+/// Shortest timer period (`tick-N`, `profile-N`) in nanoseconds: 1 ms, so a profile timer on
+/// every CPU of a slow board costs at most a few percent.
+pub const MIN_TIMER_PERIOD_NS: u64 = 1_000_000;
+/// Longest timer period in nanoseconds: one hour.
+pub const MAX_TIMER_PERIOD_NS: u64 = 3_600_000_000_000;
 /// Maximum integer registers a function may declare.
 pub const MAX_INT_REGS: u8 = 32;
 /// Maximum string registers a function may declare.
 pub const MAX_STR_REGS: u8 = 8;
-/// Maximum arguments of one `printf` (and of one register list).
+/// Maximum arguments of one `printf` (and of one register list: call arguments, table keys).
 pub const MAX_ARGS: usize = 8;
 /// Maximum integer globals in one program.
 pub const MAX_GLOBALS: u16 = 256;

@@ -6,7 +6,14 @@
 //! u16 total length (header included) | u8 kind | u8 flags (0) | u16 id | values...
 //! value: u8 tag 0 + i64            (integer)
 //!        u8 tag 1 + u8 len + bytes (string, at most MAX_STR bytes)
+//!        u8 tag 2 + u8 n + n * (u8 bucket, u32 count)   (the non-empty buckets of an aggregate;
+//!                                                        counts saturate at u32::MAX)
 //! ```
+//!
+//! A table entry is its key components, then either the value (int tables) or count, sum, min, max
+//! and one buckets value (aggregate tables; stats tables send an empty one). So the host tells the two
+//! apart by the last value. With at most 4 keys of MAX_STR bytes and 66 buckets, an entry fits
+//! MAX_RECORD (checked below).
 //!
 //! All integers are little-endian. Records are concatenated back to back in the kernel's ring buffer,
 //! in `read()` results and in [`crate::wire::AgentMsg::Records`].
@@ -29,7 +36,22 @@ pub enum RecordKind {
     TableEntry = 2,
     /// End of a printed table: `id` is the table, values are the entry count and refused inserts.
     TableEnd = 3,
+    /// The program called `exit`: the host stops tracing (trace_end still runs). No values.
+    Exit = 4,
 }
+
+/// Size of one encoded bucket (index + count).
+pub const BUCKET_LEN: usize = 5;
+
+// the largest aggregate entry: header, 4 string keys, 4 stats, every bucket of a linear table
+const _: () = assert!(
+    RECORD_HEADER_LEN
+        + crate::limits::MAX_KEYS * (2 + MAX_STR)
+        + 4 * 9
+        + 2
+        + (crate::limits::MAX_LINEAR_BUCKETS as usize + 2) * BUCKET_LEN
+        <= MAX_RECORD
+);
 
 impl RecordKind {
     /// Decode.
@@ -38,6 +60,7 @@ impl RecordKind {
             1 => Some(RecordKind::Printf),
             2 => Some(RecordKind::TableEntry),
             3 => Some(RecordKind::TableEnd),
+            4 => Some(RecordKind::Exit),
             _ => None,
         }
     }
@@ -50,6 +73,22 @@ pub enum Value<'a> {
     Int(i64),
     /// A string (bytes; the kernel does not promise UTF-8).
     Str(&'a [u8]),
+    /// The non-empty buckets of an aggregate, encoded (see [`Value::buckets`]).
+    Buckets(&'a [u8]),
+}
+
+impl<'a> Value<'a> {
+    /// The (bucket, count) pairs of a [`Value::Buckets`]; nothing for other values.
+    pub fn buckets(&self) -> impl Iterator<Item = (u8, u32)> + 'a {
+        let raw: &'a [u8] = match self {
+            Value::Buckets(b) => b,
+            _ => &[],
+        };
+        raw.chunks_exact(BUCKET_LEN).map(|c| {
+            let mut r = Reader::new(c);
+            (r.u8().unwrap_or(0), r.u32().unwrap_or(0))
+        })
+    }
 }
 
 /// Writes one record into a caller-supplied buffer without allocating or panicking.
@@ -91,6 +130,19 @@ impl<'b> RecordWriter<'b> {
         let s = s.get(..MAX_STR).unwrap_or(s);
         self.raw(&[1, s.len() as u8]);
         self.raw(s);
+    }
+
+    /// Append the non-zero buckets of `counts` (bucket i = `counts[i]`; at most 255 are looked at).
+    pub fn buckets(&mut self, counts: &[u64]) {
+        let n = counts.iter().take(255).filter(|c| **c != 0).count();
+        self.raw(&[2, n as u8]);
+        for (i, c) in counts.iter().take(255).enumerate() {
+            if *c != 0 {
+                let c = u32::try_from(*c).unwrap_or(u32::MAX);
+                self.raw(&[i as u8]);
+                self.raw(&c.to_le_bytes());
+            }
+        }
     }
 
     /// Patch the length and return the record's bytes, or `None` if it did not fit.
@@ -173,6 +225,7 @@ impl<'a> Record<'a> {
             let v = match r.u8() {
                 Some(0) => r.i64().map(Value::Int),
                 Some(1) => r.u8().and_then(|n| r.take(n as usize)).map(Value::Str),
+                Some(2) => r.u8().and_then(|n| r.take(n as usize * BUCKET_LEN)).map(Value::Buckets),
                 _ => None,
             };
             failed = v.is_none();
@@ -245,6 +298,21 @@ mod tests {
         let vals: Vec<_> = r.values().map(|v| v.unwrap()).collect();
         assert_eq!(vals, [Value::Int(-3), Value::Str(b"dd")]);
         assert_eq!(first_len(&all), Some(rec.len()));
+    }
+
+    #[test]
+    fn buckets_keep_only_nonzero_counts() {
+        extern crate std;
+        use std::vec::Vec;
+        let mut buf = [0u8; 64];
+        let mut w = RecordWriter::new(&mut buf, RecordKind::TableEntry, 1);
+        w.int(5);
+        w.buckets(&[0, 3, 0, 1 << 40]);
+        let rec = w.finish().unwrap().to_vec();
+        let r = records(&rec).next().unwrap().unwrap();
+        let vals: Vec<_> = r.values().map(|v| v.unwrap()).collect();
+        assert_eq!(vals.len(), 2);
+        assert_eq!(vals[1].buckets().collect::<Vec<_>>(), [(1, 3), (3, u32::MAX)]);
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub fn rec(len: usize, id: u16) -> Vec<u8> {
 pub fn image(build_id: &[u8]) -> Vec<u8> {
     ImageBuilder {
         code: std::vec![0],
-        funcs: std::vec![FuncSpec { code_off: 0, code_len: 1, n_int: 1, n_str: 0 }],
+        funcs: std::vec![FuncSpec { code_off: 0, code_len: 1, n_int: 1, ..FuncSpec::default() }],
         build_id: build_id.to_vec(),
         ..ImageBuilder::default()
     }

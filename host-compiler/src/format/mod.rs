@@ -19,11 +19,55 @@ pub const TABLE_KEY_WIDTH: usize = 32;
 /// Width of the value column of a printed table.
 pub const TABLE_VALUE_WIDTH: usize = 12;
 
-/// A table key as it arrived.
+/// One component of a table key as it arrived.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Key {
     Int(i64),
     Str(Vec<u8>),
+}
+
+/// A table entry's value as it arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Val {
+    Int(i64),
+    /// count, sum, min, max and the non-empty buckets of an aggregate.
+    Agg {
+        stats: [i64; 4],
+        buckets: Vec<(u8, u32)>,
+    },
+}
+
+impl Val {
+    /// What entries sort by: the value, or an aggregate's count.
+    fn weight(&self) -> i64 {
+        match self {
+            Val::Int(v) => *v,
+            Val::Agg { stats, .. } => stats[0],
+        }
+    }
+}
+
+type Entry = (Vec<Key>, Val);
+
+/// Split a table entry record into keys and value (see `ktap_protocol::record`).
+fn entry(values: &[Value<'_>]) -> Option<Entry> {
+    let key = |v: &Value<'_>| match v {
+        Value::Int(k) => Some(Key::Int(*k)),
+        Value::Str(s) => Some(Key::Str(s.to_vec())),
+        Value::Buckets(_) => None,
+    };
+    match values {
+        [keys @ .., Value::Int(c), Value::Int(s), Value::Int(lo), Value::Int(hi), b @ Value::Buckets(_)]
+            if !keys.is_empty() =>
+        {
+            let keys = keys.iter().map(key).collect::<Option<Vec<_>>>()?;
+            Some((keys, Val::Agg { stats: [*c, *s, *lo, *hi], buckets: b.buckets().collect() }))
+        }
+        [keys @ .., Value::Int(v)] if !keys.is_empty() => {
+            Some((keys.iter().map(key).collect::<Option<Vec<_>>>()?, Val::Int(*v)))
+        }
+        _ => None,
+    }
 }
 
 /// Streaming renderer: table entries may span several record batches, so it keeps the tables being
@@ -33,7 +77,7 @@ pub struct Renderer<'s> {
     sidecar: &'s Sidecar,
     /// Each sidecar format, parsed once (`Err`: the reason it does not parse).
     formats: Vec<Result<Vec<Piece<'s>>, String>>,
-    tables: BTreeMap<u16, Vec<(Key, i64)>>,
+    tables: BTreeMap<u16, Vec<Entry>>,
     problems: Vec<String>,
 }
 
@@ -94,18 +138,15 @@ impl<'s> Renderer<'s> {
         }
         match rec.kind {
             RecordKind::Printf => self.printf(out, rec.id, &values),
-            RecordKind::TableEntry => match values.as_slice() {
-                [key, Value::Int(v)] => {
-                    let key = match key {
-                        Value::Int(k) => Key::Int(*k),
-                        Value::Str(s) => Key::Str(s.to_vec()),
-                    };
-                    self.tables.entry(rec.id).or_default().push((key, *v));
-                }
-                _ => self
-                    .problems
-                    .push(format!("table entry for `{}` is not key + integer", self.table_name(rec.id))),
+            RecordKind::TableEntry => match entry(&values) {
+                Some(e) => self.tables.entry(rec.id).or_default().push(e),
+                None => self.problems.push(format!(
+                    "table entry for `{}` is not keys + a value or an aggregate",
+                    self.table_name(rec.id)
+                )),
             },
+            // the session stops tracing on it; nothing to print
+            RecordKind::Exit => {}
             RecordKind::TableEnd => {
                 let entries = self.tables.remove(&rec.id).unwrap_or_default();
                 let name = self.table_name(rec.id);
@@ -171,18 +212,34 @@ impl<'s> Renderer<'s> {
     }
 }
 
-/// One line per entry, key left, value right, largest value first, then by key.
-fn print_table(out: &mut String, mut entries: Vec<(Key, i64)>) {
-    entries.sort_by(|a, b| match b.1.cmp(&a.1) {
+/// One line per entry, keys left (comma-separated), value right, largest value (or count) first,
+/// then by key. Aggregates show their statistics.
+fn print_table(out: &mut String, mut entries: Vec<Entry>) {
+    entries.sort_by(|a, b| match b.1.weight().cmp(&a.1.weight()) {
         Ordering::Equal => a.0.cmp(&b.0),
         o => o,
     });
-    for (key, value) in entries {
-        let key = match key {
-            Key::Int(k) => k.to_string(),
-            Key::Str(s) => String::from_utf8_lossy(&s).into_owned(),
-        };
-        let _ = writeln!(out, "{key:<TABLE_KEY_WIDTH$} {value:>TABLE_VALUE_WIDTH$}");
+    for (keys, value) in entries {
+        let key = keys
+            .iter()
+            .map(|k| match k {
+                Key::Int(k) => k.to_string(),
+                Key::Str(s) => String::from_utf8_lossy(s).into_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        match value {
+            Val::Int(v) => {
+                let _ = writeln!(out, "{key:<TABLE_KEY_WIDTH$} {v:>TABLE_VALUE_WIDTH$}");
+            }
+            Val::Agg { stats: [count, sum, min, max], .. } => {
+                let avg = sum.checked_div(count).unwrap_or(0);
+                let _ = writeln!(
+                    out,
+                    "{key:<TABLE_KEY_WIDTH$} count={count} sum={sum} min={min} max={max} avg={avg}"
+                );
+            }
+        }
     }
 }
 

@@ -6,8 +6,8 @@
 
 use std::fmt::Write;
 
-use ktap_protocol::asm::{escape, probe_kind_name};
-use ktap_protocol::image::{ArgKind, Image, ImageError, KeyKind};
+use ktap_protocol::asm::{escape, func_attrs, probe_line, table_attrs};
+use ktap_protocol::image::{ArgKind, Image, ImageError};
 use ktap_protocol::isa::decode_all;
 
 use crate::sidecar::Sidecar;
@@ -34,7 +34,7 @@ pub fn disassemble(bytes: &[u8], sidecar: Option<&Sidecar>) -> Result<String, Im
             format!(" at={} len={}", f.code_off, f.code_len)
         };
         let n = name(sc.and_then(|s| s.funcs.get(i)).map(|f| &f.name));
-        let _ = writeln!(o, ".func fn{i} int={} str={}{range}{n}", f.n_int, f.n_str);
+        let _ = writeln!(o, ".func fn{i}{}{range}{n}", func_attrs(f));
         if !range.is_empty() {
             // an odd range (overlap, gap, out of bounds): the code is listed once, elsewhere
             continue;
@@ -80,22 +80,14 @@ pub fn disassemble(bytes: &[u8], sidecar: Option<&Sidecar>) -> Result<String, Im
     }
 
     for (i, t) in img.tables().enumerate() {
-        let key = match t.key {
-            KeyKind::Int => "int",
-            KeyKind::Str => "str",
-        };
         let n = name(sc.and_then(|s| s.tables.get(i)).map(|t| &t.name));
-        let _ = writeln!(o, ".table t{i} key={key} capacity={}{n}", t.capacity);
+        let _ = writeln!(o, ".table t{i} {}{n}", table_attrs(&t));
     }
 
     let mut i = 0;
     img.probes(|p| {
-        let target = String::from_utf8_lossy(p.name);
-        let addr = if p.addr != 0 { format!(" @{:#x}", p.addr) } else { String::new() };
-        let sep = if target.is_empty() { "" } else { " " };
         let n = name(sc.and_then(|s| s.probes.get(i)).map(|p| &p.spec));
-        let kind = probe_kind_name(p.kind);
-        let _ = writeln!(o, ".probe p{i} {kind}{sep}{target}{addr} -> fn{}{n}", p.func);
+        let _ = writeln!(o, ".probe p{i} {}{n}", probe_line(&p));
         i += 1;
     });
 
@@ -118,5 +110,8 @@ pub fn disassemble(bytes: &[u8], sidecar: Option<&Sidecar>) -> Result<String, Im
     let _ = writeln!(o, ".build-id {id}");
     let budget = if img.budget == 0 { "  ; the VM default" } else { "" };
     let _ = writeln!(o, ".budget {}{budget}", img.budget);
+    if img.frame_budget != 0 {
+        let _ = writeln!(o, ".frame-budget {}", img.frame_budget);
+    }
     Ok(o)
 }

@@ -261,6 +261,7 @@ impl Conversion {
             (Conv::Str, Value::Int(v)) => self.render_str(v.to_string().as_bytes(), out),
             (_, Value::Str(s)) => self.render_str(s, out),
             (_, Value::Int(v)) => self.render_int(*v, out),
+            (_, Value::Buckets(_)) => {}
         }
     }
 

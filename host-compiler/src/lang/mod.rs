@@ -219,6 +219,7 @@ fn assemble(prog: &lower::Program, file_name: &str, opts: &CompileOptions) -> (I
             code_len: f.code.len() as u32,
             n_int: f.n_int,
             n_str: f.n_str,
+            ..FuncSpec::default()
         });
         b.code.extend_from_slice(&f.code);
         sidecar.funcs.push(FuncInfo { name: f.name.clone(), span: f.span });
@@ -228,7 +229,7 @@ fn assemble(prog: &lower::Program, file_name: &str, opts: &CompileOptions) -> (I
     b.globals = prog.globals.len() as u16;
     sidecar.globals = prog.globals.clone();
     for t in &prog.tables {
-        b.tables.push(TableSpec { key: t.key, capacity: t.capacity });
+        b.tables.push(TableSpec::single(t.key, t.capacity));
         sidecar.tables.push(TableInfo { name: t.name.clone(), span: t.span });
     }
     for p in &prog.probes {
@@ -236,6 +237,7 @@ fn assemble(prog: &lower::Program, file_name: &str, opts: &CompileOptions) -> (I
             kind: p.kind,
             func: p.func,
             addr: p.addr,
+            flags: 0,
             name: p.name.as_bytes().to_vec(),
         });
         sidecar.probes.push(ProbeInfo { spec: p.spec.clone(), span: p.span });

@@ -79,7 +79,7 @@ pub enum VerifyError {
         /// Image offset of the jump.
         offset: u32,
     },
-    /// The last instruction of a function can fall through its end (it must be `ret` or `jmp`).
+    /// The last instruction of a function can fall through its end (it must return, jump or exit).
     FallsThrough {
         /// Image offset of the last instruction.
         offset: u32,
@@ -140,7 +140,7 @@ pub enum VerifyError {
         /// The index.
         index: u16,
     },
-    /// A table op whose key kind differs from the table's (`tld` on a string-keyed table, ...).
+    /// A table op whose key list differs from the table's key shape (count or kinds).
     TableKeyMismatch {
         /// Image offset of the instruction.
         offset: u32,
@@ -234,6 +234,118 @@ pub enum VerifyError {
         /// The budget asked for.
         budget: u32,
     },
+    /// A table op that does not fit the table's value kind (`tst`/`tadd` on an aggregate, `tagg`/`tstat` on an int table).
+    TableValueMismatch {
+        /// Image offset the error refers to.
+        offset: u32,
+        /// The table.
+        table: u8,
+    },
+    /// A table key shape with no components, more than `MAX_KEYS`, or string bits past its components.
+    BadKeyShape {
+        /// Image offset the error refers to.
+        offset: u32,
+        /// The table.
+        table: u8,
+    },
+    /// A linear aggregate with a step <= 0 or a bucket count of 0 or above `MAX_LINEAR_BUCKETS`.
+    BadAggSpec {
+        /// Image offset the error refers to.
+        offset: u32,
+        /// The table.
+        table: u8,
+    },
+    /// A table whose entries would take more than `MAX_TABLE_BYTES`.
+    TableTooLarge {
+        /// Image offset the error refers to.
+        offset: u32,
+        /// The table.
+        table: u8,
+    },
+    /// A `tstat` selector, `ldk` width or `kstack` depth that does not exist (depth 0 or above `MAX_STACK`).
+    BadSelector {
+        /// Image offset the error refers to.
+        offset: u32,
+    },
+    /// A call whose argument kinds or counts differ from the callee's parameters.
+    CallArgMismatch {
+        /// Image offset the error refers to.
+        offset: u32,
+        /// The callee.
+        func: u16,
+    },
+    /// `calls` of a function that does not return a string, or `call` of one that does.
+    CallResultMismatch {
+        /// Image offset the error refers to.
+        offset: u32,
+        /// The callee.
+        func: u16,
+    },
+    /// A `ret`/`retv`/`rets` that differs from the function's declared return kind.
+    ReturnKindMismatch {
+        /// Image offset the error refers to.
+        offset: u32,
+    },
+    /// A call that closes a cycle in the call graph (recursion).
+    Recursion {
+        /// Image offset the error refers to.
+        offset: u32,
+        /// The function making the call.
+        func: u16,
+    },
+    /// A call path from a function nests deeper than `MAX_CALL_DEPTH`.
+    CallTooDeep {
+        /// Image offset the error refers to.
+        offset: u32,
+        /// Nested calls on the deepest path.
+        depth: u32,
+    },
+    /// The frames along the deepest call path need more memory than the image's frame budget.
+    FrameBudgetExceeded {
+        /// Image offset the error refers to.
+        offset: u32,
+        /// Bytes needed.
+        need: u32,
+        /// Bytes declared.
+        budget: u32,
+    },
+    /// A declared frame budget above `MAX_FRAME_BUDGET` (the 8 KiB ARM32 kernel stack).
+    FrameBudgetTooLarge {
+        /// Image offset the error refers to.
+        offset: u32,
+        /// Bytes declared.
+        budget: u32,
+    },
+    /// A function declaring more parameters than registers of that kind.
+    BadParams {
+        /// Image offset the error refers to.
+        offset: u32,
+        /// The function.
+        func: u16,
+    },
+    /// A timer period outside `MIN_TIMER_PERIOD_NS..=MAX_TIMER_PERIOD_NS`.
+    TimerPeriodOutOfRange {
+        /// Image offset the error refers to.
+        offset: u32,
+        /// The probe.
+        probe: u16,
+        /// The period in ns.
+        period: u64,
+    },
+    /// A probe handler function with parameters or a return value (handlers are void, no parameters).
+    BadHandler {
+        /// Image offset the error refers to.
+        offset: u32,
+        /// The probe.
+        probe: u16,
+    },
+    /// Probe flags other than `PROBE_EVERY_CPU` on a timer.
+    BadProbeFlags {
+        /// Image offset the error refers to.
+        offset: u32,
+        /// The probe.
+        probe: u16,
+    },
     /// The verifier could not allocate the decoded program.
     OutOfMemory,
 }
@@ -260,7 +372,7 @@ const CODES: &[(u16, &str)] = &[
     (0x212, "table index out of range"),
     (0x213, "format index out of range"),
     (0x214, "function index out of range"),
-    (0x215, "table key kind mismatch"),
+    (0x215, "table key shape mismatch"),
     (0x216, "printf argument count differs from its format"),
     (0x217, "printf argument kind differs from its format"),
     (0x218, "unknown context field"),
@@ -274,6 +386,22 @@ const CODES: &[(u16, &str)] = &[
     (0x220, "bad table capacity"),
     (0x221, "too many globals"),
     (0x222, "instruction budget too large"),
+    (0x223, "table op does not fit the table's value kind"),
+    (0x224, "bad table key shape"),
+    (0x225, "bad aggregate or linear histogram spec"),
+    (0x226, "table memory over the limit"),
+    (0x227, "bad stat, width or stack depth operand"),
+    (0x228, "call arguments differ from the callee's parameters"),
+    (0x229, "call result kind differs from the callee's return kind"),
+    (0x22a, "return kind differs from the function's"),
+    (0x22b, "recursion (a call cycle)"),
+    (0x22c, "call depth over the limit"),
+    (0x22d, "frames exceed the declared frame budget"),
+    (0x22e, "declared frame budget over the limit"),
+    (0x22f, "more parameters than registers"),
+    (0x230, "timer period out of range"),
+    (0x231, "probe handler takes parameters or returns a value"),
+    (0x232, "probe flags that do not apply"),
     (0x2ff, "verifier out of memory"),
 ];
 
@@ -321,6 +449,22 @@ impl VerifyError {
             E::BadTableCapacity { .. } => 0x220,
             E::TooManyGlobals { .. } => 0x221,
             E::BudgetTooLarge { .. } => 0x222,
+            E::TableValueMismatch { .. } => 0x223,
+            E::BadKeyShape { .. } => 0x224,
+            E::BadAggSpec { .. } => 0x225,
+            E::TableTooLarge { .. } => 0x226,
+            E::BadSelector { .. } => 0x227,
+            E::CallArgMismatch { .. } => 0x228,
+            E::CallResultMismatch { .. } => 0x229,
+            E::ReturnKindMismatch { .. } => 0x22a,
+            E::Recursion { .. } => 0x22b,
+            E::CallTooDeep { .. } => 0x22c,
+            E::FrameBudgetExceeded { .. } => 0x22d,
+            E::FrameBudgetTooLarge { .. } => 0x22e,
+            E::BadParams { .. } => 0x22f,
+            E::TimerPeriodOutOfRange { .. } => 0x230,
+            E::BadHandler { .. } => 0x231,
+            E::BadProbeFlags { .. } => 0x232,
             E::OutOfMemory => 0x2ff,
         }
     }
@@ -362,7 +506,23 @@ impl VerifyError {
             | E::TooManyTables { offset, .. }
             | E::BadTableCapacity { offset, .. }
             | E::TooManyGlobals { offset, .. }
-            | E::BudgetTooLarge { offset, .. } => offset,
+            | E::BudgetTooLarge { offset, .. }
+            | E::TableValueMismatch { offset, .. }
+            | E::BadKeyShape { offset, .. }
+            | E::BadAggSpec { offset, .. }
+            | E::TableTooLarge { offset, .. }
+            | E::BadSelector { offset, .. }
+            | E::CallArgMismatch { offset, .. }
+            | E::CallResultMismatch { offset, .. }
+            | E::ReturnKindMismatch { offset, .. }
+            | E::Recursion { offset, .. }
+            | E::CallTooDeep { offset, .. }
+            | E::FrameBudgetExceeded { offset, .. }
+            | E::FrameBudgetTooLarge { offset, .. }
+            | E::BadParams { offset, .. }
+            | E::TimerPeriodOutOfRange { offset, .. }
+            | E::BadHandler { offset, .. }
+            | E::BadProbeFlags { offset, .. } => offset,
             E::OutOfMemory => 0,
         }
     }
@@ -399,7 +559,10 @@ impl fmt::Display for VerifyError {
             E::JumpIntoInsn { .. } => write!(f, "jump at byte offset {at} lands inside an instruction"),
             E::JumpOutOfFunc { .. } => write!(f, "jump at byte offset {at} leaves its function"),
             E::FallsThrough { .. } => {
-                write!(f, "instruction at byte offset {at} ends its function but is neither ret nor jmp")
+                write!(
+                    f,
+                    "instruction at byte offset {at} ends its function but does not return, jump or exit"
+                )
             }
             E::IntRegOutOfRange { reg, .. } => {
                 write!(f, "register r{reg} at byte offset {at} is outside the frame")
@@ -426,7 +589,10 @@ impl fmt::Display for VerifyError {
                 write!(f, "function fn{index} at byte offset {at} does not exist")
             }
             E::TableKeyMismatch { table, .. } => {
-                write!(f, "instruction at byte offset {at} uses the wrong key kind for table t{table}")
+                write!(
+                    f,
+                    "instruction at byte offset {at}: the keys do not match the key shape of table t{table}"
+                )
             }
             E::PrintfArgCount { format, .. } => {
                 write!(
@@ -465,6 +631,58 @@ impl fmt::Display for VerifyError {
             }
             E::BudgetTooLarge { budget, .. } => {
                 write!(f, "instruction budget {budget} (byte {at}) is over the limit")
+            }
+            E::TableValueMismatch { table, .. } => {
+                write!(f, "instruction at byte offset {at} does not fit the value kind of table t{table}")
+            }
+            E::BadKeyShape { table, .. } => {
+                write!(f, "table t{table} (entry at byte offset {at}) has a bad key shape")
+            }
+            E::BadAggSpec { table, .. } => {
+                write!(f, "table t{table} (entry at byte offset {at}) has a bad linear histogram spec")
+            }
+            E::TableTooLarge { table, .. } => write!(
+                f,
+                "table t{table} (entry at byte offset {at}) needs more memory than a table may take"
+            ),
+            E::BadSelector { .. } => {
+                write!(f, "instruction at byte offset {at} has a bad stat, width or depth operand")
+            }
+            E::CallArgMismatch { func, .. } => {
+                write!(f, "call at byte offset {at}: arguments do not match the parameters of fn{func}")
+            }
+            E::CallResultMismatch { func, .. } => {
+                write!(f, "call at byte offset {at}: the result kind does not match what fn{func} returns")
+            }
+            E::ReturnKindMismatch { .. } => {
+                write!(f, "return at byte offset {at} does not match its function's return kind")
+            }
+            E::Recursion { func, .. } => {
+                write!(f, "call at byte offset {at} in fn{func} closes a call cycle (recursion)")
+            }
+            E::CallTooDeep { depth, .. } => {
+                write!(f, "call at byte offset {at} starts a path of {depth} nested calls, over the limit")
+            }
+            E::FrameBudgetExceeded { need, budget, .. } => write!(
+                f,
+                "call path from byte offset {at} needs {need} bytes of frames, over the declared budget of {budget}"
+            ),
+            E::FrameBudgetTooLarge { budget, .. } => {
+                write!(f, "frame budget {budget} (byte {at}) is over the 8 KiB limit")
+            }
+            E::BadParams { func, .. } => {
+                write!(f, "function {func} (entry at byte offset {at}) has more parameters than registers")
+            }
+            E::TimerPeriodOutOfRange { probe, period, .. } => write!(
+                f,
+                "timer probe {probe} (entry at byte offset {at}) has period {period} ns, outside 1 ms..1 h"
+            ),
+            E::BadHandler { probe, .. } => write!(
+                f,
+                "probe {probe} (entry at byte offset {at}): its handler takes parameters or returns a value"
+            ),
+            E::BadProbeFlags { probe, .. } => {
+                write!(f, "probe {probe} (entry at byte offset {at}) has flags that do not apply to it")
             }
             E::OutOfMemory => f.write_str("the verifier ran out of memory"),
         }

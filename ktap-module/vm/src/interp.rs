@@ -1,53 +1,87 @@
 //! The interpreter loop.
 //!
-//! Budget: a taken backward jump from instruction `i` to `t` costs `i - t + 1`, the length of the loop
-//! it closes; `ptable` costs one unit per entry. Between two backward jumps the program counter only
-//! grows, so a hit executes at most `budget + 2 * function length` instructions (the `Tick` of rhai
-//! and the fuel of wasmi, paid per loop rather than per instruction).
+//! Budget (see `ktap_protocol::isa` and its `cost` constants): a taken backward jump from instruction
+//! `i` to `t` costs `i - t + 1`, the length of the loop it closes; calls, table operations, memory
+//! reads and stack captures cost fixed amounts; `ptable` and `tclr` one unit per entry. Between two
+//! charged instructions the program counter only grows within one function, so a hit executes at most
+//! about `budget * longest function` instructions (the `Tick` of rhai and the fuel of wasmi, paid per
+//! loop rather than per instruction).
+//!
+//! Calls use an explicit frame stack in the program's preallocated memory: frame k's registers start
+//! right after frame k-1's in one register array sized by the verifier for the deepest call path.
+//! The interpreter never recurses, so its kernel stack use does not depend on the program.
 
-use ktap_protocol::isa::Arg;
-use ktap_protocol::limits::MAX_STR;
+use ktap_protocol::isa::{Arg, Stat, cost};
+use ktap_protocol::limits::{MAX_CALL_DEPTH, MAX_STACK, MAX_STR};
 use ktap_protocol::record::{RecordKind, RecordWriter};
 
 use crate::error::RunError;
 use crate::program::{Counters, Env, Program};
-use crate::table::{Key, Table};
-use crate::verified::{AluOp, ArgList, Cond, Op, StrBuf};
+use crate::table::{AGG_COUNT, AGG_MAX, AGG_MIN, AGG_STATS, AGG_SUM, Comp, KeyBuf, Table, components};
+use crate::verified::{AluOp, ArgList, Cond, FuncInfo, Op, StrBuf};
+
+/// Where to resume after a call returns.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct CallFrame {
+    /// The caller.
+    func: u16,
+    /// Instruction after the call.
+    ret_pc: u32,
+    /// The caller's register bases.
+    ib: u32,
+    sb: u32,
+    /// Destination register of the result.
+    dest: u8,
+    /// The result goes to a string register.
+    str_result: bool,
+}
+
+/// Preallocated frame stack: one entry per active call.
+pub(crate) type FrameStack = [CallFrame; MAX_CALL_DEPTH];
 
 /// The mutable state one run works on, borrowed from the [`Program`] apart from the code.
-struct Frame<'p> {
+struct Machine<'p> {
     regs: &'p mut [i64],
     sregs: &'p mut [StrBuf],
     globals: &'p mut [i64],
     tables: &'p mut [Table],
     rec: &'p mut [u8],
     counters: &'p mut Counters,
+    /// Register bases of the current frame.
+    ib: usize,
+    sb: usize,
     /// Index of the current instruction (for faults).
     pc: u32,
+    budget: u32,
 }
 
-impl Frame<'_> {
+impl Machine<'_> {
     fn fault(&self) -> RunError {
         RunError::Fault { pc: self.pc }
     }
 
+    fn charge(&mut self, cost: u32) -> Result<(), RunError> {
+        self.budget = self.budget.checked_sub(cost).ok_or(RunError::BudgetExhausted)?;
+        Ok(())
+    }
+
     fn r(&self, r: u8) -> Result<i64, RunError> {
-        self.regs.get(usize::from(r)).copied().ok_or(self.fault())
+        self.regs.get(self.ib.wrapping_add(r.into())).copied().ok_or(self.fault())
     }
 
     fn set(&mut self, r: u8, v: i64) -> Result<(), RunError> {
         let f = self.fault();
-        *self.regs.get_mut(usize::from(r)).ok_or(f)? = v;
+        *self.regs.get_mut(self.ib.wrapping_add(r.into())).ok_or(f)? = v;
         Ok(())
     }
 
     fn s(&self, r: u8) -> Result<&StrBuf, RunError> {
-        self.sregs.get(usize::from(r)).ok_or(self.fault())
+        self.sregs.get(self.sb.wrapping_add(r.into())).ok_or(self.fault())
     }
 
     fn set_s(&mut self, r: u8, v: &[u8]) -> Result<(), RunError> {
         let f = self.fault();
-        self.sregs.get_mut(usize::from(r)).ok_or(f)?.set(v);
+        self.sregs.get_mut(self.sb.wrapping_add(r.into())).ok_or(f)?.set(v);
         Ok(())
     }
 
@@ -61,13 +95,40 @@ impl Frame<'_> {
         self.tables.get_mut(usize::from(t)).ok_or(f)
     }
 
-    /// `table[key] = f(old)`, inserting if absent; a full table refuses and is counted.
-    fn update(&mut self, t: u8, key: Key<'_>, f: impl FnOnce(i64) -> i64) -> Result<(), RunError> {
-        match self.table(t)?.entry(key) {
-            Ok(v) => *v = f(*v),
+    /// Encode the key registers of `keys`.
+    fn key(&self, keys: &ArgList) -> Result<KeyBuf, RunError> {
+        let mut k = KeyBuf::new();
+        for b in keys.bytes.iter().take(keys.n.into()) {
+            match Arg::from_byte(*b) {
+                Arg::Int(r) => k.int(self.r(r)?),
+                Arg::Str(r) => k.str(self.s(r)?.as_bytes()),
+            }
+        }
+        Ok(k)
+    }
+
+    /// Apply `f` to the value slots of `table[keys]`, inserting if absent; a full table refuses and
+    /// is counted.
+    fn update(&mut self, t: u8, keys: &ArgList, f: impl FnOnce(&mut [i64])) -> Result<(), RunError> {
+        self.charge(cost::TABLE)?;
+        let key = self.key(keys)?;
+        match self.table(t)?.entry(key.as_bytes()) {
+            Ok(v) => f(v),
             Err(_) => self.counters.table_full = self.counters.table_full.wrapping_add(1),
         }
         Ok(())
+    }
+
+    /// The value slots of `table[keys]` through `f`, or `None` if absent.
+    fn lookup<T>(
+        &mut self,
+        t: u8,
+        keys: &ArgList,
+        f: impl FnOnce(&[i64]) -> T,
+    ) -> Result<Option<T>, RunError> {
+        self.charge(cost::TABLE)?;
+        let key = self.key(keys)?;
+        Ok(self.table(t)?.get(key.as_bytes()).map(f))
     }
 
     fn emit(
@@ -91,20 +152,20 @@ impl Frame<'_> {
     fn printf(&mut self, env: &mut impl Env, f: u16, args: ArgList) -> Result<(), RunError> {
         // read the registers first: the writer borrows the record buffer
         let mut ints = [0i64; 8];
-        let mut strs = [None::<u8>; 8];
+        let mut strs = [None::<usize>; 8];
         for (i, b) in args.bytes.iter().take(args.n.into()).enumerate() {
             match Arg::from_byte(*b) {
                 Arg::Int(r) => *ints.get_mut(i).ok_or(self.fault())? = self.r(r)?,
                 Arg::Str(r) => {
                     self.s(r)?;
-                    *strs.get_mut(i).ok_or(self.fault())? = Some(r);
+                    *strs.get_mut(i).ok_or(self.fault())? = Some(self.sb.wrapping_add(r.into()));
                 }
             }
         }
-        let Frame { rec, sregs, counters, .. } = self;
+        let Machine { rec, sregs, counters, .. } = self;
         let mut w = RecordWriter::new(rec, RecordKind::Printf, f);
         for (i, s) in strs.iter().take(args.n.into()).enumerate() {
-            match s.and_then(|r| sregs.get(usize::from(r))) {
+            match s.and_then(|r| sregs.get(r)) {
                 Some(s) => w.str(s.as_bytes()),
                 None => w.int(ints.get(i).copied().unwrap_or(0)),
             }
@@ -117,18 +178,32 @@ impl Frame<'_> {
 
     fn ptable(&mut self, env: &mut impl Env, t: u8) -> Result<(), RunError> {
         let f = self.fault();
-        let Frame { tables, rec, counters, .. } = self;
+        let Machine { tables, rec, counters, .. } = self;
         let table = tables.get(usize::from(t)).ok_or(f)?;
         let id = u16::from(t);
+        let aggregate = table.spec.value.is_aggregate();
         let mut dropped = 0u64;
         let mut e = 0usize;
         while let Some((key, value)) = table.entry_at(e) {
             let mut w = RecordWriter::new(rec, RecordKind::TableEntry, id);
-            match key {
-                Key::Int(k) => w.int(k),
-                Key::Str(s) => w.str(s),
+            for c in components(table.spec.keys, key) {
+                match c {
+                    Comp::Int(k) => w.int(k),
+                    Comp::Str(s) => w.str(s),
+                }
             }
-            w.int(value);
+            if aggregate {
+                for v in value.iter().take(AGG_STATS) {
+                    w.int(*v);
+                }
+                let mut counts = [0u64; 66];
+                for (d, s) in counts.iter_mut().zip(value.iter().skip(AGG_STATS)) {
+                    *d = *s as u64;
+                }
+                w.buckets(counts.get(..value.len().saturating_sub(AGG_STATS)).unwrap_or(&[]));
+            } else {
+                w.int(value.first().copied().unwrap_or(0));
+            }
             if !w.finish().is_some_and(|bytes| env.emit(bytes)) {
                 dropped = dropped.wrapping_add(1);
             }
@@ -141,6 +216,27 @@ impl Frame<'_> {
             w.int(refused);
         });
         Ok(())
+    }
+
+    /// `tnext`: the entry at index >= cursor into the key registers and `v`; `false` when done.
+    fn tnext(&mut self, c: u8, t: u8, keys: &ArgList, v: u8) -> Result<bool, RunError> {
+        self.charge(cost::TABLE)?;
+        let cursor = usize::try_from(self.r(c)?).unwrap_or(0);
+        let f = self.fault();
+        let Machine { tables, regs, sregs, ib, sb, .. } = self;
+        let table = tables.get(usize::from(t)).ok_or(f)?;
+        let Some((key, value)) = table.entry_at(cursor) else { return Ok(false) };
+        for (b, comp) in keys.bytes.iter().take(keys.n.into()).zip(components(table.spec.keys, key)) {
+            match (Arg::from_byte(*b), comp) {
+                (Arg::Int(r), Comp::Int(x)) => *regs.get_mut(ib.wrapping_add(r.into())).ok_or(f)? = x,
+                (Arg::Str(r), Comp::Str(x)) => sregs.get_mut(sb.wrapping_add(r.into())).ok_or(f)?.set(x),
+                _ => return Err(f),
+            }
+        }
+        let x = value.first().copied().unwrap_or(0);
+        self.set(v, x)?;
+        self.set(c, cursor.wrapping_add(1) as i64)?;
+        Ok(true)
     }
 }
 
@@ -171,166 +267,354 @@ fn cond(c: Cond, a: i64, b: i64) -> bool {
     }
 }
 
+fn stat(v: &[i64], s: Stat) -> i64 {
+    let at = |i: usize| v.get(i).copied().unwrap_or(0);
+    match s {
+        Stat::Count => at(AGG_COUNT),
+        Stat::Sum => at(AGG_SUM),
+        Stat::Min => at(AGG_MIN),
+        Stat::Max => at(AGG_MAX),
+        Stat::Avg => at(AGG_SUM).checked_div(at(AGG_COUNT)).unwrap_or(0),
+    }
+}
+
+/// A function's result on its way back to the caller.
+enum Ret {
+    Void,
+    Int(i64),
+    Str(StrBuf),
+}
+
 impl Program {
     pub(crate) fn exec(&mut self, func: u16, env: &mut impl Env) -> Result<(), RunError> {
-        let Program { v, globals, tables, regs, sregs, rec, counters } = self;
-        let f = *v.funcs.get(usize::from(func)).ok_or(RunError::NoSuchFunc)?;
-        let mut budget = v.budget;
-        for r in regs.iter_mut().take(f.n_int.into()) {
+        let Program { v, globals, tables, regs, sregs, rec, counters, frames, exited } = self;
+        let mut cur: FuncInfo = *v.funcs.get(usize::from(func)).ok_or(RunError::NoSuchFunc)?;
+        let mut cur_index = func;
+        for r in regs.iter_mut().take(cur.n_int.into()) {
             *r = 0;
         }
-        for s in sregs.iter_mut().take(f.n_str.into()) {
+        for s in sregs.iter_mut().take(cur.n_str.into()) {
             *s = StrBuf::EMPTY;
         }
-        let mut fr = Frame {
+        let mut m = Machine {
             regs: regs.as_mut_slice(),
             sregs: sregs.as_mut_slice(),
             globals: globals.as_mut_slice(),
             tables: tables.as_mut_slice(),
             rec: rec.as_mut_slice(),
             counters,
-            pc: f.start,
+            ib: 0,
+            sb: 0,
+            pc: cur.start,
+            budget: v.budget,
         };
-        let mut pc = f.start;
+        let mut depth = 0usize;
+        let mut pc = cur.start;
         loop {
-            fr.pc = pc;
-            let op = *v.ops.get(pc as usize).ok_or(fr.fault())?;
+            m.pc = pc;
+            let op = *v.ops.get(pc as usize).ok_or(m.fault())?;
             let next = pc.wrapping_add(1);
-            pc = match op {
-                Op::Ret => return Ok(()),
-                Op::Jmp { to } => branch(pc, to, &mut budget)?,
-                Op::Br { cond: c, a, b, to } => {
-                    if cond(c, fr.r(a)?, fr.r(b)?) {
-                        branch(pc, to, &mut budget)?
-                    } else {
-                        next
+            let ret = match op {
+                Op::Ret => Ret::Void,
+                Op::Retv { s } => Ret::Int(m.r(s)?),
+                Op::Rets { s } => Ret::Str(*m.s(s)?),
+                Op::Exit => {
+                    *exited = true;
+                    m.emit(env, RecordKind::Exit, 0, |_| {});
+                    return Ok(());
+                }
+                Op::Call { d, f, args, str_result } => {
+                    m.charge(cost::CALL)?;
+                    let callee = *v.funcs.get(usize::from(f)).ok_or(m.fault())?;
+                    let slot = frames.get_mut(depth).ok_or(RunError::Fault { pc })?;
+                    *slot = CallFrame {
+                        func: cur_index,
+                        ret_pc: next,
+                        ib: m.ib as u32,
+                        sb: m.sb as u32,
+                        dest: d,
+                        str_result,
+                    };
+                    let (nib, nsb) =
+                        (m.ib.wrapping_add(cur.n_int.into()), m.sb.wrapping_add(cur.n_str.into()));
+                    let fault = m.fault();
+                    for r in m.regs.get_mut(nib..nib.wrapping_add(callee.n_int.into())).ok_or(fault)? {
+                        *r = 0;
                     }
-                }
-                Op::StrBr { eq, a, b, to } => {
-                    if (fr.s(a)?.as_bytes() == fr.s(b)?.as_bytes()) == eq {
-                        branch(pc, to, &mut budget)?
-                    } else {
-                        next
+                    for s in m.sregs.get_mut(nsb..nsb.wrapping_add(callee.n_str.into())).ok_or(fault)? {
+                        *s = StrBuf::EMPTY;
                     }
+                    let (mut ni, mut ns) = (nib, nsb);
+                    for b in args.bytes.iter().take(args.n.into()) {
+                        match Arg::from_byte(*b) {
+                            Arg::Int(r) => {
+                                let x = m.r(r)?;
+                                *m.regs.get_mut(ni).ok_or(fault)? = x;
+                                ni = ni.wrapping_add(1);
+                            }
+                            Arg::Str(r) => {
+                                let x = *m.s(r)?;
+                                *m.sregs.get_mut(ns).ok_or(fault)? = x;
+                                ns = ns.wrapping_add(1);
+                            }
+                        }
+                    }
+                    depth = depth.wrapping_add(1);
+                    (m.ib, m.sb, cur, cur_index) = (nib, nsb, callee, f);
+                    pc = cur.start;
+                    continue;
                 }
-                Op::Movi { d, imm } => {
-                    fr.set(d, imm.into())?;
-                    next
-                }
-                Op::Ldc { d, c } => {
-                    let x = *v.consts.get(usize::from(c)).ok_or(fr.fault())?;
-                    fr.set(d, x)?;
-                    next
-                }
-                Op::Mov { d, s } => {
-                    fr.set(d, fr.r(s)?)?;
-                    next
-                }
-                Op::Alu { op, d, a, b } => {
-                    fr.set(d, alu(op, fr.r(a)?, fr.r(b)?))?;
-                    next
-                }
-                Op::Neg { d, s } => {
-                    fr.set(d, fr.r(s)?.wrapping_neg())?;
-                    next
-                }
-                Op::Not { d, s } => {
-                    fr.set(d, i64::from(fr.r(s)? == 0))?;
-                    next
-                }
-                Op::Addi { d, s, imm } => {
-                    fr.set(d, fr.r(s)?.wrapping_add(imm.into()))?;
-                    next
-                }
-                Op::Ldg { d, g } => {
-                    let x = *fr.global(g)?;
-                    fr.set(d, x)?;
-                    next
-                }
-                Op::Stg { g, s } => {
-                    *fr.global(g)? = fr.r(s)?;
-                    next
-                }
-                Op::Addg { g, s } => {
-                    let x = fr.r(s)?;
-                    let slot = fr.global(g)?;
-                    *slot = slot.wrapping_add(x);
-                    next
-                }
-                Op::Ctx { d, field } => {
-                    fr.set(d, env.ctx(field))?;
-                    next
-                }
-                Op::Comm { d } => {
-                    let mut buf = [0u8; MAX_STR];
-                    let n = env.comm(&mut buf).min(MAX_STR);
-                    fr.set_s(d, buf.get(..n).unwrap_or(&[]))?;
-                    next
-                }
-                Op::Lds { d, s } => {
-                    let f = fr.fault();
-                    fr.set_s(d, v.string(s).ok_or(f)?)?;
-                    next
-                }
-                Op::Movs { d, s } => {
-                    let x = *fr.s(s)?;
-                    fr.set_s(d, x.as_bytes())?;
-                    next
-                }
-                Op::Tld { d, t, k } => {
-                    let key = fr.r(k)?;
-                    let x = fr.table(t)?.get(Key::Int(key)).unwrap_or(0);
-                    fr.set(d, x)?;
-                    next
-                }
-                Op::Tlds { d, t, k } => {
-                    let key = *fr.s(k)?;
-                    let x = fr.table(t)?.get(Key::Str(key.as_bytes())).unwrap_or(0);
-                    fr.set(d, x)?;
-                    next
-                }
-                Op::Tst { t, k, v: val } => {
-                    let (key, x) = (fr.r(k)?, fr.r(val)?);
-                    fr.update(t, Key::Int(key), |_| x)?;
-                    next
-                }
-                Op::Tsts { t, k, v: val } => {
-                    let (key, x) = (*fr.s(k)?, fr.r(val)?);
-                    fr.update(t, Key::Str(key.as_bytes()), |_| x)?;
-                    next
-                }
-                Op::Tadd { t, k, v: val } => {
-                    let (key, x) = (fr.r(k)?, fr.r(val)?);
-                    fr.update(t, Key::Int(key), |old| old.wrapping_add(x))?;
-                    next
-                }
-                Op::Tadds { t, k, v: val } => {
-                    let (key, x) = (*fr.s(k)?, fr.r(val)?);
-                    fr.update(t, Key::Str(key.as_bytes()), |old| old.wrapping_add(x))?;
-                    next
-                }
-                Op::Tdel { t, k } => {
-                    let key = fr.r(k)?;
-                    fr.table(t)?.remove(Key::Int(key));
-                    next
-                }
-                Op::Tdels { t, k } => {
-                    let key = *fr.s(k)?;
-                    fr.table(t)?.remove(Key::Str(key.as_bytes()));
-                    next
-                }
-                Op::Printf { f, args } => {
-                    fr.printf(env, f, args)?;
-                    next
-                }
-                Op::Ptable { t } => {
-                    let cost = u32::try_from(fr.table(t)?.len()).unwrap_or(u32::MAX);
-                    budget = budget.checked_sub(cost).ok_or(RunError::BudgetExhausted)?;
-                    fr.ptable(env, t)?;
-                    next
+                _ => {
+                    pc = step(&mut m, op, pc, next, v, env)?;
+                    continue;
                 }
             };
+            // a return
+            let Some(d) = depth.checked_sub(1) else { return Ok(()) };
+            depth = d;
+            let fr = *frames.get(d).ok_or(m.fault())?;
+            m.ib = fr.ib as usize;
+            m.sb = fr.sb as usize;
+            cur_index = fr.func;
+            cur = *v.funcs.get(usize::from(fr.func)).ok_or(m.fault())?;
+            match (ret, fr.str_result) {
+                (Ret::Str(s), true) => m.set_s(fr.dest, s.as_bytes())?,
+                (Ret::Int(x), false) => m.set(fr.dest, x)?,
+                (Ret::Void, false) => m.set(fr.dest, 0)?,
+                _ => return Err(m.fault()),
+            }
+            pc = fr.ret_pc;
         }
+    }
+}
+
+/// Execute one instruction that neither calls nor returns; the next pc.
+fn step(
+    m: &mut Machine<'_>,
+    op: Op,
+    pc: u32,
+    next: u32,
+    v: &crate::verified::Verified,
+    env: &mut impl Env,
+) -> Result<u32, RunError> {
+    Ok(match op {
+        Op::Ret | Op::Retv { .. } | Op::Rets { .. } | Op::Call { .. } | Op::Exit => return Err(m.fault()),
+        Op::Jmp { to } => branch(pc, to, &mut m.budget)?,
+        Op::Br { cond: c, a, b, to } => {
+            if cond(c, m.r(a)?, m.r(b)?) {
+                branch(pc, to, &mut m.budget)?
+            } else {
+                next
+            }
+        }
+        Op::StrBr { eq, a, b, to } => {
+            if (m.s(a)?.as_bytes() == m.s(b)?.as_bytes()) == eq {
+                branch(pc, to, &mut m.budget)?
+            } else {
+                next
+            }
+        }
+        Op::Movi { d, imm } => {
+            m.set(d, imm.into())?;
+            next
+        }
+        Op::Ldc { d, c } => {
+            let x = *v.consts.get(usize::from(c)).ok_or(m.fault())?;
+            m.set(d, x)?;
+            next
+        }
+        Op::Mov { d, s } => {
+            m.set(d, m.r(s)?)?;
+            next
+        }
+        Op::Alu { op, d, a, b } => {
+            m.set(d, alu(op, m.r(a)?, m.r(b)?))?;
+            next
+        }
+        Op::Neg { d, s } => {
+            m.set(d, m.r(s)?.wrapping_neg())?;
+            next
+        }
+        Op::Not { d, s } => {
+            m.set(d, i64::from(m.r(s)? == 0))?;
+            next
+        }
+        Op::Addi { d, s, imm } => {
+            m.set(d, m.r(s)?.wrapping_add(imm.into()))?;
+            next
+        }
+        Op::Ldg { d, g } => {
+            let x = *m.global(g)?;
+            m.set(d, x)?;
+            next
+        }
+        Op::Stg { g, s } => {
+            *m.global(g)? = m.r(s)?;
+            next
+        }
+        Op::Addg { g, s } => {
+            let x = m.r(s)?;
+            let slot = m.global(g)?;
+            *slot = slot.wrapping_add(x);
+            next
+        }
+        Op::Ctx { d, field } => {
+            m.set(d, env.ctx(field))?;
+            next
+        }
+        Op::Comm { d } => {
+            let mut buf = [0u8; MAX_STR];
+            let n = env.comm(&mut buf).min(MAX_STR);
+            m.set_s(d, buf.get(..n).unwrap_or(&[]))?;
+            next
+        }
+        Op::Lds { d, s } => {
+            let f = m.fault();
+            m.set_s(d, v.string(s).ok_or(f)?)?;
+            next
+        }
+        Op::Movs { d, s } => {
+            let x = *m.s(s)?;
+            m.set_s(d, x.as_bytes())?;
+            next
+        }
+        Op::Tld { d, t, keys } => {
+            let x = m.lookup(t, &keys, |v| v.first().copied().unwrap_or(0))?.unwrap_or(0);
+            m.set(d, x)?;
+            next
+        }
+        Op::Tst { t, keys, v: r } => {
+            let x = m.r(r)?;
+            m.update(t, &keys, |v| v.iter_mut().for_each(|s| *s = x))?;
+            next
+        }
+        Op::Tadd { t, keys, v: r } => {
+            let x = m.r(r)?;
+            m.update(t, &keys, |v| v.iter_mut().for_each(|s| *s = s.wrapping_add(x)))?;
+            next
+        }
+        Op::Tagg { t, keys, v: r } => {
+            let x = m.r(r)?;
+            let kind = m.table(t)?.spec.value;
+            m.update(t, &keys, |v| Table::record(&kind, v, x))?;
+            next
+        }
+        Op::Tstat { d, t, keys, stat: s } => {
+            let x = m.lookup(t, &keys, |v| stat(v, s))?.unwrap_or(0);
+            m.set(d, x)?;
+            next
+        }
+        Op::Tdel { t, keys } => {
+            m.charge(cost::TABLE)?;
+            let key = m.key(&keys)?;
+            m.table(t)?.remove(key.as_bytes());
+            next
+        }
+        Op::Tclr { t } => {
+            let n = u32::try_from(m.table(t)?.len()).unwrap_or(u32::MAX);
+            m.charge(n.saturating_add(1))?;
+            m.table(t)?.clear();
+            next
+        }
+        Op::Tlen { d, t } => {
+            let n = m.table(t)?.len() as i64;
+            m.set(d, n)?;
+            next
+        }
+        Op::Tnext { c, t, keys, v: r, to } => {
+            if m.tnext(c, t, &keys, r)? {
+                next
+            } else {
+                branch(pc, to, &mut m.budget)?
+            }
+        }
+        Op::Printf { f, args } => {
+            m.printf(env, f, args)?;
+            next
+        }
+        Op::Ptable { t } => {
+            let cost = u32::try_from(m.table(t)?.len()).unwrap_or(u32::MAX);
+            m.charge(cost)?;
+            m.ptable(env, t)?;
+            next
+        }
+        Op::Ldk { d, a, off, w } => {
+            m.charge(cost::MEM)?;
+            let addr = m.r(a)?.wrapping_add(off.into()) as u64;
+            let mut buf = [0u8; 8];
+            let n = usize::from(w.bytes).min(8);
+            let ok = buf.get_mut(..n).is_some_and(|dst| env.read_kernel(addr, dst));
+            let x = match ok {
+                true => load(&buf, n, w.signed),
+                false => {
+                    m.counters.mem_faults = m.counters.mem_faults.wrapping_add(1);
+                    0
+                }
+            };
+            m.set(d, x)?;
+            next
+        }
+        Op::Kstr { d, a, m: max, user } => {
+            m.charge(cost::MEM)?;
+            let addr = m.r(a)? as u64;
+            let max = usize::try_from(m.r(max)?).unwrap_or(0).min(MAX_STR);
+            let mut buf = [0u8; MAX_STR];
+            let got = match buf.get_mut(..max) {
+                Some(dst) if !dst.is_empty() => env.read_str(user, addr, dst),
+                _ => Some(0),
+            };
+            let n = match got {
+                Some(n) => n.min(max),
+                None => {
+                    m.counters.mem_faults = m.counters.mem_faults.wrapping_add(1);
+                    0
+                }
+            };
+            m.set_s(d, buf.get(..n).unwrap_or(&[]))?;
+            next
+        }
+        Op::Slen { d, s } => {
+            let n = m.s(s)?.as_bytes().len() as i64;
+            m.set(d, n)?;
+            next
+        }
+        Op::Scat { d, a, b } => {
+            let mut buf = [0u8; MAX_STR];
+            let (x, y) = (*m.s(a)?, *m.s(b)?);
+            let mut n = 0usize;
+            for (dst, src) in buf.iter_mut().zip(x.as_bytes().iter().chain(y.as_bytes())) {
+                *dst = *src;
+                n = n.wrapping_add(1);
+            }
+            m.set_s(d, buf.get(..n).unwrap_or(&[]))?;
+            next
+        }
+        Op::Kstack { d, depth } => {
+            let depth = usize::from(depth).min(MAX_STACK);
+            m.charge(cost::STACK.saturating_add(depth as u32))?;
+            let mut frames = [0u64; MAX_STACK];
+            let n = frames.get_mut(..depth).map_or(0, |f| env.kstack(f)).min(depth);
+            let mut buf = [0u8; MAX_STR];
+            for (chunk, a) in buf.chunks_exact_mut(8).zip(frames.iter().take(n)) {
+                chunk.copy_from_slice(&a.to_le_bytes());
+            }
+            m.set_s(d, buf.get(..n.saturating_mul(8)).unwrap_or(&[]))?;
+            next
+        }
+    })
+}
+
+/// A native-endian load of `n` bytes from `buf`, zero- or sign-extended.
+fn load(buf: &[u8; 8], n: usize, signed: bool) -> i64 {
+    let b = |i: usize| buf.get(i).copied().unwrap_or(0);
+    match (n, signed) {
+        (1, false) => i64::from(b(0)),
+        (1, true) => i64::from(b(0) as i8),
+        (2, false) => i64::from(u16::from_ne_bytes([b(0), b(1)])),
+        (2, true) => i64::from(i16::from_ne_bytes([b(0), b(1)])),
+        (4, false) => i64::from(u32::from_ne_bytes([b(0), b(1), b(2), b(3)])),
+        (4, true) => i64::from(i32::from_ne_bytes([b(0), b(1), b(2), b(3)])),
+        _ => i64::from_ne_bytes(*buf),
     }
 }
 

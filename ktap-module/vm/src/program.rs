@@ -7,11 +7,12 @@
 use alloc::vec::Vec;
 
 use ktap_protocol::isa::CtxField;
-use ktap_protocol::limits::{MAX_INT_REGS, MAX_RECORD, MAX_STR, MAX_STR_REGS};
+use ktap_protocol::limits::{MAX_RECORD, MAX_STR};
 
 use crate::error::{AllocFailed, RunError};
 use crate::fixed::{try_filled, try_push};
-use crate::table::{Key, Table};
+use crate::interp::{CallFrame, FrameStack};
+use crate::table::{KeyBuf, Table};
 use crate::verified::{ProbeInfo, StrBuf, Verified};
 
 /// What the VM needs from the place it runs in (a probe hit in the kernel, a simulator on the host).
@@ -22,6 +23,26 @@ pub trait Env {
     fn comm(&mut self, out: &mut [u8; MAX_STR]) -> usize;
     /// Append one record to the output; `false` if there was no room (the VM counts the drop).
     fn emit(&mut self, record: &[u8]) -> bool;
+    /// Copy `out.len()` bytes of kernel memory at `addr` into `out` without faulting (the kernel's
+    /// `copy_from_kernel_nofault`); `false` if any byte is unreadable. An environment without kernel
+    /// memory reads nothing.
+    fn read_kernel(&mut self, addr: u64, out: &mut [u8]) -> bool {
+        let _ = (addr, out);
+        false
+    }
+    /// Copy the NUL-terminated string at `addr` (kernel memory, or the current task's user memory if
+    /// `user`) into `out` without faulting, at most `out.len()` bytes; its length without the NUL,
+    /// or `None` on a fault. An environment without memory reads nothing.
+    fn read_str(&mut self, user: bool, addr: u64, out: &mut [u8]) -> Option<usize> {
+        let _ = (user, addr, out);
+        None
+    }
+    /// Write the kernel return addresses of this hit, innermost first, into `out`; how many. The
+    /// environment leaves out its own frames (the probe and VM machinery).
+    fn kstack(&mut self, out: &mut [u64]) -> usize {
+        let _ = out;
+        0
+    }
 }
 
 /// Event counters of a program since it was created.
@@ -37,6 +58,8 @@ pub struct Counters {
     pub table_full: u64,
     /// Records the environment had no room for.
     pub ring_dropped: u64,
+    /// Kernel or user memory reads that faulted (they read 0 or "").
+    pub mem_faults: u64,
 }
 
 /// A verified program with its globals, tables, register frame and record buffer.
@@ -49,6 +72,9 @@ pub struct Program {
     pub(crate) sregs: Vec<StrBuf>,
     pub(crate) rec: Vec<u8>,
     pub(crate) counters: Counters,
+    pub(crate) frames: FrameStack,
+    /// The program ran `exit`: only the END handler runs from now on.
+    pub(crate) exited: bool,
 }
 
 impl Program {
@@ -62,17 +88,25 @@ impl Program {
         Ok(Program {
             globals: try_filled(v.globals.into(), 0)?,
             tables,
-            regs: try_filled(MAX_INT_REGS.into(), 0)?,
-            sregs: try_filled(MAX_STR_REGS.into(), StrBuf::EMPTY)?,
+            regs: try_filled(v.stack_int.max(1), 0)?,
+            sregs: try_filled(v.stack_str.max(1), StrBuf::EMPTY)?,
             rec: try_filled(MAX_RECORD, 0)?,
             counters: Counters::default(),
+            frames: [CallFrame::default(); ktap_protocol::limits::MAX_CALL_DEPTH],
+            exited: false,
             v,
         })
     }
 
     /// Run function `func` for one hit. Never allocates. An error abandons this hit only (it is
     /// counted); the program stays usable.
+    ///
+    /// After the program ran `exit`, only the END handler still runs; other hits return at once
+    /// (not counted as hits).
     pub fn run(&mut self, func: u16, env: &mut impl Env) -> Result<(), RunError> {
+        if self.exited && self.v.end_func() != Some(func) {
+            return Ok(());
+        }
         let c = &mut self.counters;
         c.hits = c.hits.wrapping_add(1);
         let r = self.exec(func, env);
@@ -110,13 +144,22 @@ impl Program {
         self.tables.get(usize::from(t)).map(Table::len)
     }
 
-    /// `table[key]` of an int-keyed table `t`.
-    pub fn table_get_int(&self, t: u8, key: i64) -> Option<i64> {
-        self.tables.get(usize::from(t))?.get(Key::Int(key))
+    /// Whether the program ran `exit`.
+    pub fn exited(&self) -> bool {
+        self.exited
     }
 
-    /// `table[key]` of a string-keyed table `t`.
+    /// `table[key]` of an int-keyed table `t` (the first value slot: the count, for aggregates).
+    pub fn table_get_int(&self, t: u8, key: i64) -> Option<i64> {
+        let mut k = KeyBuf::new();
+        k.int(key);
+        self.tables.get(usize::from(t))?.get(k.as_bytes())?.first().copied()
+    }
+
+    /// `table[key]` of a string-keyed table `t` (the first value slot).
     pub fn table_get_str(&self, t: u8, key: &[u8]) -> Option<i64> {
-        self.tables.get(usize::from(t))?.get(Key::Str(key))
+        let mut k = KeyBuf::new();
+        k.str(key);
+        self.tables.get(usize::from(t))?.get(k.as_bytes())?.first().copied()
     }
 }

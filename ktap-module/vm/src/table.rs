@@ -1,44 +1,127 @@
-//! Fixed-capacity hash tables (int or string keys, i64 values), allocated once and never grown.
+//! Fixed-capacity hash tables with tuple keys and int or aggregate values, allocated once and never
+//! grown.
 //!
-//! Layout (heapless `IndexMap` style): entries are dense arrays `keys`/`values`/`hashes` of exactly
-//! `capacity` slots, so iteration touches only live entries; `index` is an open-addressing array of
-//! `u16` entry numbers (0 = empty, else entry + 1) of at least twice the capacity, probed linearly.
-//! Deletion shifts the following probe run back (no tombstones) and moves the last entry into the hole,
-//! so a table that sees endless insert/delete churn never degrades. A lookup visits at most every slot
-//! of `index`; with a load factor of at most one half it is short in practice.
+//! A key is encoded into bytes ([`KeyBuf`]): per component, an integer as 8 little-endian bytes, a
+//! string as a length byte and its bytes. The encoding is prefix-free, so two keys are equal exactly
+//! when their encodings are. Entries are dense arrays of exactly `capacity` slots (heapless
+//! `IndexMap` style): key bytes at a fixed stride (the longest encoding of the shape) with their
+//! lengths, values at a fixed stride of i64s (1 for int tables; count, sum, min, max and the buckets
+//! for aggregates), hashes. `index` is an open-addressing array of `u16` entry numbers (0 = empty,
+//! else entry + 1) of at least twice the capacity, probed linearly. Deletion shifts the following
+//! probe run back (no tombstones) and moves the last entry into the hole, so a table that sees
+//! endless insert/delete churn never degrades. A lookup visits at most every slot of `index`; with a
+//! load factor of at most one half it is short in practice.
 
 use alloc::vec::Vec;
 
-use ktap_protocol::image::{KeyKind, TableSpec};
-use ktap_protocol::limits::MAX_TABLE_CAPACITY;
+use ktap_protocol::image::{KeyKind, KeyShape, TableSpec, ValueKind};
+use ktap_protocol::limits::{MAX_KEYS, MAX_STR, MAX_TABLE_CAPACITY};
 
 use crate::error::AllocFailed;
 use crate::fixed::try_filled;
-use crate::verified::StrBuf;
 
 // entry numbers + 1 must fit the u16 index
 const _: () = assert!(MAX_TABLE_CAPACITY < u16::MAX as u32);
 
-/// A key to look up.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Key<'a> {
+/// Longest encoded key: every component a string of `MAX_STR` bytes.
+pub(crate) const KEY_MAX: usize = MAX_KEYS * (1 + MAX_STR);
+
+/// Aggregate value slots before the buckets.
+pub(crate) const AGG_COUNT: usize = 0;
+pub(crate) const AGG_SUM: usize = 1;
+pub(crate) const AGG_MIN: usize = 2;
+pub(crate) const AGG_MAX: usize = 3;
+pub(crate) const AGG_STATS: usize = 4;
+
+/// An encoded key being built (on the stack of one run).
+pub(crate) struct KeyBuf {
+    len: usize,
+    bytes: [u8; KEY_MAX],
+}
+
+impl KeyBuf {
+    pub(crate) fn new() -> KeyBuf {
+        KeyBuf { len: 0, bytes: [0; KEY_MAX] }
+    }
+
+    fn put(&mut self, b: &[u8]) {
+        for c in b {
+            if let Some(d) = self.bytes.get_mut(self.len) {
+                *d = *c;
+                self.len = self.len.wrapping_add(1);
+            }
+        }
+    }
+
+    pub(crate) fn int(&mut self, v: i64) {
+        self.put(&v.to_le_bytes());
+    }
+
+    pub(crate) fn str(&mut self, s: &[u8]) {
+        let s = s.get(..MAX_STR).unwrap_or(s);
+        self.put(&[s.len() as u8]);
+        self.put(s);
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        self.bytes.get(..self.len).unwrap_or(&[])
+    }
+}
+
+/// One decoded key component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Comp<'a> {
     Int(i64),
     Str(&'a [u8]),
 }
 
-#[derive(Debug)]
-enum Keys {
-    Int(Vec<i64>),
-    Str(Vec<StrBuf>),
+/// The components of an encoded key of shape `shape`.
+pub(crate) fn components(shape: KeyShape, mut enc: &[u8]) -> impl Iterator<Item = Comp<'_>> {
+    (0..usize::from(shape.n)).map_while(move |i| match shape.kind(i)? {
+        KeyKind::Int => {
+            let (b, rest) = enc.split_first_chunk::<8>()?;
+            enc = rest;
+            Some(Comp::Int(i64::from_le_bytes(*b)))
+        }
+        KeyKind::Str => {
+            let (n, rest) = enc.split_first()?;
+            let (s, rest) = rest.split_at_checked(usize::from(*n))?;
+            enc = rest;
+            Some(Comp::Str(s))
+        }
+    })
 }
 
 /// The insert was refused because the table holds `capacity` entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Full;
 
+fn key_stride(shape: KeyShape) -> usize {
+    (0..usize::from(shape.n))
+        .map(|i| if shape.kind(i) == Some(KeyKind::Str) { 1 + MAX_STR } else { 8 })
+        .fold(0usize, usize::saturating_add)
+}
+
+fn value_stride(v: &ValueKind) -> usize {
+    if v.is_aggregate() { AGG_STATS.saturating_add(v.buckets()) } else { 1 }
+}
+
+/// Bytes one entry of `spec` takes (keys, key length, values, hash, and at most 8 bytes of index),
+/// for the verifier's memory limit.
+pub(crate) fn entry_bytes(spec: &TableSpec) -> usize {
+    key_stride(spec.keys)
+        .saturating_add(2)
+        .saturating_add(value_stride(&spec.value).saturating_mul(8))
+        .saturating_add(12)
+}
+
 #[derive(Debug)]
 pub(crate) struct Table {
-    keys: Keys,
+    pub(crate) spec: TableSpec,
+    stride: usize,
+    vstride: usize,
+    keys: Vec<u8>,
+    klens: Vec<u16>,
     values: Vec<i64>,
     hashes: Vec<u32>,
     index: Vec<u16>,
@@ -53,32 +136,32 @@ fn mix(x: u64) -> u32 {
     (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as u32
 }
 
-fn hash(key: Key<'_>) -> u32 {
-    match key {
-        Key::Int(k) => mix(k as u64),
-        Key::Str(s) => {
-            // FNV-1a
-            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-            for b in s {
-                h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
-            }
-            mix(h ^ s.len() as u64)
-        }
+fn hash(key: &[u8]) -> u32 {
+    if let Ok(b) = <[u8; 8]>::try_from(key) {
+        return mix(u64::from_le_bytes(b));
     }
+    // FNV-1a
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    mix(h ^ key.len() as u64)
 }
 
 impl Table {
-    /// Allocate a table for `spec` (capacity already checked by the verifier).
+    /// Allocate a table for `spec` (shape, kind and capacity already checked by the verifier).
     pub(crate) fn new(spec: &TableSpec) -> Result<Table, AllocFailed> {
         let cap = spec.capacity.min(MAX_TABLE_CAPACITY) as usize;
         let slots = cap.saturating_mul(2).max(2).next_power_of_two();
-        let keys = match spec.key {
-            KeyKind::Int => Keys::Int(try_filled(cap, 0)?),
-            KeyKind::Str => Keys::Str(try_filled(cap, StrBuf::EMPTY)?),
-        };
+        let stride = key_stride(spec.keys);
+        let vstride = value_stride(&spec.value);
         Ok(Table {
-            keys,
-            values: try_filled(cap, 0)?,
+            spec: *spec,
+            stride,
+            vstride,
+            keys: try_filled(cap.saturating_mul(stride), 0)?,
+            klens: try_filled(cap, 0)?,
+            values: try_filled(cap.saturating_mul(vstride), 0)?,
             hashes: try_filled(cap, 0)?,
             index: try_filled(slots, 0)?,
             mask: slots.wrapping_sub(1),
@@ -93,20 +176,28 @@ impl Table {
     }
 
     fn capacity(&self) -> usize {
-        self.values.len()
+        self.klens.len()
     }
 
-    fn key_eq(&self, e: usize, key: Key<'_>) -> bool {
-        match (&self.keys, key) {
-            (Keys::Int(k), Key::Int(x)) => k.get(e) == Some(&x),
-            (Keys::Str(k), Key::Str(x)) => k.get(e).is_some_and(|s| s.as_bytes() == x),
-            _ => false,
-        }
+    fn key_of(&self, e: usize) -> &[u8] {
+        let start = e.wrapping_mul(self.stride);
+        let n = usize::from(self.klens.get(e).copied().unwrap_or(0));
+        self.keys.get(start..start.wrapping_add(n)).unwrap_or(&[])
+    }
+
+    fn vals(&self, e: usize) -> &[i64] {
+        let start = e.wrapping_mul(self.vstride);
+        self.values.get(start..start.wrapping_add(self.vstride)).unwrap_or(&[])
+    }
+
+    fn vals_mut(&mut self, e: usize) -> Option<&mut [i64]> {
+        let start = e.wrapping_mul(self.vstride);
+        self.values.get_mut(start..start.wrapping_add(self.vstride))
     }
 
     /// Probe for `key`: `(slot, Some(entry))` if present, `(empty slot, None)` if not.
     /// `None` only if the index has no empty slot, which the load factor rules out.
-    fn find(&self, key: Key<'_>, h: u32) -> Option<(usize, Option<usize>)> {
+    fn find(&self, key: &[u8], h: u32) -> Option<(usize, Option<usize>)> {
         let mut slot = h as usize & self.mask;
         for _ in 0..self.index.len() {
             let idx = *self.index.get(slot)?;
@@ -114,7 +205,7 @@ impl Table {
                 return Some((slot, None));
             }
             let e = usize::from(idx).wrapping_sub(1);
-            if self.hashes.get(e) == Some(&h) && self.key_eq(e, key) {
+            if self.hashes.get(e) == Some(&h) && self.key_of(e) == key {
                 return Some((slot, Some(e)));
             }
             slot = slot.wrapping_add(1) & self.mask;
@@ -122,41 +213,82 @@ impl Table {
         None
     }
 
-    /// The value for `key`, if present.
-    pub(crate) fn get(&self, key: Key<'_>) -> Option<i64> {
+    /// The value slots for `key` (one for int tables), if present.
+    pub(crate) fn get(&self, key: &[u8]) -> Option<&[i64]> {
         let (_, e) = self.find(key, hash(key))?;
-        self.values.get(e?).copied()
+        Some(self.vals(e?))
     }
 
-    /// The value slot for `key`, inserting 0 if absent. A full table refuses (and counts) the insert.
-    pub(crate) fn entry(&mut self, key: Key<'_>) -> Result<&mut i64, Full> {
+    /// The value slots for `key`, inserting an empty value if absent (0; for aggregates count 0 and
+    /// min/max ready for the first value). A full table refuses (and counts) the insert.
+    pub(crate) fn entry(&mut self, key: &[u8]) -> Result<&mut [i64], Full> {
         let h = hash(key);
         let (slot, found) = self.find(key, h).ok_or(Full)?;
         let e = match found {
             Some(e) => e,
             None => {
                 let e = self.len;
-                if e >= self.capacity() {
+                if e >= self.capacity() || key.len() > self.stride {
                     self.refused = self.refused.wrapping_add(1);
                     return Err(Full);
                 }
-                match (&mut self.keys, key) {
-                    (Keys::Int(k), Key::Int(x)) => *k.get_mut(e).ok_or(Full)? = x,
-                    (Keys::Str(k), Key::Str(x)) => k.get_mut(e).ok_or(Full)?.set(x),
-                    _ => return Err(Full),
-                }
+                let start = e.wrapping_mul(self.stride);
+                let dst = self.keys.get_mut(start..start.wrapping_add(key.len())).ok_or(Full)?;
+                dst.copy_from_slice(key);
+                *self.klens.get_mut(e).ok_or(Full)? = key.len() as u16;
                 *self.hashes.get_mut(e).ok_or(Full)? = h;
-                *self.values.get_mut(e).ok_or(Full)? = 0;
+                let aggregate = self.spec.value.is_aggregate();
+                let v = self.vals_mut(e).ok_or(Full)?;
+                v.fill(0);
+                if aggregate {
+                    if let Some(m) = v.get_mut(AGG_MIN) {
+                        *m = i64::MAX;
+                    }
+                    if let Some(m) = v.get_mut(AGG_MAX) {
+                        *m = i64::MIN;
+                    }
+                }
                 *self.index.get_mut(slot).ok_or(Full)? = (e as u16).wrapping_add(1);
                 self.len = e.wrapping_add(1);
                 e
             }
         };
-        self.values.get_mut(e).ok_or(Full)
+        self.vals_mut(e).ok_or(Full)
+    }
+
+    /// Record `x` into an aggregate entry's slots.
+    pub(crate) fn record(value: &ValueKind, v: &mut [i64], x: i64) {
+        if let [count, sum, min, max, buckets @ ..] = v {
+            *count = count.wrapping_add(1);
+            *sum = sum.wrapping_add(x);
+            *min = (*min).min(x);
+            *max = (*max).max(x);
+            let b = match *value {
+                ValueKind::Log2 if x <= 0 => 0,
+                ValueKind::Log2 => 64usize.wrapping_sub(x.leading_zeros() as usize),
+                ValueKind::Linear { min, step, nbuckets } => {
+                    let nb = usize::from(nbuckets);
+                    if x < min {
+                        nb
+                    } else {
+                        // in i128 so min and step anywhere in i64 cannot overflow
+                        let i = i128::from(x)
+                            .wrapping_sub(i128::from(min))
+                            .checked_div(i128::from(step))
+                            .unwrap_or(0);
+                        if i >= nb as i128 { nb.wrapping_add(1) } else { i as usize }
+                    }
+                }
+                ValueKind::Int | ValueKind::Stats => return,
+            };
+            if let Some(slot) = buckets.get_mut(b) {
+                *slot = slot.wrapping_add(1);
+            }
+        }
     }
 
     /// Remove `key` if present.
-    pub(crate) fn remove(&mut self, key: Key<'_>) {
+    pub(crate) fn remove(&mut self, key: &[u8]) {
         let Some((slot, Some(e))) = self.find(key, hash(key)) else { return };
         self.unlink(slot);
         let last = self.len.wrapping_sub(1);
@@ -164,6 +296,25 @@ impl Table {
             self.move_entry(last, e);
         }
         self.len = last;
+    }
+
+    /// Remove every entry: clears the index slots of the live entries only, so it costs O(len).
+    pub(crate) fn clear(&mut self) {
+        for e in 0..self.len {
+            let mut slot = self.hashes.get(e).copied().unwrap_or(0) as usize & self.mask;
+            let want = (e as u16).wrapping_add(1);
+            for _ in 0..self.index.len() {
+                match self.index.get_mut(slot) {
+                    Some(idx) if *idx == want => {
+                        *idx = 0;
+                        break;
+                    }
+                    None => break,
+                    Some(_) => slot = slot.wrapping_add(1) & self.mask,
+                }
+            }
+        }
+        self.len = 0;
     }
 
     /// Empty index slot `hole`, shifting later members of its probe run back (linear probing).
@@ -206,24 +357,27 @@ impl Table {
                 Some(_) => slot = slot.wrapping_add(1) & self.mask,
             }
         }
-        match &mut self.keys {
-            Keys::Int(k) => copy_within(k, from, to),
-            Keys::Str(k) => copy_within(k, from, to),
+        for i in 0..self.stride {
+            copy_within(
+                &mut self.keys,
+                from.wrapping_mul(self.stride).wrapping_add(i),
+                to.wrapping_mul(self.stride).wrapping_add(i),
+            );
         }
-        copy_within(&mut self.values, from, to);
+        for i in 0..self.vstride {
+            copy_within(
+                &mut self.values,
+                from.wrapping_mul(self.vstride).wrapping_add(i),
+                to.wrapping_mul(self.vstride).wrapping_add(i),
+            );
+        }
+        copy_within(&mut self.klens, from, to);
         copy_within(&mut self.hashes, from, to);
     }
 
-    /// Entry `e`: key and value.
-    pub(crate) fn entry_at(&self, e: usize) -> Option<(Key<'_>, i64)> {
-        if e >= self.len {
-            return None;
-        }
-        let key = match &self.keys {
-            Keys::Int(k) => Key::Int(*k.get(e)?),
-            Keys::Str(k) => Key::Str(k.get(e)?.as_bytes()),
-        };
-        Some((key, *self.values.get(e)?))
+    /// Entry `e`: encoded key and value slots.
+    pub(crate) fn entry_at(&self, e: usize) -> Option<(&[u8], &[i64])> {
+        (e < self.len).then(|| (self.key_of(e), self.vals(e)))
     }
 }
 
@@ -239,11 +393,18 @@ fn copy_within<T: Copy>(v: &mut [T], from: usize, to: usize) {
 mod tests {
     extern crate std;
     use std::collections::HashMap;
+    use std::vec::Vec;
 
     use super::*;
 
     fn int_table(cap: u32) -> Table {
-        Table::new(&TableSpec { key: KeyKind::Int, capacity: cap }).unwrap()
+        Table::new(&TableSpec::single(KeyKind::Int, cap)).unwrap()
+    }
+
+    fn ik(k: i64) -> KeyBuf {
+        let mut b = KeyBuf::new();
+        b.int(k);
+        b
     }
 
     #[test]
@@ -258,12 +419,12 @@ mod tests {
             let k = (x % 97) as i64 - 48;
             match x % 3 {
                 0 => {
-                    t.remove(Key::Int(k));
+                    t.remove(ik(k).as_bytes());
                     m.remove(&k);
                 }
-                _ => match t.entry(Key::Int(k)) {
+                _ => match t.entry(ik(k).as_bytes()) {
                     Ok(v) => {
-                        *v += 1;
+                        v[0] += 1;
                         *m.entry(k).or_default() += 1;
                     }
                     Err(Full) => assert!(m.len() == 64 && !m.contains_key(&k)),
@@ -272,30 +433,62 @@ mod tests {
             assert_eq!(t.len(), m.len());
         }
         for k in -48..=48 {
-            assert_eq!(t.get(Key::Int(k)), m.get(&k).copied());
+            assert_eq!(t.get(ik(k).as_bytes()).map(|v| v[0]), m.get(&k).copied());
         }
         let mut seen = 0;
-        while let Some((Key::Int(k), v)) = t.entry_at(seen) {
-            assert_eq!(m.get(&k), Some(&v));
+        while let Some((key, v)) = t.entry_at(seen) {
+            let Some(Comp::Int(k)) = components(t.spec.keys, key).next() else { panic!() };
+            assert_eq!(m.get(&k), Some(&v[0]));
             seen += 1;
         }
         assert_eq!(seen, m.len());
+        t.clear();
+        assert_eq!(t.len(), 0);
+        assert!(t.get(ik(0).as_bytes()).is_none());
+        assert!(t.index.iter().all(|i| *i == 0));
     }
 
     #[test]
-    fn string_keys_and_full_refusal() {
-        let mut t = Table::new(&TableSpec { key: KeyKind::Str, capacity: 2 }).unwrap();
-        *t.entry(Key::Str(b"a")).unwrap() += 5;
-        *t.entry(Key::Str(b"bb")).unwrap() += 7;
-        assert_eq!(t.entry(Key::Str(b"c")), Err(Full));
+    fn tuple_keys_decode_and_full_refusal() {
+        let spec = TableSpec {
+            keys: KeyShape::of(&[KeyKind::Str, KeyKind::Int]),
+            value: ValueKind::Int,
+            capacity: 2,
+        };
+        let mut t = Table::new(&spec).unwrap();
+        let key = |s: &[u8], i: i64| {
+            let mut b = KeyBuf::new();
+            b.str(s);
+            b.int(i);
+            b
+        };
+        t.entry(key(b"a", 1).as_bytes()).unwrap()[0] += 5;
+        t.entry(key(b"a", 2).as_bytes()).unwrap()[0] += 7;
+        assert_eq!(t.entry(key(b"c", 1).as_bytes()), Err(Full));
         assert_eq!(t.refused, 1);
-        assert_eq!(t.get(Key::Str(b"bb")), Some(7));
-        t.remove(Key::Str(b"a"));
-        assert_eq!(t.get(Key::Str(b"a")), None);
-        assert_eq!(t.get(Key::Str(b"bb")), Some(7));
-        *t.entry(Key::Str(b"c")).unwrap() = 1;
-        assert_eq!(t.len(), 2);
-        // a key of the wrong kind is never found and never inserted
-        assert_eq!(t.get(Key::Int(1)), None);
+        assert_eq!(t.get(key(b"a", 2).as_bytes()), Some(&[7][..]));
+        let (k, _) = t.entry_at(1).unwrap();
+        assert_eq!(components(spec.keys, k).collect::<Vec<_>>(), [Comp::Str(b"a"), Comp::Int(2)]);
+        t.remove(key(b"a", 1).as_bytes());
+        assert_eq!(t.get(key(b"a", 1).as_bytes()), None);
+        assert_eq!(t.get(key(b"a", 2).as_bytes()), Some(&[7][..]));
+    }
+
+    #[test]
+    fn aggregates_keep_stats_and_buckets() {
+        let log2 = ValueKind::Log2;
+        let mut v = [0, 0, i64::MAX, i64::MIN].to_vec();
+        v.extend([0; 64]);
+        for x in [0, 1, 2, 3, 1000, -7, i64::MAX] {
+            Table::record(&log2, &mut v, x);
+        }
+        assert_eq!(&v[..4], &[7, i64::MAX.wrapping_add(999), -7, i64::MAX]);
+        assert_eq!((v[4], v[5], v[6], v[4 + 10], v[4 + 63]), (2, 1, 2, 1, 1));
+        let lin = ValueKind::Linear { min: 10, step: 5, nbuckets: 2 };
+        let mut v = [0, 0, i64::MAX, i64::MIN, 0, 0, 0, 0].to_vec();
+        for x in [9, 10, 14, 15, 20, i64::MIN] {
+            Table::record(&lin, &mut v, x);
+        }
+        assert_eq!(&v[4..], &[2, 1, 2, 1]);
     }
 }

@@ -7,8 +7,8 @@
 
 use alloc::vec::Vec;
 
-use ktap_protocol::image::{ArgKind, ProbeKind, TableSpec};
-use ktap_protocol::isa::CtxField;
+use ktap_protocol::image::{ArgKind, ProbeKind, RetKind, TableSpec};
+use ktap_protocol::isa::{CtxField, Stat, Width};
 use ktap_protocol::limits::{MAX_ARGS, MAX_PROBE_NAME, MAX_STR};
 
 /// A string value of at most `MAX_STR` bytes, stored inline (string registers, string table keys).
@@ -93,7 +93,8 @@ pub enum AluOp {
     Shr,
 }
 
-/// A printf argument list: `n` argument bytes (see `ktap_protocol::isa::Arg`).
+/// A register list (printf arguments, call arguments, table keys): `n` argument bytes (see
+/// `ktap_protocol::isa::Arg`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ArgList {
     /// Number of arguments in use.
@@ -143,26 +144,46 @@ pub enum Op {
     Lds { d: u8, s: u16 },
     /// `sd = ss`.
     Movs { d: u8, s: u8 },
-    /// `rd = tables[t][rk]`.
-    Tld { d: u8, t: u8, k: u8 },
-    /// `rd = tables[t][sk]`.
-    Tlds { d: u8, t: u8, k: u8 },
-    /// `tables[t][rk] = rv`.
-    Tst { t: u8, k: u8, v: u8 },
-    /// `tables[t][sk] = rv`.
-    Tsts { t: u8, k: u8, v: u8 },
-    /// `tables[t][rk] += rv`.
-    Tadd { t: u8, k: u8, v: u8 },
-    /// `tables[t][sk] += rv`.
-    Tadds { t: u8, k: u8, v: u8 },
-    /// Delete `tables[t][rk]`.
-    Tdel { t: u8, k: u8 },
-    /// Delete `tables[t][sk]`.
-    Tdels { t: u8, k: u8 },
+    /// `rd = tables[t][keys]` (0 when absent).
+    Tld { d: u8, t: u8, keys: ArgList },
+    /// `tables[t][keys] = rv`.
+    Tst { t: u8, keys: ArgList, v: u8 },
+    /// `tables[t][keys] += rv`.
+    Tadd { t: u8, keys: ArgList, v: u8 },
+    /// Delete `tables[t][keys]`.
+    Tdel { t: u8, keys: ArgList },
+    /// Empty table `t`.
+    Tclr { t: u8 },
+    /// `rd = len(tables[t])`.
+    Tlen { d: u8, t: u8 },
+    /// Record `rv` into the aggregate `tables[t][keys]`.
+    Tagg { t: u8, keys: ArgList, v: u8 },
+    /// `rd = stat(tables[t][keys])`.
+    Tstat { d: u8, t: u8, keys: ArgList, stat: Stat },
+    /// Next entry at index >= `rc` into `keys`/`rv`, `rc` = index + 1; else jump to `to`.
+    Tnext { c: u8, t: u8, keys: ArgList, v: u8, to: u32 },
     /// Emit a printf record for format `f`.
     Printf { f: u16, args: ArgList },
     /// Emit every entry of table `t`, then an end-of-table record.
     Ptable { t: u8 },
+    /// Call function `f` with `args`; its result goes to `rd` (or `sd` when `str_result`).
+    Call { d: u8, f: u16, args: ArgList, str_result: bool },
+    /// Return `rs` (int functions).
+    Retv { s: u8 },
+    /// Return `ss` (string functions).
+    Rets { s: u8 },
+    /// `rd = *(width *)(ra + off)` through the no-fault copy (0 on a fault).
+    Ldk { d: u8, a: u8, off: i32, w: Width },
+    /// `sd = string at ra`, at most `rm` bytes, kernel or `user` memory ("" on a fault).
+    Kstr { d: u8, a: u8, m: u8, user: bool },
+    /// `rd = len(ss)`.
+    Slen { d: u8, s: u8 },
+    /// `sd = sa . sb`, cut at `MAX_STR`.
+    Scat { d: u8, a: u8, b: u8 },
+    /// `sd = up to depth kernel return addresses`.
+    Kstack { d: u8, depth: u8 },
+    /// Emit an Exit record and end the hit.
+    Exit,
 }
 
 /// A function after verification.
@@ -176,6 +197,12 @@ pub struct FuncInfo {
     pub n_int: u8,
     /// String registers in its frame.
     pub n_str: u8,
+    /// Integer parameters (r0..).
+    pub params_int: u8,
+    /// String parameters (s0..).
+    pub params_str: u8,
+    /// What it returns.
+    pub ret: RetKind,
 }
 
 /// A probe spec, owned.
@@ -185,15 +212,17 @@ pub struct ProbeInfo {
     pub kind: ProbeKind,
     /// Function run on each hit.
     pub func: u16,
-    /// Kernel address (kprobes, kretprobes), 0 otherwise.
+    /// Kernel address (kprobes, kretprobes), period in ns (timers), 0 otherwise.
     pub addr: u64,
+    /// `PROBE_EVERY_CPU` for a timer on every CPU, else 0.
+    pub flags: u8,
     name_len: u8,
     name: [u8; MAX_PROBE_NAME],
 }
 
 impl ProbeInfo {
-    pub(crate) fn new(kind: ProbeKind, func: u16, addr: u64, name: &[u8]) -> ProbeInfo {
-        let mut p = ProbeInfo { kind, func, addr, name_len: 0, name: [0; MAX_PROBE_NAME] };
+    pub(crate) fn new(kind: ProbeKind, func: u16, addr: u64, flags: u8, name: &[u8]) -> ProbeInfo {
+        let mut p = ProbeInfo { kind, func, addr, flags, name_len: 0, name: [0; MAX_PROBE_NAME] };
         for (d, c) in p.name.iter_mut().zip(name) {
             *d = *c;
             p.name_len = p.name_len.wrapping_add(1);
@@ -264,6 +293,10 @@ pub struct Verified {
     pub(crate) formats: Vec<FormatSpec>,
     pub(crate) globals: u16,
     pub(crate) budget: u32,
+    /// Integer registers of the deepest call path (what the interpreter preallocates).
+    pub(crate) stack_int: usize,
+    /// String registers of the deepest call path.
+    pub(crate) stack_str: usize,
 }
 
 impl Verified {
@@ -317,6 +350,11 @@ impl Verified {
     /// Number of integer globals.
     pub fn globals(&self) -> u16 {
         self.globals
+    }
+
+    /// Integer and string registers the deepest call path needs (all frames together).
+    pub fn stack_regs(&self) -> (usize, usize) {
+        (self.stack_int, self.stack_str)
     }
 
     /// Budget per hit (the image's, or `DEFAULT_BUDGET` when it asked for 0).

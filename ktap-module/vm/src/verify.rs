@@ -1,25 +1,36 @@
 //! The verifier: a pure function from a parsed image to a [`Verified`] program or the first problem.
 //!
-//! Checks run in a fixed order (program-wide limits, tables, functions, probes, then each function's
-//! code), so the same image always gives the same error. Per function it works in two passes: find
-//! the instruction starts, then check every operand (driven by `Opcode::operands`, the ISA table) and
-//! resolve jumps to instruction indices.
+//! Checks run in a fixed order (program-wide limits, tables, functions, probes, each function's code,
+//! then the call graph), so the same image always gives the same error. Per function it works in two
+//! passes: find the instruction starts, then check every operand (driven by `Opcode::operands`, the
+//! ISA table) and resolve jumps to instruction indices. The call graph pass is iterative (Kahn's
+//! topological sort), never recursive: the verifier runs on a kernel stack too.
 
 use alloc::vec::Vec;
 
-use ktap_protocol::image::{ArgKind, FuncSpec, Image, KeyKind, ProbeKind, SectionKind, TableSpec};
-use ktap_protocol::isa::{self, Arg, CtxField, DecodeError, Insn, Opcode, OperandKind};
+use ktap_protocol::image::{
+    ArgKind, FuncSpec, Image, KeyKind, PROBE_ENTRY_FIXED, PROBE_EVERY_CPU, ProbeKind, RetKind, SectionKind,
+    TableSpec, ValueKind, frame_bytes,
+};
+use ktap_protocol::isa::{self, Arg, CtxField, DecodeError, Insn, Opcode, OperandKind, Stat, Width};
 use ktap_protocol::limits::{
-    DEFAULT_BUDGET, MAX_ARGS, MAX_BUDGET, MAX_CODE, MAX_FUNCS, MAX_GLOBALS, MAX_INT_REGS, MAX_PROBES,
-    MAX_STR_REGS, MAX_TABLE_CAPACITY, MAX_TABLES,
+    DEFAULT_BUDGET, MAX_ARGS, MAX_BUDGET, MAX_CALL_DEPTH, MAX_CODE, MAX_FRAME_BUDGET, MAX_FUNCS, MAX_GLOBALS,
+    MAX_INT_REGS, MAX_LINEAR_BUCKETS, MAX_PROBES, MAX_STACK, MAX_STR_REGS, MAX_TABLE_BYTES,
+    MAX_TABLE_CAPACITY, MAX_TABLES, MAX_TIMER_PERIOD_NS, MIN_TIMER_PERIOD_NS,
 };
 
 use crate::error::VerifyError as E;
 use crate::fixed::try_push;
+use crate::table::entry_bytes;
 use crate::verified::{AluOp, ArgList, Cond, FormatSpec, FuncInfo, Op, ProbeInfo, Verified};
 
-/// A probe entry is 12 bytes of fixed fields followed by the name (see `ktap_protocol::image`).
-const PROBE_ENTRY_FIXED: usize = 12;
+/// A call found in the code: caller, callee, image offset of the call.
+#[derive(Clone, Copy)]
+struct Edge {
+    from: u16,
+    to: u16,
+    offset: u32,
+}
 
 fn off32(x: usize) -> u32 {
     u32::try_from(x).unwrap_or(u32::MAX)
@@ -41,15 +52,19 @@ pub fn verify(image: &Image<'_>) -> Result<Verified, E> {
         formats: Vec::new(),
         globals: image.globals,
         budget: if image.budget == 0 { DEFAULT_BUDGET } else { image.budget },
+        stack_int: 0,
+        stack_str: 0,
     };
     check_limits(image)?;
     pools(image, &mut v)?;
     tables(image, &mut v)?;
     let specs = funcs(image)?;
-    probes(image, &mut v, specs.len())?;
+    probes(image, &mut v, &specs)?;
+    let mut edges = Vec::new();
     for (i, spec) in specs.iter().enumerate() {
-        code(image, &mut v, spec, i, specs.len())?;
+        code(image, &mut v, spec, i, &specs, &mut edges)?;
     }
+    call_graph(image, &mut v, &specs, &edges)?;
     Ok(v)
 }
 
@@ -64,6 +79,10 @@ fn check_limits(image: &Image<'_>) -> Result<(), E> {
     if image.budget > MAX_BUDGET {
         let offset = off32(image.section_offset(SectionKind::Meta));
         return Err(E::BudgetTooLarge { offset, budget: image.budget });
+    }
+    if image.frame_budget > MAX_FRAME_BUDGET {
+        let offset = off32(image.section_offset(SectionKind::Meta).wrapping_add(4));
+        return Err(E::FrameBudgetTooLarge { offset, budget: image.frame_budget });
     }
     Ok(())
 }
@@ -91,9 +110,21 @@ fn tables(image: &Image<'_>, v: &mut Verified) -> Result<(), E> {
         return Err(E::TooManyTables { offset, count: off32(count) });
     }
     for (i, t) in image.tables().enumerate() {
+        let offset = off32(image.table_entry_offset(i));
+        let table = i as u8;
+        if !t.keys.is_valid() {
+            return Err(E::BadKeyShape { offset, table });
+        }
+        if let ValueKind::Linear { step, nbuckets, .. } = t.value {
+            if step <= 0 || nbuckets == 0 || nbuckets > MAX_LINEAR_BUCKETS {
+                return Err(E::BadAggSpec { offset, table });
+            }
+        }
         if t.capacity == 0 || t.capacity > MAX_TABLE_CAPACITY {
-            let offset = off32(image.table_entry_offset(i));
             return Err(E::BadTableCapacity { offset, capacity: t.capacity });
+        }
+        if entry_bytes(&t).saturating_mul(t.capacity as usize) > MAX_TABLE_BYTES {
+            return Err(E::TableTooLarge { offset, table });
         }
         try_push(&mut v.tables, t)?;
     }
@@ -121,6 +152,9 @@ fn funcs(image: &Image<'_>) -> Result<Vec<FuncSpec>, E> {
         if f.n_int > MAX_INT_REGS || f.n_str > MAX_STR_REGS {
             return Err(E::FrameTooLarge { offset, func });
         }
+        if f.params_int > f.n_int || f.params_str > f.n_str {
+            return Err(E::BadParams { offset, func });
+        }
         let overlaps = specs.iter().any(|g| {
             let g_end = u64::from(g.code_off).wrapping_add(u64::from(g.code_len));
             u64::from(f.code_off) < g_end && u64::from(g.code_off) < end
@@ -133,7 +167,7 @@ fn funcs(image: &Image<'_>) -> Result<Vec<FuncSpec>, E> {
     Ok(specs)
 }
 
-fn probes(image: &Image<'_>, v: &mut Verified, nfuncs: usize) -> Result<(), E> {
+fn probes(image: &Image<'_>, v: &mut Verified, specs: &[FuncSpec]) -> Result<(), E> {
     let base = image.section_offset(SectionKind::Probes).wrapping_add(2);
     let mut at = base;
     let mut result = Ok(());
@@ -148,10 +182,23 @@ fn probes(image: &Image<'_>, v: &mut Verified, nfuncs: usize) -> Result<(), E> {
             return;
         }
         let check = || -> Result<(), E> {
-            if usize::from(p.func) >= nfuncs {
+            let Some(f) = specs.get(usize::from(p.func)) else {
                 return Err(E::ProbeFuncOutOfRange { offset, probe });
+            };
+            if f.params_int != 0 || f.params_str != 0 || f.ret != RetKind::Void {
+                return Err(E::BadHandler { offset, probe });
+            }
+            let flags_ok = match p.kind {
+                ProbeKind::Timer => p.flags & !PROBE_EVERY_CPU == 0,
+                _ => p.flags == 0,
+            };
+            if !flags_ok {
+                return Err(E::BadProbeFlags { offset, probe });
             }
             match p.kind {
+                ProbeKind::Timer if !(MIN_TIMER_PERIOD_NS..=MAX_TIMER_PERIOD_NS).contains(&p.addr) => {
+                    return Err(E::TimerPeriodOutOfRange { offset, probe, period: p.addr });
+                }
                 ProbeKind::Begin if begin => return Err(E::DuplicateBegin { offset }),
                 ProbeKind::End if end => return Err(E::DuplicateEnd { offset }),
                 ProbeKind::Kprobe | ProbeKind::Kretprobe if p.addr == 0 => {
@@ -167,7 +214,7 @@ fn probes(image: &Image<'_>, v: &mut Verified, nfuncs: usize) -> Result<(), E> {
         result = check().and_then(|()| {
             begin |= p.kind == ProbeKind::Begin;
             end |= p.kind == ProbeKind::End;
-            Ok(try_push(&mut v.probes, ProbeInfo::new(p.kind, p.func, p.addr, p.name))?)
+            Ok(try_push(&mut v.probes, ProbeInfo::new(p.kind, p.func, p.addr, p.flags, p.name))?)
         });
     });
     if count > MAX_PROBES as usize {
@@ -178,7 +225,14 @@ fn probes(image: &Image<'_>, v: &mut Verified, nfuncs: usize) -> Result<(), E> {
 }
 
 /// Decode and check one function, appending its instructions to `v.ops`.
-fn code(image: &Image<'_>, v: &mut Verified, spec: &FuncSpec, index: usize, nfuncs: usize) -> Result<(), E> {
+fn code(
+    image: &Image<'_>,
+    v: &mut Verified,
+    spec: &FuncSpec,
+    index: usize,
+    specs: &[FuncSpec],
+    edges: &mut Vec<Edge>,
+) -> Result<(), E> {
     let start = spec.code_off as usize;
     let body = image.code.get(start..start.wrapping_add(spec.code_len as usize)).unwrap_or(&[]);
     // image offset of byte `o` of this function
@@ -202,23 +256,36 @@ fn code(image: &Image<'_>, v: &mut Verified, spec: &FuncSpec, index: usize, nfun
     let Some(last) = last else {
         return Err(E::EmptyFunc { offset: off32(image.func_entry_offset(index)), func: index as u16 });
     };
-    if !matches!(last.op, Opcode::Ret | Opcode::Jmp) {
+    if !matches!(last.op, Opcode::Ret | Opcode::Retv | Opcode::Rets | Opcode::Jmp | Opcode::Exit) {
         return Err(E::FallsThrough { offset: at(last.offset) });
     }
     let count = v.offsets.len().wrapping_sub(first);
 
     // pass 2: operands, jumps, conversion
-    let ctx = Check { v: &*v, spec, first, count, base, nfuncs };
+    let ctx = Check { v: &*v, spec, first, count, base, specs };
     let mut ops = Vec::new();
     for insn in isa::decode_all(body).flatten() {
         try_push(&mut ops, ctx.insn(&insn)?)?;
+        if matches!(insn.op, Opcode::Call | Opcode::Calls) {
+            let edge =
+                Edge { from: index as u16, to: insn.op(1) as u16, offset: base.wrapping_add(insn.offset) };
+            try_push(edges, edge)?;
+        }
     }
     for op in ops {
         try_push(&mut v.ops, op)?;
     }
     try_push(
         &mut v.funcs,
-        FuncInfo { start: off32(first), len: off32(count), n_int: spec.n_int, n_str: spec.n_str },
+        FuncInfo {
+            start: off32(first),
+            len: off32(count),
+            n_int: spec.n_int,
+            n_str: spec.n_str,
+            params_int: spec.params_int,
+            params_str: spec.params_str,
+            ret: spec.ret,
+        },
     )?;
     Ok(())
 }
@@ -233,8 +300,8 @@ struct Check<'v> {
     count: usize,
     /// Image offset of the function's first byte.
     base: u32,
-    /// Number of functions in the program.
-    nfuncs: usize,
+    /// Every function's spec.
+    specs: &'v [FuncSpec],
 }
 
 impl Check<'_> {
@@ -272,11 +339,20 @@ impl Check<'_> {
                 OperandKind::Format if !idx(self.v.formats.len()) => {
                     return Err(E::FormatOutOfRange { offset, index: val as u16 });
                 }
-                OperandKind::Func if !idx(self.nfuncs) => {
+                OperandKind::Func if !idx(self.specs.len()) => {
                     return Err(E::FuncOutOfRange { offset, index: val as u16 });
                 }
                 OperandKind::Ctx if CtxField::from_byte(val as u8).is_none() => {
                     return Err(E::UnknownCtxField { offset, field: val as u8 });
+                }
+                OperandKind::Stat if Stat::from_byte(val as u8).is_none() => {
+                    return Err(E::BadSelector { offset });
+                }
+                OperandKind::Width if Width::from_byte(val as u8).is_none() => {
+                    return Err(E::BadSelector { offset });
+                }
+                OperandKind::Count if val == 0 || val as usize > MAX_STACK => {
+                    return Err(E::BadSelector { offset });
                 }
                 OperandKind::Jump => to = self.jump(insn, offset)?,
                 _ => {}
@@ -314,37 +390,196 @@ impl Check<'_> {
     /// Checks that depend on the opcode, not just the operand kinds.
     fn semantics(&self, insn: &Insn, offset: u32) -> Result<(), E> {
         use Opcode as O;
-        let key = match insn.op {
-            O::Tld | O::Tlds => Some((insn.op(1), insn.op == O::Tld)),
-            O::Tst | O::Tsts | O::Tadd | O::Tadds | O::Tdel | O::Tdels => {
-                Some((insn.op(0), matches!(insn.op, O::Tst | O::Tadd | O::Tdel)))
-            }
+        // (table operand slot, whether the op reads/writes ints or aggregates, has a key list)
+        let table_op = match insn.op {
+            O::Tld | O::Tnext => Some((1, None)),
+            O::Tst | O::Tadd => Some((0, Some(false))),
+            O::Tagg => Some((0, Some(true))),
+            O::Tstat => Some((1, Some(true))),
+            O::Tdel => Some((0, None)),
             _ => None,
         };
-        if let Some((table, int_keyed)) = key {
-            let want = if int_keyed { KeyKind::Int } else { KeyKind::Str };
-            let spec: Option<&TableSpec> = self.v.tables.get(table as usize);
-            if spec.map(|t| t.key) != Some(want) {
-                return Err(E::TableKeyMismatch { offset, table: table as u8 });
+        if let Some((slot, aggregate)) = table_op {
+            let table = insn.op(slot) as u8;
+            let spec = self.v.tables.get(usize::from(table)).copied();
+            let Some(spec) = spec else { return Err(E::TableOutOfRange { offset, index: table }) };
+            if !keys_match(&spec, insn) {
+                return Err(E::TableKeyMismatch { offset, table });
+            }
+            let plain_int = insn.op == O::Tld;
+            if aggregate.is_some_and(|a| a != spec.value.is_aggregate())
+                || plain_int && spec.value.is_aggregate()
+            {
+                return Err(E::TableValueMismatch { offset, table });
             }
         }
-        if insn.op == O::Printf {
-            let format = insn.op(0) as u16;
-            let spec = self.v.formats.get(format as usize).copied().unwrap_or(FormatSpec::new(&[]));
-            if spec.nargs() != insn.nargs {
-                return Err(E::PrintfArgCount { offset, format });
+        match insn.op {
+            O::Printf => {
+                let format = insn.op(0) as u16;
+                let spec = self.v.formats.get(format as usize).copied().unwrap_or(FormatSpec::new(&[]));
+                if spec.nargs() != insn.nargs {
+                    return Err(E::PrintfArgCount { offset, format });
+                }
+                for (i, a) in insn.arg_list().enumerate() {
+                    if spec.arg(i as u8) != Some(arg_kind(a)) {
+                        return Err(E::PrintfArgKind { offset, arg: i as u8 });
+                    }
+                }
             }
-            for (i, a) in insn.arg_list().enumerate() {
-                let kind = match a {
-                    Arg::Int(_) => ArgKind::Int,
-                    Arg::Str(_) => ArgKind::Str,
+            O::Call | O::Calls => {
+                let func = insn.op(1) as u16;
+                let callee = self.specs.get(usize::from(func)).copied().unwrap_or_default();
+                let ints = insn.arg_list().filter(|a| matches!(a, Arg::Int(_))).count();
+                let strs = usize::from(insn.nargs).wrapping_sub(ints);
+                if ints != usize::from(callee.params_int) || strs != usize::from(callee.params_str) {
+                    return Err(E::CallArgMismatch { offset, func });
+                }
+                if (insn.op == O::Calls) != (callee.ret == RetKind::Str) {
+                    return Err(E::CallResultMismatch { offset, func });
+                }
+            }
+            O::Ret | O::Retv | O::Rets => {
+                let want = match insn.op {
+                    O::Ret => RetKind::Void,
+                    O::Retv => RetKind::Int,
+                    _ => RetKind::Str,
                 };
-                if spec.arg(i as u8) != Some(kind) {
-                    return Err(E::PrintfArgKind { offset, arg: i as u8 });
+                if want != self.spec.ret {
+                    return Err(E::ReturnKindMismatch { offset });
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn arg_kind(a: Arg) -> ArgKind {
+    match a {
+        Arg::Int(_) => ArgKind::Int,
+        Arg::Str(_) => ArgKind::Str,
+    }
+}
+
+/// Whether the instruction's key list has exactly the table's key shape.
+fn keys_match(spec: &TableSpec, insn: &Insn) -> bool {
+    insn.nargs == spec.keys.n
+        && insn.arg_list().enumerate().all(|(i, a)| {
+            let kind = match a {
+                Arg::Int(_) => KeyKind::Int,
+                Arg::Str(_) => KeyKind::Str,
+            };
+            spec.keys.kind(i) == Some(kind)
+        })
+}
+
+/// Check the call graph: no cycle, depth within `MAX_CALL_DEPTH`, frames of the deepest path within
+/// the declared frame budget; record the registers the deepest path needs.
+fn call_graph(image: &Image<'_>, v: &mut Verified, specs: &[FuncSpec], edges: &[Edge]) -> Result<(), E> {
+    let n = specs.len();
+    // Kahn's algorithm on the reversed graph: a function is done once every callee is done.
+    let mut pending: Vec<u32> = crate::fixed::try_filled(n, 0)?;
+    for e in edges {
+        if let Some(p) = pending.get_mut(usize::from(e.from)) {
+            *p = p.wrapping_add(1);
+        }
+    }
+    let mut order: Vec<u16> = Vec::new();
+    order.try_reserve_exact(n).map_err(|_| E::OutOfMemory)?;
+    for (f, p) in pending.iter().enumerate() {
+        if *p == 0 {
+            try_push(&mut order, f as u16)?;
+        }
+    }
+    // depth (nested calls), frame bytes, int and str registers of the deepest path from each function,
+    // and the call that leads into it
+    let mut depth: Vec<u32> = crate::fixed::try_filled(n, 0)?;
+    let mut bytes: Vec<u32> = crate::fixed::try_filled(n, 0)?;
+    let mut ints: Vec<u32> = crate::fixed::try_filled(n, 0)?;
+    let mut strs: Vec<u32> = crate::fixed::try_filled(n, 0)?;
+    let mut via: Vec<u32> = crate::fixed::try_filled(n, 0)?;
+    let mut next = 0usize;
+    while let Some(&f) = order.get(next) {
+        next = next.wrapping_add(1);
+        let fi = usize::from(f);
+        let spec = specs.get(fi).copied().unwrap_or_default();
+        let (mut d, mut b, mut ri, mut rs, mut at) = (0u32, 0u32, 0u32, 0u32, 0u32);
+        for e in edges.iter().filter(|e| e.from == f) {
+            let t = usize::from(e.to);
+            let cd = depth.get(t).copied().unwrap_or(0).saturating_add(1);
+            let cb = bytes.get(t).copied().unwrap_or(0);
+            if cd > d || (cd == d && cb > b) {
+                at = e.offset;
+            }
+            d = d.max(cd);
+            b = b.max(cb);
+            ri = ri.max(ints.get(t).copied().unwrap_or(0));
+            rs = rs.max(strs.get(t).copied().unwrap_or(0));
+        }
+        let own = frame_bytes(spec.n_int, spec.n_str);
+        for (vec, val) in [
+            (&mut depth, d),
+            (&mut bytes, b.saturating_add(own)),
+            (&mut ints, ri.saturating_add(spec.n_int.into())),
+            (&mut strs, rs.saturating_add(spec.n_str.into())),
+            (&mut via, at),
+        ] {
+            if let Some(x) = vec.get_mut(fi) {
+                *x = val;
+            }
+        }
+        // every caller of f has one callee fewer to wait for
+        for e in edges.iter().filter(|e| e.to == f) {
+            if let Some(p) = pending.get_mut(usize::from(e.from)) {
+                *p = p.wrapping_sub(1);
+                if *p == 0 {
+                    try_push(&mut order, e.from)?;
                 }
             }
         }
-        Ok(())
+    }
+    if order.len() < n {
+        return Err(cycle(edges, &pending));
+    }
+    let budget = if image.frame_budget == 0 { MAX_FRAME_BUDGET } else { image.frame_budget };
+    for f in 0..n {
+        let d = depth.get(f).copied().unwrap_or(0);
+        let at = via.get(f).copied().unwrap_or(0);
+        let entry = off32(image.func_entry_offset(f));
+        if d as usize > MAX_CALL_DEPTH {
+            return Err(E::CallTooDeep { offset: at, depth: d });
+        }
+        let need = bytes.get(f).copied().unwrap_or(0);
+        if need > budget {
+            let offset = if d == 0 { entry } else { at };
+            return Err(E::FrameBudgetExceeded { offset, need, budget });
+        }
+    }
+    v.stack_int = ints.iter().copied().max().unwrap_or(0) as usize;
+    v.stack_str = strs.iter().copied().max().unwrap_or(0) as usize;
+    Ok(())
+}
+
+/// The error for a call graph with a cycle. `pending[f] != 0` for every function on a cycle or
+/// calling into one. Walk callee edges among those, starting at the lowest such function, until a
+/// function repeats: that one is on a cycle, and its call to the next function on the walk closes it.
+fn cycle(edges: &[Edge], pending: &[u32]) -> E {
+    let stuck = |f: u16| pending.get(usize::from(f)).is_some_and(|p| *p != 0);
+    let Some(start) = (0..pending.len()).map(|f| f as u16).find(|f| stuck(*f)) else {
+        return E::OutOfMemory;
+    };
+    // a stuck function always calls another stuck one; after pending.len() steps the walk is on a cycle
+    let step = |f: u16| edges.iter().find(|e| e.from == f && stuck(e.to));
+    let mut f = start;
+    for _ in 0..pending.len() {
+        match step(f) {
+            Some(e) => f = e.to,
+            None => break,
+        }
+    }
+    match step(f) {
+        Some(e) => E::Recursion { offset: e.offset, func: e.from },
+        None => E::OutOfMemory,
     }
 }
 
@@ -389,21 +624,45 @@ fn convert(insn: &Insn, to: u32) -> Op {
         O::Comm => Op::Comm { d: r(0) },
         O::Lds => Op::Lds { d: r(0), s: w(1) },
         O::Movs => Op::Movs { d: r(0), s: r(1) },
-        O::Tld => Op::Tld { d: r(0), t: r(1), k: r(2) },
-        O::Tlds => Op::Tlds { d: r(0), t: r(1), k: r(2) },
-        O::Tst => Op::Tst { t: r(0), k: r(1), v: r(2) },
-        O::Tsts => Op::Tsts { t: r(0), k: r(1), v: r(2) },
-        O::Tadd => Op::Tadd { t: r(0), k: r(1), v: r(2) },
-        O::Tadds => Op::Tadds { t: r(0), k: r(1), v: r(2) },
-        O::Tdel => Op::Tdel { t: r(0), k: r(1) },
-        O::Tdels => Op::Tdels { t: r(0), k: r(1) },
-        O::Printf => {
-            let mut bytes = [0u8; MAX_ARGS];
-            for (d, s) in bytes.iter_mut().zip(insn.args.iter().take(insn.nargs.into())) {
-                *d = *s;
-            }
-            Op::Printf { f: w(0), args: ArgList { n: insn.nargs, bytes } }
-        }
+        O::Tld => Op::Tld { d: r(0), t: r(1), keys: list(insn) },
+        O::Tst => Op::Tst { t: r(0), keys: list(insn), v: r(1) },
+        O::Tadd => Op::Tadd { t: r(0), keys: list(insn), v: r(1) },
+        O::Tdel => Op::Tdel { t: r(0), keys: list(insn) },
+        O::Tclr => Op::Tclr { t: r(0) },
+        O::Tlen => Op::Tlen { d: r(0), t: r(1) },
+        O::Tagg => Op::Tagg { t: r(0), keys: list(insn), v: r(1) },
+        O::Tstat => Op::Tstat {
+            d: r(0),
+            t: r(1),
+            keys: list(insn),
+            stat: Stat::from_byte(r(2)).unwrap_or(Stat::Count),
+        },
+        O::Tnext => Op::Tnext { c: r(0), t: r(1), keys: list(insn), v: r(2), to },
+        O::Printf => Op::Printf { f: w(0), args: list(insn) },
+        O::Call => Op::Call { d: r(0), f: w(1), args: list(insn), str_result: false },
+        O::Calls => Op::Call { d: r(0), f: w(1), args: list(insn), str_result: true },
+        O::Retv => Op::Retv { s: r(0) },
+        O::Rets => Op::Rets { s: r(0) },
+        O::Ldk => Op::Ldk {
+            d: r(0),
+            a: r(1),
+            off: insn.op(2),
+            w: Width::from_byte(r(3)).unwrap_or(Width { bytes: 1, signed: false }),
+        },
+        O::Kstr => Op::Kstr { d: r(0), a: r(1), m: r(2), user: false },
+        O::Ustr => Op::Kstr { d: r(0), a: r(1), m: r(2), user: true },
+        O::Slen => Op::Slen { d: r(0), s: r(1) },
+        O::Scat => Op::Scat { d: r(0), a: r(1), b: r(2) },
+        O::Kstack => Op::Kstack { d: r(0), depth: r(1) },
+        O::Exit => Op::Exit,
         O::Ptable => Op::Ptable { t: r(0) },
     }
+}
+
+fn list(insn: &Insn) -> ArgList {
+    let mut bytes = [0u8; MAX_ARGS];
+    for (d, s) in bytes.iter_mut().zip(insn.args.iter().take(insn.nargs.into())) {
+        *d = *s;
+    }
+    ArgList { n: insn.nargs, bytes }
 }

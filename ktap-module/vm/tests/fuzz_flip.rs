@@ -34,14 +34,14 @@ fn rich() -> ImageBuilder {
             neg r5, r5
             not r5, r5
             mov r1, r5
-            tadd t0, r3, r5
-            tst t0, r0, r3
-            tld r5, t0, r0
-            tdel t0, r1
-            tadds t1, s0, r3
-            tsts t1, s1, r3
-            tlds r5, t1, s2
-            tdels t1, s2
+            tadd t0, (r3), r5
+            tst t0, (r0), r3
+            tld r5, t0, (r0)
+            tdel t0, (r1)
+            tadd t1, (s0), r3
+            tst t1, (s1), r3
+            tld r5, t1, (s2)
+            tdel t1, (s2)
             stg g0, r5
             addg g1, r3
             ldg r5, g1
@@ -67,12 +67,17 @@ fn rich() -> ImageBuilder {
     a.b.consts = vec![5];
     a.b.strings = vec![b"dd".to_vec()];
     a.b.globals = 2;
-    a.b.tables =
-        vec![TableSpec { key: KeyKind::Int, capacity: 4 }, TableSpec { key: KeyKind::Str, capacity: 2 }];
+    a.b.tables = vec![TableSpec::single(KeyKind::Int, 4), TableSpec::single(KeyKind::Str, 2)];
     a.b.formats = vec![vec![ArgKind::Int, ArgKind::Str]];
     a.b.probes = vec![
-        OwnedProbe { kind: ProbeKind::Kprobe, func: 0, addr: 0xc010_0000, name: b"vfs_read".to_vec() },
-        OwnedProbe { kind: ProbeKind::End, func: 1, addr: 0, name: vec![] },
+        OwnedProbe {
+            kind: ProbeKind::Kprobe,
+            func: 0,
+            addr: 0xc010_0000,
+            flags: 0,
+            name: b"vfs_read".to_vec(),
+        },
+        OwnedProbe { kind: ProbeKind::End, func: 1, addr: 0, flags: 0, name: vec![] },
     ];
     a.b.budget = 2000;
     a.b

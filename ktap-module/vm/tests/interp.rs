@@ -158,7 +158,7 @@ fn context_comm_and_printf_records() {
     a.b.formats = vec![vec![], vec![ArgKind::Int, ArgKind::Str, ArgKind::Int, ArgKind::Int]];
     let mut p = program(&a);
     let mut env = TestEnv {
-        comm: b"a-very-long-command-name-that-is-longer-than-sixty-four-bytes-in-total".to_vec(),
+        comm: b"a-very-long-command-name-that-is-longer-than-max-str-bytes-in-total-".repeat(2),
         ..Default::default()
     };
     p.run(0, &mut env).unwrap();
@@ -167,7 +167,7 @@ fn context_comm_and_printf_records() {
     let (kind, id, vals) = &recs[0];
     assert_eq!((*kind, *id), (RecordKind::Printf, 1));
     assert_eq!(vals[0], V::I(42));
-    assert_eq!(vals[1], V::S(env.comm[..64].to_vec()));
+    assert_eq!(vals[1], V::S(env.comm[..ktap_protocol::limits::MAX_STR].to_vec()));
     assert_eq!(vals[2..], [V::I(102), V::I(-5)]);
 }
 
@@ -198,23 +198,23 @@ fn counting_program(capacity: u32) -> Asm {
         .func count int=3
             ctx r0, arg0         ; key
             movi r1, 1
-            tadd t0, r0, r1
+            tadd t0, (r0), r1
             ret
         .func read int=3
             ctx r0, arg0
-            tld r1, t0, r0
+            tld r1, t0, (r0)
             stg g0, r1
             ret
         .func del int=3
             ctx r0, arg0
-            tdel t0, r0
+            tdel t0, (r0)
             ret
         .func dump
             ptable t0
             ret
     ");
     a.b.globals = 1;
-    a.b.tables = vec![TableSpec { key: KeyKind::Int, capacity }];
+    a.b.tables = vec![TableSpec::single(KeyKind::Int, capacity)];
     a
 }
 
@@ -224,7 +224,7 @@ impl ktap_vm::Env for KeyEnv {
     fn ctx(&mut self, f: ktap_protocol::isa::CtxField) -> i64 {
         if f == ktap_protocol::isa::CtxField::Arg0 { self.1 } else { self.0.ctx(f) }
     }
-    fn comm(&mut self, out: &mut [u8; 64]) -> usize {
+    fn comm(&mut self, out: &mut [u8; ktap_protocol::limits::MAX_STR]) -> usize {
         self.0.comm(out)
     }
     fn emit(&mut self, r: &[u8]) -> bool {
@@ -277,20 +277,20 @@ fn string_tables() {
         .func main int=2 str=2
             comm s0
             movi r0, 5
-            tadds t0, s0, r0
+            tadd t0, (s0), r0
             lds s1, str0
             movi r1, 1
-            tsts t0, s1, r1
-            tsts t0, s1, r1      ; overwrite, not add
-            tlds r0, t0, s0
+            tst t0, (s1), r1
+            tst t0, (s1), r1      ; overwrite, not add
+            tld r0, t0, (s0)
             stg g0, r0
-            tdels t0, s1
+            tdel t0, (s1)
             ptable t0
             ret
     ");
     a.b.globals = 1;
     a.b.strings = vec![b"other".to_vec()];
-    a.b.tables = vec![TableSpec { key: KeyKind::Str, capacity: 4 }];
+    a.b.tables = vec![TableSpec::single(KeyKind::Str, 4)];
     let mut p = program(&a);
     let mut env = TestEnv::default();
     p.run(0, &mut env).unwrap();

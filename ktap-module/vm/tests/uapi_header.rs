@@ -270,12 +270,16 @@ fn vm_header_matches_the_glue_and_the_protocol() {
             ("KTAP_PROBE_TRACEPOINT", ProbeKind::Tracepoint as i64),
             ("KTAP_PROBE_BEGIN", ProbeKind::Begin as i64),
             ("KTAP_PROBE_END", ProbeKind::End as i64),
+            ("KTAP_PROBE_TIMER", ProbeKind::Timer as i64),
             ("KTAP_CTX_PID", ctx(CtxField::Pid)),
             ("KTAP_CTX_TID", ctx(CtxField::Tid)),
             ("KTAP_CTX_CPU", ctx(CtxField::Cpu)),
             ("KTAP_CTX_UID", ctx(CtxField::Uid)),
             ("KTAP_CTX_TIME_NS", ctx(CtxField::TimeNs)),
             ("KTAP_CTX_RETVAL", ctx(CtxField::Retval)),
+            ("KTAP_CTX_WALL_NS", ctx(CtxField::WallNs)),
+            ("KTAP_CTX_NUM_CPUS", ctx(CtxField::NumCpus)),
+            ("KTAP_CTX_IN_INTERRUPT", ctx(CtxField::InInterrupt)),
             ("KTAP_CTX_ARG0", ctx(CtxField::Arg0)),
             ("KTAP_CTX_NARGS", CtxField::ALL.iter().filter(|(f, _)| f.arg_index().is_some()).count() as i64),
             ("KTAP_MAX_PROBE_NAME", limits::MAX_PROBE_NAME as i64),
@@ -291,7 +295,7 @@ fn vm_header_matches_the_glue_and_the_protocol() {
     // every context field the VM can ask for is one the C side knows
     for (f, name) in CtxField::ALL {
         let n = *f as i64;
-        assert!(n <= 5 || (16..16 + 10).contains(&n), "ctx field {name} ({n}) unknown to ktap_hit_ctx");
+        assert!(n <= 8 || (16..16 + 10).contains(&n), "ctx field {name} ({n}) unknown to ktap_hit_ctx");
     }
     let env = defines(&h);
     let ffi = read("glue/src/ffi.rs");

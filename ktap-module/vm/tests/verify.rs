@@ -15,7 +15,7 @@ use std::path::Path;
 use common::asm;
 use ktap_protocol::asm::assemble;
 use ktap_protocol::image::build::{ImageBuilder, OwnedProbe};
-use ktap_protocol::image::{ArgKind, Image, KeyKind, ProbeKind, SectionKind, TableSpec};
+use ktap_protocol::image::{ArgKind, Image, KeyKind, PROBE_ENTRY_FIXED, ProbeKind, SectionKind, TableSpec};
 use ktap_protocol::limits::*;
 use ktap_vm::{VerifyError as E, describe_code, verify};
 
@@ -26,7 +26,7 @@ fn result(b: &ImageBuilder) -> Result<ktap_vm::Verified, E> {
 }
 
 fn probe(kind: ProbeKind, func: u16, addr: u64, name: &str) -> OwnedProbe {
-    OwnedProbe { kind, func, addr, name: name.as_bytes().to_vec() }
+    OwnedProbe { kind, func, addr, flags: 0, name: name.as_bytes().to_vec() }
 }
 
 /// `IntRegOutOfRange at 40 { reg: 4 }` for `IntRegOutOfRange { offset: 40, reg: 4 }`.
@@ -61,8 +61,10 @@ fn anchors(img: &Image<'_>, b: &ImageBuilder) -> BTreeSet<u32> {
     let mut at = img.section_offset(SectionKind::Probes) as u32 + 2;
     for p in &b.probes {
         set.insert(at);
-        at += 12 + p.name.len() as u32;
+        at += PROBE_ENTRY_FIXED as u32 + p.name.len() as u32;
     }
+    // the frame budget field of the meta section
+    set.insert(img.section_offset(SectionKind::Meta) as u32 + 4);
     set
 }
 
@@ -151,10 +153,10 @@ fn a_well_formed_program_verifies() {
             comm s0
             lds s1, str0
             jseq s0, s1, skip
-            tadds t1, s0, r0
+            tadd t1, (s0), r0
         skip:
             ldc r1, c0
-            tadd t0, r0, r1
+            tadd t0, (r0), r1
             printf f0, (r0, s0)
             addi r2, r2, 1
             jlt r2, r1, top
@@ -166,8 +168,7 @@ fn a_well_formed_program_verifies() {
     ");
     a.b.consts = vec![3];
     a.b.strings = vec![b"dd".to_vec()];
-    a.b.tables =
-        vec![TableSpec { key: KeyKind::Int, capacity: 8 }, TableSpec { key: KeyKind::Str, capacity: 8 }];
+    a.b.tables = vec![TableSpec::single(KeyKind::Int, 8), TableSpec::single(KeyKind::Str, 8)];
     a.b.formats = vec![vec![ArgKind::Int, ArgKind::Str]];
     a.b.probes = vec![probe(ProbeKind::Kprobe, 0, 0xc000_1000, "vfs_read"), probe(ProbeKind::End, 1, 0, "")];
     let v = result(&a.b).unwrap();
@@ -223,6 +224,22 @@ fn every_variant() -> Vec<E> {
         E::BadTableCapacity { offset: 1, capacity: 0 },
         E::TooManyGlobals { offset: 1, count: 0 },
         E::BudgetTooLarge { offset: 1, budget: 0 },
+        E::TableValueMismatch { offset: 1, table: 0 },
+        E::BadKeyShape { offset: 1, table: 0 },
+        E::BadAggSpec { offset: 1, table: 0 },
+        E::TableTooLarge { offset: 1, table: 0 },
+        E::BadSelector { offset: 1 },
+        E::CallArgMismatch { offset: 1, func: 0 },
+        E::CallResultMismatch { offset: 1, func: 0 },
+        E::ReturnKindMismatch { offset: 1 },
+        E::Recursion { offset: 1, func: 0 },
+        E::CallTooDeep { offset: 1, depth: 0 },
+        E::FrameBudgetExceeded { offset: 1, need: 0, budget: 0 },
+        E::FrameBudgetTooLarge { offset: 1, budget: 0 },
+        E::BadParams { offset: 1, func: 0 },
+        E::TimerPeriodOutOfRange { offset: 1, probe: 0, period: 0 },
+        E::BadHandler { offset: 1, probe: 0 },
+        E::BadProbeFlags { offset: 1, probe: 0 },
         E::OutOfMemory,
     ]
 }

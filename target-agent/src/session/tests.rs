@@ -165,7 +165,7 @@ fn multi_chunk_upload_reassembles() {
     // an image spanning several chunks (a big build-id section is not allowed, so pad the code)
     let mut b = ktap_protocol::image::build::ImageBuilder {
         code: vec![0; 3000],
-        funcs: vec![ktap_protocol::image::FuncSpec { code_off: 0, code_len: 3000, n_int: 0, n_str: 0 }],
+        funcs: vec![ktap_protocol::image::FuncSpec { code_off: 0, code_len: 3000, ..Default::default() }],
         build_id: BUILD_ID.to_vec(),
         ..Default::default()
     };

@@ -46,11 +46,8 @@ impl Lower<'_, '_> {
                 let Some(k) = self.key(t, key) else { return Val::Err };
                 self.reset(m);
                 let dst = self.alloc_int(e.span);
-                match k {
-                    Val::Str(s) => self.emit(Opcode::Tlds, &[dst as i32, t as i32, s as i32]),
-                    Val::Int(r) => self.emit(Opcode::Tld, &[dst as i32, t as i32, r as i32]),
-                    Val::Void | Val::Err => return Val::Err,
-                }
+                let Some(key) = k.key_arg() else { return Val::Err };
+                self.emit_keyed(Opcode::Tld, &[dst as i32, t as i32], key);
                 Val::Int(dst)
             }
             ExprKind::Unary { op: UnOp::Neg, operand } => {

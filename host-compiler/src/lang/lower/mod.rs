@@ -184,6 +184,17 @@ enum Val {
     Err,
 }
 
+impl Val {
+    /// This value as one entry of a table key list.
+    fn key_arg(self) -> Option<ktap_protocol::isa::Arg> {
+        match self {
+            Val::Int(r) => Some(ktap_protocol::isa::Arg::Int(r)),
+            Val::Str(r) => Some(ktap_protocol::isa::Arg::Str(r)),
+            Val::Void | Val::Err => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Global {
     Int(u16),

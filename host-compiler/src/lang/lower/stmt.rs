@@ -248,38 +248,34 @@ impl Lower<'_, '_> {
             _ => self.expr(value),
         };
         let Some(r) = self.expect_int(v, value, op_text) else { return };
-        let (st, ld, add) = match k {
-            Val::Str(_) => (Opcode::Tsts, Opcode::Tlds, Opcode::Tadds),
-            _ => (Opcode::Tst, Opcode::Tld, Opcode::Tadd),
-        };
-        let kr = match k {
-            Val::Int(r) | Val::Str(r) => r as i32,
-            Val::Void | Val::Err => return,
-        };
+        let Some(key) = k.key_arg() else { return };
         let t = t as i32;
         match op {
-            None => self.emit(st, &[t, kr, r as i32]),
-            Some(BinOp::Add) => self.emit(add, &[t, kr, r as i32]),
+            None => self.emit_keyed(Opcode::Tst, &[t, r as i32], key),
+            Some(BinOp::Add) => self.emit_keyed(Opcode::Tadd, &[t, r as i32], key),
             Some(BinOp::Sub) => {
                 let n = self.alloc_int(value.span);
                 self.emit(Opcode::Neg, &[n as i32, r as i32]);
-                self.emit(add, &[t, kr, n as i32]);
+                self.emit_keyed(Opcode::Tadd, &[t, n as i32], key);
             }
             Some(o) => {
                 let n = self.alloc_int(value.span);
-                self.emit(ld, &[n as i32, t, kr]);
+                self.emit_keyed(Opcode::Tld, &[n as i32, t], key);
                 self.emit(arith(o), &[n as i32, n as i32, r as i32]);
-                self.emit(st, &[t, kr, n as i32]);
+                self.emit_keyed(Opcode::Tst, &[t, n as i32], key);
             }
         }
     }
 
     pub(super) fn table_add(&mut self, t: u8, k: Val, r: u8) {
-        match k {
-            Val::Str(s) => self.emit(Opcode::Tadds, &[t as i32, s as i32, r as i32]),
-            Val::Int(i) => self.emit(Opcode::Tadd, &[t as i32, i as i32, r as i32]),
-            Val::Void | Val::Err => {}
+        if let Some(key) = k.key_arg() {
+            self.emit_keyed(Opcode::Tadd, &[t as i32, r as i32], key);
         }
+    }
+
+    /// Emit a table op whose key list is the single register `key` (ISA v2 key lists).
+    pub(super) fn emit_keyed(&mut self, op: Opcode, ops: &[i32], key: ktap_protocol::isa::Arg) {
+        ktap_protocol::isa::encode(&mut self.f.code, op, ops, &[key]);
     }
 
     /// The table a base expression names; reports anything else.

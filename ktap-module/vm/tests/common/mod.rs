@@ -46,6 +46,8 @@ pub fn asm(src: &str) -> Asm {
 pub enum V {
     I(i64),
     S(Vec<u8>),
+    /// The non-empty buckets of an aggregate: (bucket, count).
+    B(Vec<(u8, u32)>),
 }
 
 /// An [`Env`] with fixed context values that keeps what the VM emits.
@@ -54,11 +56,30 @@ pub struct TestEnv {
     pub records: Vec<Vec<u8>>,
     /// Emits beyond this many are refused (a full ring).
     pub room: usize,
+    /// Readable memory: (address, bytes); everything else faults.
+    pub mem: Vec<(u64, Vec<u8>)>,
+    /// The kernel stack `kstack` sees.
+    pub stack: Vec<u64>,
 }
 
 impl Default for TestEnv {
     fn default() -> Self {
-        TestEnv { comm: b"dd".to_vec(), records: Vec::new(), room: usize::MAX }
+        TestEnv {
+            comm: b"dd".to_vec(),
+            records: Vec::new(),
+            room: usize::MAX,
+            mem: Vec::new(),
+            stack: Vec::new(),
+        }
+    }
+}
+
+impl TestEnv {
+    fn bytes_at(&self, addr: u64, len: usize) -> Option<&[u8]> {
+        self.mem.iter().find_map(|(a, b)| {
+            let off = usize::try_from(addr.checked_sub(*a)?).ok()?;
+            b.get(off..off.checked_add(len)?)
+        })
     }
 }
 
@@ -74,6 +95,7 @@ impl TestEnv {
                     .map(|v| match v.unwrap() {
                         Value::Int(i) => V::I(i),
                         Value::Str(s) => V::S(s.to_vec()),
+                        b @ Value::Buckets(_) => V::B(b.buckets().collect()),
                     })
                     .collect();
                 (r.kind, r.id, vals)
@@ -107,5 +129,32 @@ impl Env for TestEnv {
         }
         self.records.push(record.to_vec());
         true
+    }
+
+    fn read_kernel(&mut self, addr: u64, out: &mut [u8]) -> bool {
+        match self.bytes_at(addr, out.len()) {
+            Some(b) => {
+                out.copy_from_slice(b);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn read_str(&mut self, _user: bool, addr: u64, out: &mut [u8]) -> Option<usize> {
+        for (i, d) in out.iter_mut().enumerate() {
+            let b = self.bytes_at(addr + i as u64, 1)?[0];
+            if b == 0 {
+                return Some(i);
+            }
+            *d = b;
+        }
+        Some(out.len())
+    }
+
+    fn kstack(&mut self, out: &mut [u64]) -> usize {
+        let n = out.len().min(self.stack.len());
+        out[..n].copy_from_slice(&self.stack[..n]);
+        n
     }
 }
