@@ -244,3 +244,67 @@ fn symbols_cli_prints_json() {
     let text = String::from_utf8(text.stdout).unwrap();
     assert!(text.starts_with("struct qstr {") && text.contains("/* size: 16 */"), "{text}");
 }
+
+/// The index cache only saves time: a cold build, a cache hit and a rebuild after the cache file
+/// is corrupted all answer the same.
+#[test]
+fn cache_hits_and_misses_give_the_same_answers() {
+    let Some(v) = kernel() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let answers = |v: &Vmlinux| {
+        let skb = v.type_named("struct sk_buff").unwrap();
+        (
+            v.layout(skb).unwrap(),
+            v.function_info("tcp_sendmsg").unwrap(),
+            v.tracepoint_info("sched", "sched_switch").unwrap(),
+        )
+    };
+    let open = || {
+        let mut v = Vmlinux::open(v.path()).unwrap();
+        v.set_cache_dir(Some(dir.path().to_owned()));
+        v
+    };
+    let cold = open();
+    assert!(!cold.prepare_types().unwrap(), "an empty cache dir cannot hit");
+    let want = answers(&cold);
+    let warm = open();
+    assert!(warm.prepare_types().unwrap(), "the first run stored the index");
+    assert_eq!(answers(&warm), want);
+    assert_eq!(answers(v), want, "the user cache (or a fresh build) agrees too");
+    // truncate every cache file: a miss, rebuilt, same answers
+    for f in std::fs::read_dir(dir.path().join("symbols")).unwrap().flatten() {
+        let len = std::fs::metadata(f.path()).unwrap().len();
+        std::fs::OpenOptions::new().write(true).open(f.path()).unwrap().set_len(len / 2).unwrap();
+    }
+    let again = open();
+    assert!(!again.prepare_types().unwrap(), "a truncated cache file is a miss");
+    assert_eq!(answers(&again), want);
+}
+
+/// `DEFINE_EVENT` events share their class's record: `sched_wakeup` is in class `sched_wakeup_template`.
+#[test]
+fn define_event_records_come_from_the_class() {
+    let Some(v) = kernel() else { return };
+    let t = v.tracepoint_info("sched", "sched_wakeup").unwrap();
+    let names: Vec<&str> = t.params.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["p"]);
+    let rec = t.record.expect("the class's record");
+    assert_eq!(rec.name, "trace_event_raw_sched_wakeup_template");
+}
+
+/// The System.map shipped beside the vmlinux: symbols agree with the ELF symbol table, and type
+/// queries get the needs-DWARF error.
+#[test]
+fn system_map_agrees_with_the_symbol_table() {
+    let Some(v) = kernel() else { return };
+    let name = v.path().file_name().unwrap().to_str().unwrap().replacen("vmlinux-", "System.map-", 1);
+    let map = ktap_host::vmlinux::symmap::SymbolMap::open(&v.path().with_file_name(name)).unwrap();
+    for f in ["vfs_read", "do_sys_openat2", "tcp_sendmsg"] {
+        assert_eq!(map.kprobe_addr(f).unwrap(), v.function(f).unwrap(), "{f}");
+    }
+    map.tracepoint("sched", "sched_switch").unwrap();
+    let e = map.params(ParamsOf::Function("vfs_read")).unwrap_err();
+    assert!(e.contains("needs a vmlinux with DWARF"), "{e}");
+    let (s, off) = map.at(v.function("vfs_read").unwrap() + 8).unwrap();
+    assert_eq!((s.name.as_str(), off), ("vfs_read", 8));
+}

@@ -38,7 +38,7 @@ pub struct TracepointInfo {
     pub params: Vec<Param>,
     /// The function they were read from (`__traceiter_<event>`).
     pub from: String,
-    /// `struct trace_event_raw_<event>` (the record ftrace writes), when the kernel has one by that name.
+    /// The record ftrace writes: `struct trace_event_raw_<event>`, or that of its `DEFINE_EVENT` class.
     pub record: Option<Layout>,
 }
 
@@ -63,15 +63,17 @@ impl Vmlinux {
     }
 
     /// Make sure the DWARF index exists (cached or built now). Returns whether it came from the cache.
+    /// Made already (by an earlier query) counts as a hit.
     pub fn prepare_types(&self) -> Result<bool, String> {
-        let mut cached = true;
+        let mut hit = true;
         self.index
             .get_or_init(|| {
-                cached = false;
-                self.load_or_build_index()
+                let (index, from_disk) = self.load_or_build_index()?;
+                hit = from_disk;
+                Ok(index)
             })
             .as_ref()
-            .map(|_| cached)
+            .map(|_| hit)
             .map_err(Clone::clone)
     }
 
@@ -89,17 +91,18 @@ impl Vmlinux {
         self.cache_dir = dir;
     }
 
-    fn load_or_build_index(&self) -> Result<Index, String> {
+    /// The index, and whether it came from the cache.
+    fn load_or_build_index(&self) -> Result<(Index, bool), String> {
         let key = self.cache_key();
         self.dwarf_usable()?;
         if let Some(i) = self.cache_dir.as_deref().and_then(|root| cache::load(root, &key)) {
-            return Ok(i);
+            return Ok((i, true));
         }
         let idx = self.build_index()?;
         if let Some(Err(e)) = self.cache_dir.as_deref().map(|root| cache::store(root, &key, &idx)) {
             eprintln!("warning: cannot cache the DWARF index of {}: {e}", self.path.display());
         }
-        Ok(idx)
+        Ok((idx, false))
     }
 
     fn dwarf_usable(&self) -> Result<(), String> {
@@ -203,8 +206,8 @@ impl Vmlinux {
                 continue;
             };
             let params = d.tracepoint_params(die)?;
-            let record = match d.index.types.get(&format!("struct trace_event_raw_{event}")) {
-                Some(&o) => Some(d.layout(TypeRef(o))?),
+            let record = match self.event_class(&d, event) {
+                Some(class) => Some(d.layout(class)?),
                 None => None,
             };
             return Ok(TracepointInfo { params, from, record });
@@ -213,6 +216,23 @@ impl Vmlinux {
             "tracepoint `{subsys}:{event}` exists, but its arguments are unknown: no DWARF for {}",
             tried.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(" or ")
         ))
+    }
+
+    /// The record struct of an event: `trace_event_raw_<event>` for a `TRACE_EVENT`, else that of its
+    /// class for a `DEFINE_EVENT`, found through the class its `event_<event>` points to.
+    fn event_class(&self, d: &Debug<'_>, event: &str) -> Option<TypeRef> {
+        let raw =
+            |name: &str| d.index.types.get(&format!("struct trace_event_raw_{name}")).map(|&o| TypeRef(o));
+        if let Some(t) = raw(event) {
+            return Some(t);
+        }
+        let call = d.type_by_name("struct trace_event_call").ok()?;
+        let class_off = d.member(call, "class").ok()?.offset;
+        let var =
+            self.symbols_named(&format!("event_{event}")).ok()?.into_iter().find(|s| s.kind == "object")?;
+        let class_addr = self.word_at(var.addr.checked_add(class_off)?)?;
+        let (sym, 0) = self.symbol_at(class_addr).ok()?? else { return None };
+        raw(sym.name.strip_prefix("event_class_")?)
     }
 
     /// A type by its C name (`struct sk_buff`, `u32`, `enum pid_type`).

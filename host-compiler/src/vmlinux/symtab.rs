@@ -68,4 +68,24 @@ impl Vmlinux {
             (s, off)
         }))
     }
+
+    /// The pointer-sized word the file holds at link-time address `addr` (initialised data, before
+    /// any relocation at boot: what static initialisers such as `event_<name>.class` point to).
+    pub fn word_at(&self, addr: u64) -> Option<u64> {
+        let elf = Elf::parse(&self.map).ok()?;
+        let width = if self.is_64 { 8 } else { 4 };
+        let sh = elf.section_headers.iter().find(|sh| {
+            sh.sh_type == goblin::elf::section_header::SHT_PROGBITS
+                && sh.sh_addr <= addr
+                && addr.checked_add(width).is_some_and(|end| end <= sh.sh_addr + sh.sh_size)
+        })?;
+        let off = usize::try_from(sh.sh_offset + (addr - sh.sh_addr)).ok()?;
+        let bytes = self.map.get(off..off + width as usize)?;
+        Some(match (self.is_64, self.little_endian) {
+            (true, true) => u64::from_le_bytes(bytes.try_into().ok()?),
+            (true, false) => u64::from_be_bytes(bytes.try_into().ok()?),
+            (false, true) => u64::from(u32::from_le_bytes(bytes.try_into().ok()?)),
+            (false, false) => u64::from(u32::from_be_bytes(bytes.try_into().ok()?)),
+        })
+    }
 }

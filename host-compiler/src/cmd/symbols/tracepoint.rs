@@ -50,7 +50,10 @@ pub(crate) fn run(source: &Source, args: &Args, as_json: bool) -> anyhow::Result
             let _ = writeln!(out, "\ntrace record:\n{}", layout_text(r));
         }
         None => {
-            let _ = writeln!(out, "\n(no `struct trace_event_raw_{event}`: the event uses a shared class)");
+            let _ = writeln!(
+                out,
+                "\n(no trace record layout: `{event}` is a bare tracepoint, or its class has no DWARF)"
+            );
         }
     }
     Ok(out)
