@@ -1,0 +1,112 @@
+//! Symbol speed against Debian's 244 MB armmp `-dbg` vmlinux: the cold DWARF index (first query on
+//! a new kernel), a cached query (every later compile), and `pahole -C` for the same structs in the
+//! same run. `cargo bench -p ktap-host --bench symbols`; figures go to docs/benchmarks.md.
+//!
+//! Each measured iteration is what a `ktap-host` run does: open the vmlinux, get the index (built,
+//! or read from the cache), answer the sample queries.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use criterion::Criterion;
+use ktap_host::vmlinux::Vmlinux;
+
+/// The sample corpus: what scripts ask about most.
+const STRUCTS: [&str; 3] = ["sk_buff", "task_struct", "file"];
+const FUNCS: [&str; 3] = ["do_sys_openat2", "vfs_read", "tcp_sendmsg"];
+
+fn vmlinux() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("KTAP_VMLINUX") {
+        return Some(PathBuf::from(p));
+    }
+    let root = PathBuf::from(std::env::var_os("HOME")?).join(".cache/ktap-rs/kernels/armhf-armmp");
+    let versions = std::fs::read_dir(&root).ok()?.flatten().map(|e| e.path());
+    for v in versions.filter(|v| v.join("complete").exists()) {
+        let boot = v.join("root/usr/lib/debug/boot");
+        let found = std::fs::read_dir(&boot)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("vmlinux-")));
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
+}
+
+/// One compile's worth of symbol work.
+fn queries(path: &Path, cache: Option<&Path>) {
+    let mut v = Vmlinux::open(path).expect("open vmlinux");
+    v.set_cache_dir(cache.map(Path::to_owned));
+    for s in STRUCTS {
+        let ty = v.type_named(&format!("struct {s}")).expect("struct");
+        std::hint::black_box(v.layout(ty).expect("layout"));
+    }
+    for f in FUNCS {
+        std::hint::black_box(v.function_info(f).expect("function"));
+    }
+}
+
+fn main() {
+    let Some(path) = vmlinux() else {
+        eprintln!("symbols bench: no armmp -dbg vmlinux (run `cargo xtask setup`): skipped");
+        return;
+    };
+    let mut c = Criterion::default().configure_from_args();
+    let cache = tempfile::tempdir().expect("temp dir");
+    queries(&path, Some(cache.path())); // fill the cache
+    let mut g = c.benchmark_group("symbols");
+    g.sample_size(10).measurement_time(Duration::from_secs(20)).warm_up_time(Duration::from_secs(1));
+    g.bench_function("open (ELF symbols only)", |b| b.iter(|| Vmlinux::open(&path).expect("open")));
+    g.bench_function("open + cached index", |b| {
+        b.iter(|| {
+            let mut v = Vmlinux::open(&path).expect("open");
+            v.set_cache_dir(Some(cache.path().to_owned()));
+            assert!(v.prepare_types().expect("index"));
+        })
+    });
+    g.bench_function("cold index + queries (no cache)", |b| b.iter(|| queries(&path, None)));
+    g.bench_function("cached queries (in process)", |b| b.iter(|| queries(&path, Some(cache.path()))));
+    let host = env!("CARGO_BIN_EXE_ktap-host");
+    g.bench_function("ktap-host symbols type 'struct sk_buff' (cached, process)", |b| {
+        b.iter(|| {
+            let o = Command::new(host)
+                .env("KTAP_CACHE", cache.path())
+                .args(["symbols", "--vmlinux"])
+                .arg(&path)
+                .args(["type", "struct sk_buff"])
+                .output()
+                .expect("ktap-host");
+            assert!(o.status.success());
+        })
+    });
+    if Command::new("pahole").arg("--version").output().is_ok() {
+        let list = STRUCTS.join(",");
+        g.bench_function("pahole -F dwarf -C sk_buff,task_struct,file (process)", |b| {
+            b.iter(|| {
+                let o = Command::new("pahole")
+                    .args(["-F", "dwarf", "-C", &list])
+                    .arg(&path)
+                    .output()
+                    .expect("pahole");
+                assert!(o.status.success() && !o.stdout.is_empty());
+            })
+        });
+        g.bench_function("pahole -F dwarf -C sk_buff (process)", |b| {
+            b.iter(|| {
+                let o = Command::new("pahole")
+                    .args(["-F", "dwarf", "-C", "sk_buff"])
+                    .arg(&path)
+                    .output()
+                    .expect("pahole");
+                assert!(o.status.success() && !o.stdout.is_empty());
+            })
+        });
+    } else {
+        eprintln!("symbols bench: pahole (dwarves) is not installed: its rows are skipped");
+    }
+    g.finish();
+    c.final_summary();
+}
