@@ -216,6 +216,11 @@ impl<'a, D: Device, L: Link> Session<'a, D, L> {
         self.core.counters
     }
 
+    /// When the last decoded message from the host arrived (ms, the clock `feed` was given; 0: never).
+    pub fn last_rx(&self) -> u64 {
+        self.core.last_rx
+    }
+
     /// Records dropped for lack of link capacity since the program was loaded.
     pub fn link_dropped(&self) -> u64 {
         self.core.link_dropped

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 use ktap_host::board::Board;
 use ktap_host::qemu::{Artifacts, Guest};
 
+pub mod relay;
+pub mod sshd;
+
 /// What the tests run against.
 pub struct TestEnv {
     /// The board under test.
@@ -151,6 +154,35 @@ impl HostRun {
         let g = self.out.0.lock().unwrap();
         (status, g.stdout.clone(), g.stderr.clone())
     }
+}
+
+/// A script of `tests/scripts/`.
+pub fn script(name: &str) -> PathBuf {
+    workspace().join("tests/scripts").join(name)
+}
+
+/// A fresh scratch directory under `target/e2e-tmp`, unique to this test process and `name`.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = workspace().join("target/e2e-tmp").join(format!("{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    dir
+}
+
+/// The count a `print(table)` line reports for `key` (the last number on the line starting with it).
+pub fn count_for(out: &str, key: &str) -> Option<u64> {
+    out.lines()
+        .find(|l| l.split_whitespace().next() == Some(key))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|n| n.parse().ok())
+}
+
+/// The probes the guest kernel has registered (`/sys/kernel/debug/kprobes/list`).
+pub fn kprobes(guest: &mut Guest) -> String {
+    guest
+        .console
+        .run_ok("cat /sys/kernel/debug/kprobes/list", Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Lines of `dmesg` that mean the kernel is unhappy.

@@ -160,18 +160,18 @@ fn killing_the_host_disarms_every_probe_and_the_module_unloads() {
     assert!(list.contains("vfs_read"), "probe not armed:\n{list}");
     run.signal("KILL");
     let killed = Instant::now();
-    let _ = run.finish(T);
+    // The promise (issue 6): disarmed within 2 s of the host dying. Each check's answer reflects the
+    // kernel's state after the check was sent, so a check that reads "armed" at >= 2 s is a failure.
     loop {
+        let asked = killed.elapsed();
         let list = guest.console.run_ok("cat /sys/kernel/debug/kprobes/list", T).unwrap();
         if !list.contains("vfs_read") {
             break;
         }
-        assert!(
-            killed.elapsed() < Duration::from_secs(10),
-            "probe still armed 10 s after the host died:\n{list}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
+        assert!(asked < Duration::from_secs(2), "probe still armed {asked:?} after the host died:\n{list}");
+        std::thread::sleep(Duration::from_millis(50));
     }
+    let _ = run.finish(T);
     eprintln!("disarmed {:.1} s after the host was killed", killed.elapsed().as_secs_f64());
     guest.console.run_ok("rmmod ktap", T).unwrap();
     let lsmod = guest.console.run_ok("lsmod", T).unwrap();

@@ -1,6 +1,7 @@
 //! `cargo xtask fuzz`: seed the corpora from the assembly the tests already hold (every compiler
-//! listing in `host-compiler/tests/lang/ok/*.disasm`, every case of `ktap-module/vm/tests/reject/`),
-//! then run each cargo-fuzz target in `fuzz/` for the given time and print executions and findings.
+//! listing in `host-compiler/tests/lang/ok/*.disasm`, every case of `ktap-module/vm/tests/reject/`;
+//! the link's decoders get every kind of wire message, framed or not), then run each cargo-fuzz
+//! target in `fuzz/` for the given time and print executions and findings.
 //!
 //! cargo-fuzz needs nightly flags (`-Zsanitizer=address`); the pinned stable toolchain is used with
 //! `RUSTC_BOOTSTRAP=1`, so no second toolchain is needed. `cargo install cargo-fuzz` provides the
@@ -14,8 +15,8 @@ use ktap_protocol::asm::assemble;
 
 use crate::paths;
 
-/// The targets, in the order the kernel meets untrusted bytes.
-const TARGETS: [&str; 3] = ["image_decode", "verify", "run"];
+/// The targets, in the order the board meets untrusted bytes: link frames, messages, then images.
+const TARGETS: [&str; 5] = ["frame_decode", "wire_decode", "image_decode", "verify", "run"];
 
 /// Run the fuzz targets.
 #[derive(clap::Args)]
@@ -23,7 +24,7 @@ pub struct Args {
     /// Seconds per target
     #[arg(long, default_value_t = 60)]
     seconds: u64,
-    /// Only this target (image_decode, verify, run)
+    /// Only this target (frame_decode, wire_decode, image_decode, verify, run)
     #[arg(long)]
     target: Option<String>,
 }
@@ -63,6 +64,64 @@ fn seeds(root: &Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
         }
     }
     Ok(out)
+}
+
+/// One of every wire message, as frame payloads or (`framed`) as a frame stream with a split byte
+/// first (what `frame_decode` reads).
+fn link_seeds(framed: bool) -> Vec<(String, Vec<u8>)> {
+    use ktap_protocol::frame::{MAX_PAYLOAD, encode_vec};
+    use ktap_protocol::wire::{self, AgentMsg, HostMsg, Stats};
+    let chunk = [0x5au8; 64];
+    let mut payloads = Vec::new();
+    let mut buf = [0u8; MAX_PAYLOAD];
+    let mut add = |bytes: &[u8]| payloads.push(bytes.to_vec());
+    for m in [
+        HostMsg::Hello { version: wire::PROTOCOL_VERSION, host: "ktap-host" },
+        HostMsg::LoadBegin { len: 4096 },
+        HostMsg::LoadChunk { offset: 512, data: &chunk },
+        HostMsg::LoadEnd,
+        HostMsg::Start,
+        HostMsg::Stop,
+        HostMsg::Ping { seq: 7 },
+        HostMsg::Bye,
+    ] {
+        add(wire::encode(&m, &mut buf).unwrap_or_default());
+    }
+    for m in [
+        AgentMsg::Hello {
+            version: wire::PROTOCOL_VERSION,
+            agent: "0.1.0",
+            machine: "armv7l",
+            release: "6.1.0",
+            build_id: &chunk[..20],
+            base_symbol: "_stext",
+            base_addr: 0xc000_8000,
+        },
+        AgentMsg::Loaded { probes: 2 },
+        AgentMsg::Rejected { code: 0x201, offset: 40, detail: -22 },
+        AgentMsg::Started,
+        AgentMsg::Records { data: &chunk },
+        AgentMsg::Stats(Stats { hits: 1000, ring_dropped: 3, ..Stats::default() }),
+        AgentMsg::Stopped(Stats::default()),
+        AgentMsg::Pong { seq: 7 },
+        AgentMsg::Error { code: 0x406, detail: 1 },
+    ] {
+        add(wire::encode(&m, &mut buf).unwrap_or_default());
+    }
+    payloads
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let bytes = if framed {
+                let mut s = vec![16u8];
+                s.extend(encode_vec(&p).unwrap_or_default());
+                s
+            } else {
+                p
+            };
+            (format!("msg-{i}"), bytes)
+        })
+        .collect()
 }
 
 fn stat(text: &str, key: &str) -> u64 {
@@ -111,11 +170,16 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         Some(t) => bail!("no fuzz target `{t}`; the targets are {}", TARGETS.join(", ")),
         None => TARGETS.to_vec(),
     };
-    let seeds = seeds(&root)?;
+    let image_seeds = seeds(&root)?;
     let mut findings = Vec::new();
     for t in targets {
         let dir = root.join("fuzz/corpus").join(t);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let seeds = match t {
+            "frame_decode" => link_seeds(true),
+            "wire_decode" => link_seeds(false),
+            _ => image_seeds.clone(),
+        };
         for (name, bytes) in &seeds {
             std::fs::write(dir.join(format!("seed-{name}")), bytes)?;
         }

@@ -12,7 +12,7 @@ use clap::Args;
 use ktap_host::board::Board;
 use ktap_host::format::Renderer;
 use ktap_host::lang;
-use ktap_host::link::{Link, SerialLink};
+use ktap_host::link::{Link, SerialLink, SshTarget, console, ssh};
 use ktap_host::qemu::{Artifacts, Guest};
 use ktap_host::session::{
     AgentInfo, ImageContext, Output, RunOptions, Session, StopFlag, Timeouts, function_at,
@@ -29,13 +29,8 @@ use super::BoardOpts;
 pub struct Cmd {
     #[command(flatten)]
     board: BoardOpts,
-    /// Serial port of the board's agent: a USB-serial adapter (/dev/ttyUSB0) or a pty (/dev/pts/N).
-    /// Without it, a board with a [qemu] section is booted in QEMU
-    #[arg(long, env = "KTAP_PORT", value_name = "PATH")]
-    port: Option<String>,
-    /// Line speed of --port [default: the board file's agent baud]
-    #[arg(long, env = "KTAP_BAUD", value_name = "N")]
-    baud: Option<u32>,
+    #[command(flatten)]
+    link: LinkOpts,
     /// The unstripped vmlinux of the kernel the board runs (e.g. from linux-image-*-dbg); kernel
     /// symbols come from it, and its build-id must equal the running kernel's [default for a
     /// booted QEMU board: the one in its artifacts]
@@ -68,6 +63,60 @@ pub struct Cmd {
     script: Option<PathBuf>,
 }
 
+/// How the board's agent is reached: the same protocol and code path over each once the byte stream
+/// is open. Shared by `push` and `deploy`.
+#[derive(Debug, Args)]
+pub struct LinkOpts {
+    /// Serial port of the board's agent: a USB-serial adapter (/dev/ttyUSB0) or a pty (/dev/pts/N).
+    /// Without it or --ssh, a board with a [qemu] section is booted in QEMU
+    #[arg(long, env = "KTAP_PORT", value_name = "PATH", conflicts_with = "ssh")]
+    pub port: Option<String>,
+    /// Line speed of --port [default: the board file's agent baud]
+    #[arg(long, env = "KTAP_BAUD", value_name = "N")]
+    pub baud: Option<u32>,
+    /// --port is the board's login console, at a shell prompt: type the agent command there, speak
+    /// the protocol, and leave the console usable again afterwards (logs nothing in)
+    #[arg(long, requires = "port")]
+    pub console: bool,
+    /// Reach the board with the system ssh (so ~/.ssh/config, keys and jump hosts apply), running the
+    /// agent over its stdin/stdout
+    #[arg(long, env = "KTAP_SSH_TARGET", value_name = "[USER@]HOST[:PORT]")]
+    pub ssh: Option<SshTarget>,
+    /// An ssh (and scp) option, passed as `-o OPT`; repeatable (e.g. IdentityFile=~/.ssh/board)
+    #[arg(long = "ssh-option", value_name = "OPT", requires = "ssh")]
+    pub ssh_options: Vec<String>,
+    /// The command that starts the agent on the board, run by --ssh or typed on --console [default:
+    /// `ktap-agent -` (ssh) or `ktap-agent --console --baud N`, from where `deploy` puts it or the PATH]
+    #[arg(long, value_name = "CMD")]
+    pub agent_command: Option<String>,
+}
+
+impl LinkOpts {
+    /// Whether a link to a real board was given (else a QEMU board is booted).
+    pub fn given(&self) -> bool {
+        self.port.is_some() || self.ssh.is_some()
+    }
+
+    /// Open the link to a real board given on the command line; `None` when neither --port nor --ssh
+    /// was given.
+    pub fn open(&self, board: &Board) -> anyhow::Result<Option<Box<dyn Link>>> {
+        let baud = self.baud.unwrap_or(board.agent.baud);
+        if let Some(target) = &self.ssh {
+            let cmd = self.agent_command.clone().unwrap_or_else(ssh::default_agent_command);
+            let link = target.open(&self.ssh_options, &cmd)?;
+            return Ok(Some(Box::new(link)));
+        }
+        let Some(port) = &self.port else { return Ok(None) };
+        let mut link = SerialLink::open(port, baud)?;
+        if self.console {
+            let cmd = self.agent_command.clone().unwrap_or_else(|| console::default_agent_command(baud));
+            console::start_agent(&mut link, &cmd)
+                .with_context(|| format!("starting the agent on the console {port}"))?;
+        }
+        Ok(Some(Box::new(link)))
+    }
+}
+
 /// The program to upload: image bytes and the host-side names for its ids.
 struct Program {
     image: Vec<u8>,
@@ -97,17 +146,16 @@ impl Cmd {
             ),
             None => None,
         };
-        if self.run.is_some() && self.port.is_some() {
+        if self.run.is_some() && self.link.given() {
             bail!(
-                "--run types a command on a booted QEMU guest's console; with --port, run your workload on the board yourself"
+                "--run types a command on a booted QEMU guest's console; with --port or --ssh, run your workload on the board yourself"
             );
         }
 
         let stop = StopFlag::new();
         install_ctrl_c(&stop)?;
 
-        let (link, mut guest) =
-            open_link(&board, self.port.as_deref(), self.baud, self.artifacts.as_deref())?;
+        let (link, mut guest) = open_link(&board, &self.link, self.artifacts.as_deref())?;
         // Timings start once the link is open: a QEMU boot is not part of the push.
         let t0 = Instant::now();
         let mut vmlinux = match (given_vmlinux, &guest) {
@@ -202,20 +250,20 @@ type StopWhen<'a> = Box<dyn FnMut() -> bool + 'a>;
 /// How long a `--run` command may take in the guest.
 const RUN_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// The single place a link is chosen: `--port` is a serial port; otherwise a QEMU board is booted and
-/// its agent UART's pty opened like any serial port. The guest is returned so it outlives the link.
+/// The single place a link is chosen: `--port` (a serial port, maybe a shared console) or `--ssh`;
+/// otherwise a QEMU board is booted and its agent UART's pty opened like any serial port. The guest
+/// is returned so it outlives the link.
 fn open_link(
     board: &Board,
-    port: Option<&str>,
-    baud: Option<u32>,
+    opts: &LinkOpts,
     artifacts: Option<&Path>,
 ) -> anyhow::Result<(Box<dyn Link>, Option<Booted>)> {
-    let baud = baud.unwrap_or(board.agent.baud);
-    if let Some(port) = port {
-        return Ok((Box::new(SerialLink::open(port, baud)?), None));
+    if let Some(link) = opts.open(board)? {
+        return Ok((link, None));
     }
+    let baud = opts.baud.unwrap_or(board.agent.baud);
     if board.qemu.is_none() {
-        bail!("board `{}` is real hardware: give --port with its serial device", board.name);
+        bail!("board `{}` is real hardware: give --port with its serial device, or --ssh", board.name);
     }
     let dir = artifacts.map_or_else(|| Artifacts::default_dir(&board.name), Path::to_path_buf);
     let artifacts = Artifacts::load(&dir, &board.name)?;

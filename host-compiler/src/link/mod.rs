@@ -2,17 +2,21 @@
 //!
 //! [`SerialLink`] drives a serial port (a USB-serial adapter to a real board, or the host pty QEMU
 //! gives the emulated board's agent UART: the same code path). [`ChildLink`] talks over the stdin and
-//! stdout of a child process, which is how `ssh host ktap-agent -` is reached. Framing and messages
-//! live above this layer ([`crate::session`]); a link only moves bytes.
+//! stdout of a child process, which is how `ssh host ktap-agent -` is reached ([`SshTarget`]).
+//! [`console`] starts the agent on a board's shared login console before the framed protocol begins.
+//! Framing and messages live above this layer ([`crate::session`]); a link only moves bytes.
 
 mod child;
+pub mod console;
 mod serial;
+pub mod ssh;
 
 use std::io;
 use std::time::Duration;
 
 pub use child::ChildLink;
 pub use serial::SerialLink;
+pub use ssh::SshTarget;
 
 /// A blocking byte stream to the agent.
 pub trait Link: Send {

@@ -19,8 +19,10 @@ const PREFERRED_LLVM: u32 = 22;
 const RUST_PACKAGES: [&str; 3] = ["rustc-web", "cargo-web", "rust-web-src"];
 
 /// Tools with no board in them: Kbuild (`make`, `bc`), `kmod` (modinfo, depmod), initramfs (`cpio`),
-/// `dwarves` (pahole, for type layouts), `file`.
-const TOOLS: [&str; 6] = ["make", "bc", "kmod", "cpio", "dwarves", "file"];
+/// `dwarves` (pahole, for type layouts), `file`, and ssh for the SSH transport's tests (a throwaway
+/// `sshd` on loopback; `ssh`/`scp` are what `push --ssh` and `deploy --ssh` run).
+const TOOLS: [&str; 8] =
+    ["make", "bc", "kmod", "cpio", "dwarves", "file", "openssh-client", "openssh-server"];
 
 /// Cross C compilers for the calling-convention fixtures of the symbol tests
 /// (`host-compiler/tests/symbols_abi.rs`): a small C file per arch, compiled with `-g`, whose DWARF

@@ -7,14 +7,16 @@ pub const DEFAULT_BAUD: u32 = 115_200;
 
 /// The usage text (`--help`, and after a usage error on stderr).
 pub const USAGE: &str = "\
-usage: ktap-agent [DEVICE | -] [--baud N]
+usage: ktap-agent [DEVICE | - | --console] [--baud N]
        ktap-agent --version
 Serve one ktap-host at a time over a serial line or stdio.
   DEVICE      serial line to the host (e.g. /dev/ttyAMA1): raw 8N1, no flow control, --baud
   -           stdin/stdout (the default; for `ssh board ktap-agent -`); exits at end of input
-  --baud N    line speed for DEVICE (default 115200)
+  --console   stdin/stdout are the login console the host typed this command on: raw mode at
+              --baud while serving, settings restored on exit; exits when the host's session ends
+  --baud N    line speed for DEVICE or --console (default 115200)
   --version   print the agent and wire protocol versions
-exit status: 0 input ended (stdio), 2 usage, 3 cannot open or configure DEVICE,
+exit status: 0 input ended (stdio) or the console session ended, 2 usage, 3 cannot open or configure DEVICE,
              4 link I/O error, 128+N stopped by signal N (after disarming)
 ";
 
@@ -27,6 +29,8 @@ pub enum Cmd<'a> {
         device: Option<&'a CStr>,
         /// Line speed.
         baud: u32,
+        /// stdio is a shared login console (`--console`).
+        console: bool,
     },
     /// Print the versions.
     Version,
@@ -76,6 +80,7 @@ fn parse_u32(s: &[u8]) -> Option<u32> {
 pub fn parse<'a>(args: impl Iterator<Item = &'a CStr>) -> Result<Cmd<'a>, &'static str> {
     let mut device = None;
     let mut stdio = false;
+    let mut console = false;
     let mut baud = DEFAULT_BAUD;
     let mut args = args.peekable();
     while let Some(a) = args.next() {
@@ -87,6 +92,10 @@ pub fn parse<'a>(args: impl Iterator<Item = &'a CStr>) -> Result<Cmd<'a>, &'stat
                 baud = parse_u32(v.to_bytes()).filter(|b| *b > 0).ok_or("--baud needs a positive number")?;
             }
             b"-" if device.is_none() && !stdio => stdio = true,
+            b"--console" if device.is_none() => {
+                stdio = true;
+                console = true;
+            }
             s if s.starts_with(b"--baud=") => {
                 baud = parse_u32(s.get(7..).unwrap_or(&[]))
                     .filter(|b| *b > 0)
@@ -97,7 +106,7 @@ pub fn parse<'a>(args: impl Iterator<Item = &'a CStr>) -> Result<Cmd<'a>, &'stat
             _ => return Err("only one DEVICE"),
         }
     }
-    Ok(Cmd::Serve { device, baud })
+    Ok(Cmd::Serve { device, baud, console })
 }
 
 /// Format `v` in decimal into `buf`, returning the digits.

@@ -3,6 +3,11 @@
 //! loads the host's images into `/dev/ktap` and streams the records back. See `cli::USAGE` for the
 //! command line and exit statuses; the session logic is the `ktap_agent` library.
 //!
+//! Console sharing (`ktap-agent --console`, typed by `ktap-host push --console` at the shell prompt of
+//! a board whose only UART is its login console): the console goes to raw mode, the agent prints
+//! [`CONSOLE_READY`] so the host knows its frames will no longer be echoed or cooked, serves one
+//! session, and restores the console's settings when that session ends, so the shell is usable again.
+//!
 //! Event loop: `poll` on the link (and `/dev/ktap` while a program runs) with a 100 ms timeout; link
 //! bytes go through the session's deframer; after every wake-up the session's timers run (heartbeat,
 //! stats, record pump), and queued frames are written when the link is writable.
@@ -24,7 +29,7 @@ mod sys;
 
 use core::cell::UnsafeCell;
 
-use ktap_agent::{AGENT_VERSION, BoardInfo, Session};
+use ktap_agent::{AGENT_VERSION, BoardInfo, Session, State};
 use ktap_protocol::limits::MAX_IMAGE;
 use ktap_protocol::wire::PROTOCOL_VERSION;
 
@@ -33,7 +38,7 @@ use crate::ktap::Ktap;
 use crate::link::FdLink;
 use crate::sys::{Access, Fd, PollReq, errno, ready};
 
-/// Input ended (stdio mode), or `--version`/`--help`.
+/// Input ended (stdio mode), the console session ended (`--console`), or `--version`/`--help`.
 pub const EXIT_OK: i32 = 0;
 /// Bad command line.
 pub const EXIT_USAGE: i32 = 2;
@@ -46,6 +51,12 @@ pub const EXIT_PANIC: i32 = 101;
 
 /// The event loop's poll timeout: the resolution of the heartbeat and stats timers.
 const POLL_MS: u32 = 100;
+/// Printed on the console once it is in raw mode (`--console`); the host waits for it before its
+/// first frame. Its text never appears in the typed command line, so the echo cannot fake it.
+pub const CONSOLE_READY: &[u8] = b"\r\nktap: console in raw mode, speaking frames\r\n";
+/// `--console`: with no program running, this long without a message from the host gives the console
+/// back to the shell (a host that died before its first `Hello`, or while compiling).
+const CONSOLE_IDLE_MS: u64 = 60_000;
 
 /// The image upload buffer (in `.bss`: costs no file size).
 struct ImageBuf(UnsafeCell<[u8; MAX_IMAGE]>);
@@ -86,8 +97,8 @@ pub fn on_panic() {
 /// The program: returns the exit status.
 pub fn run(args: &cli::Args) -> i32 {
     sys::block_signals();
-    let (device, baud) = match cli::parse(args.iter()) {
-        Ok(Cmd::Serve { device, baud }) => (device, baud),
+    let (device, baud, console) = match cli::parse(args.iter()) {
+        Ok(Cmd::Serve { device, baud, console }) => (device, baud, console),
         Ok(Cmd::Version) => {
             let mut n = [0u8; 20];
             sys::write_all(sys::STDOUT, b"ktap-agent ");
@@ -115,6 +126,22 @@ pub fn run(args: &cli::Args) -> i32 {
         },
     };
 
+    if console {
+        let mut n = [0u8; 20];
+        match sys::tty_raw(sys::STDIN, baud) {
+            Ok(saved) => TTY.set(sys::STDIN, saved),
+            Err(e) => {
+                eprint(&[
+                    b"ktap-agent: --console: cannot put stdin in raw mode: errno ",
+                    decimal(e as u64, &mut n),
+                    b"\n",
+                ]);
+                return EXIT_DEVICE;
+            }
+        }
+        sys::write_all(sys::STDOUT, CONSOLE_READY);
+    }
+
     let facts = board::Facts::gather();
     let info = BoardInfo {
         machine: facts.names.machine(),
@@ -132,7 +159,14 @@ pub fn run(args: &cli::Args) -> i32 {
     let image: &'static mut [u8] = unsafe { &mut *IMAGE.0.get() };
     let mut session = Session::new(info, image, Ktap::new(), FdLink::new(tx));
 
-    let code = serve(&mut session, rx, device.is_some());
+    let mode = if console {
+        Mode::Console { since: sys::now_ms() }
+    } else if device.is_some() {
+        Mode::Serial
+    } else {
+        Mode::Stdio
+    };
+    let code = serve(&mut session, rx, mode);
 
     session.shutdown();
     session.device_mut().close();
@@ -183,8 +217,31 @@ fn open_serial(path: &core::ffi::CStr, baud: u32) -> Result<Fd, i32> {
     Ok(fd)
 }
 
+/// What the link is, for when the event loop ends.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// stdin/stdout (ssh): end of input ends the agent.
+    Stdio,
+    /// A serial device: serves host after host, forever.
+    Serial,
+    /// A shared login console: one session, then the console goes back to the shell.
+    Console {
+        /// When the agent started (ms), for the idle timeout before the first message.
+        since: u64,
+    },
+}
+
+/// `--console`: the session the host opened has ended (`Bye`, heartbeat), or no host spoke for
+/// [`CONSOLE_IDLE_MS`] while nothing ran.
+fn console_done(s: &Session<'_, Ktap, FdLink>, since: u64, now: u64) -> bool {
+    let ended = s.counters().sessions > 0 && s.state() == State::AwaitHello;
+    let idle = !s.is_running() && now.saturating_sub(s.last_rx().max(since)) >= CONSOLE_IDLE_MS;
+    ended || idle
+}
+
 /// The event loop; returns the exit status.
-fn serve(s: &mut Session<'_, Ktap, FdLink>, rx: Fd, serial: bool) -> i32 {
+fn serve(s: &mut Session<'_, Ktap, FdLink>, rx: Fd, mode: Mode) -> i32 {
+    let serial = !matches!(mode, Mode::Stdio);
     let mut buf = [0u8; 1024];
     loop {
         if let Some(sig) = sys::pending_exit_signal() {
@@ -228,6 +285,11 @@ fn serve(s: &mut Session<'_, Ktap, FdLink>, rx: Fd, serial: bool) -> i32 {
             }
         }
         s.poll(now);
+        if let Mode::Console { since } = mode
+            && console_done(s, since, now)
+        {
+            return EXIT_OK;
+        }
         if reqs[tx_slot].revents & (ready::OUT | ready::HUP) != 0 || (tx == rx && s.link().has_pending()) {
             // tty: non-blocking, so writing without readiness only costs an EAGAIN
             s.link_mut().flush_some();

@@ -1,0 +1,143 @@
+//! A byte relay between two serial lines (ptys) that can corrupt, drop and rate-limit what it
+//! forwards: the "bad cable" and "115200 baud" of the link tests and benchmarks, as a real process
+//! between the real host and the real QEMU board.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// What the relay does to each byte, per direction.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Impair {
+    /// Bytes per thousand XORed with a random non-zero value.
+    pub flip_per_mille: u32,
+    /// Bytes per thousand not forwarded at all.
+    pub drop_per_mille: u32,
+    /// Forward at most this many bytes per second (a UART at N baud, 8N1, moves N/10).
+    pub bytes_per_sec: Option<u32>,
+    /// Seed of the noise, so a failing run can be repeated.
+    pub seed: u64,
+}
+
+/// What one direction did.
+#[derive(Debug, Default)]
+pub struct Counts {
+    /// Bytes read from the source.
+    pub read: AtomicU64,
+    /// Bytes corrupted.
+    pub flipped: AtomicU64,
+    /// Bytes dropped.
+    pub dropped: AtomicU64,
+}
+
+impl Counts {
+    /// `read/flipped/dropped` for logs.
+    pub fn line(&self) -> String {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        format!("{} bytes, {} flipped, {} dropped", g(&self.read), g(&self.flipped), g(&self.dropped))
+    }
+}
+
+/// xorshift64*: reproducible noise without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn per_mille(&mut self, p: u32) -> bool {
+        p > 0 && (self.next() % 1000) < u64::from(p)
+    }
+}
+
+/// A source that reads with a timeout (a serial port), or stdin.
+pub trait Source: Send {
+    /// Read what is there; `Ok(0)` on timeout; an error or EOF ends the relay direction.
+    fn read_some(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>>;
+}
+
+impl Source for serialport::TTYPort {
+    fn read_some(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        match self.read(buf) {
+            Ok(0) => Ok(None),
+            Ok(n) => Ok(Some(n)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(Some(0))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Source for io::Stdin {
+    fn read_some(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        match self.read(buf)? {
+            0 => Ok(None),
+            n => Ok(Some(n)),
+        }
+    }
+}
+
+/// Forward `src` to `dst` with `impair` until `src` ends or fails. Runs in the calling thread.
+pub fn pump(
+    mut src: impl Source,
+    mut dst: impl Write,
+    impair: Impair,
+    counts: Arc<Counts>,
+) -> io::Result<()> {
+    let mut rng = Rng(impair.seed | 1);
+    let mut buf = [0u8; 4096];
+    let mut out = Vec::with_capacity(buf.len());
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while let Some(n) = src.read_some(&mut buf)? {
+        counts.read.fetch_add(n as u64, Ordering::Relaxed);
+        out.clear();
+        for &b in &buf[..n] {
+            if rng.per_mille(impair.drop_per_mille) {
+                counts.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            if rng.per_mille(impair.flip_per_mille) {
+                counts.flipped.fetch_add(1, Ordering::Relaxed);
+                out.push(b ^ (rng.next() % 255 + 1) as u8);
+            } else {
+                out.push(b);
+            }
+        }
+        match impair.bytes_per_sec {
+            // one byte at a time at the line's pace, as a UART shifts them out
+            Some(bps) => {
+                for b in &out {
+                    sent += 1;
+                    let due = start + Duration::from_secs_f64(sent as f64 / f64::from(bps));
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    dst.write_all(std::slice::from_ref(b))?;
+                }
+            }
+            None => dst.write_all(&out)?,
+        }
+        dst.flush()?;
+    }
+    Ok(())
+}
+
+/// Open a serial line (a pty) raw, with a short read timeout for [`pump`].
+pub fn open(path: &str) -> io::Result<serialport::TTYPort> {
+    serialport::new(path, 115_200)
+        .timeout(Duration::from_millis(100))
+        .open_native()
+        .map_err(|e| io::Error::other(format!("cannot open {path}: {e}")))
+}
