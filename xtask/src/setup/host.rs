@@ -108,13 +108,29 @@ fn wanted(board: &Board, llvm: u32) -> Vec<Wanted> {
     // and the musl build of the std agent.
     w.push(plain(&format!("libc6-dev-{}-cross", board.kernel.debian_arch)));
     w.extend(TOOLS.iter().map(|n| plain(n)));
-    w.extend(ABI_FIXTURE_GCC.iter().filter(|n| **n != board.kernel.cross_gcc_package).map(|n| plain(n)));
+    // the host's own arch has no cross package (on amd64 there is no gcc-x86-64-linux-gnu: the native
+    // gcc is x86_64-linux-gnu-gcc already)
+    let native = native_gcc_package();
+    w.extend(
+        ABI_FIXTURE_GCC
+            .iter()
+            .filter(|n| **n != board.kernel.cross_gcc_package && Some(**n) != native.as_deref())
+            .map(|n| plain(n)),
+    );
     if let Some(q) = &board.qemu {
         // backports: the host may carry qemu-utils 10 (which Breaks bookworm's qemu-system 7.2), and the
         // second PL011 on arm `virt` needs QEMU >= 10
         w.push(Wanted { name: q.package.clone(), backports: true });
     }
     w
+}
+
+/// The cross gcc package name of the host's own arch (`gcc-x86-64-linux-gnu` on amd64), from the
+/// native gcc's target triplet; `None` without a gcc.
+fn native_gcc_package() -> Option<String> {
+    let out = std::process::Command::new("gcc").arg("-dumpmachine").output().ok()?;
+    let triplet = String::from_utf8(out.stdout).ok()?;
+    Some(format!("gcc-{}", triplet.trim().replace('_', "-")))
 }
 
 /// The wanted packages that are not installed (or not from backports when they must be).
