@@ -28,6 +28,10 @@ pub struct Sidecar {
     pub globals: Vec<String>,
     /// Functions, indexed by function id: name and span (for runtime error reports).
     pub funcs: Vec<FuncInfo>,
+    /// Per format id: which arguments are kernel stacks (`stack()`), raw return addresses the
+    /// host symbolizes. Empty or shorter lists mean "none".
+    #[serde(default)]
+    pub format_stacks: Vec<Vec<bool>>,
 }
 
 /// A table as the script declared it.
@@ -37,6 +41,12 @@ pub struct TableInfo {
     pub name: String,
     /// Where it was declared.
     pub span: Span,
+    /// Which key components are kernel stacks (`t[stack()]`), for the host to symbolize.
+    #[serde(default)]
+    pub stack_keys: Vec<bool>,
+    /// The script asked for a histogram (`print_hist`, `hist`, `lhist`).
+    #[serde(default)]
+    pub hist: bool,
 }
 
 /// A probe as the script wrote it.

@@ -68,7 +68,7 @@ fn every_error_is_reported_not_just_the_first() {
         [
             "unknown identifier `a`",
             "unknown identifier `b`",
-            "cannot resolve kernel function `no_such_x`",
+            "unknown kernel function `no_such_x`",
             "unknown identifier `c`"
         ]
     );

@@ -47,7 +47,7 @@ fn ok_scripts_compile_to_their_listing() {
                 // the sidecar survives the trip through its JSON file
                 let json = serde_json::to_string(&c.sidecar).unwrap();
                 assert_eq!(serde_json::from_str::<ktap_host::sidecar::Sidecar>(&json).unwrap(), c.sidecar);
-                assert_eq!(c.sidecar.probes.len(), c.sidecar.funcs.len());
+                assert!(c.sidecar.probes.len() <= c.sidecar.funcs.len());
                 disassemble(&c.image, Some(&c.sidecar)).unwrap()
             }
             Err(d) => {

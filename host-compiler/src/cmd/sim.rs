@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use ktap_host::lang;
 use ktap_host::sidecar::Sidecar;
-use ktap_host::sim::{self, AnyKernel, events};
+use ktap_host::sim::{self, EventsKernel, events};
 
 use super::BoardOpts;
 use super::check::{fail, kernel_resolver};
@@ -39,7 +39,7 @@ pub struct SimArgs {
     #[arg(long, value_name = "FILE.jsonl", verbatim_doc_comment)]
     pub events: PathBuf,
     /// Compile the script against this vmlinux [default: every kernel symbol exists, with a fake
-    /// address]
+    /// address, and tracepoint patterns match the tracepoints the events name]
     #[arg(long, env = "KTAP_VMLINUX", value_name = "PATH")]
     pub vmlinux: Option<PathBuf>,
     #[command(flatten)]
@@ -52,11 +52,11 @@ pub type Cmd = SimArgs;
 impl SimArgs {
     /// Simulate and print.
     pub fn run(self) -> anyhow::Result<()> {
-        let (origin, image, sidecar) = self.program()?;
         let ev_name = self.events.display().to_string();
         let text = std::fs::read_to_string(&self.events)
             .with_context(|| format!("cannot read events file {ev_name}"))?;
         let evs = events::parse(&text, &ev_name)?;
+        let (origin, image, sidecar) = self.program(&evs)?;
         let out = sim::simulate(&image, &sidecar, &evs).with_context(|| origin.clone())?;
         print!("{}", out.stdout);
         for p in &out.problems {
@@ -66,7 +66,7 @@ impl SimArgs {
     }
 
     /// The image and its sidecar: compiled from the script, or read from --image.
-    fn program(&self) -> anyhow::Result<(String, Vec<u8>, Sidecar)> {
+    fn program(&self, evs: &[events::Event]) -> anyhow::Result<(String, Vec<u8>, Sidecar)> {
         if let Some(path) = &self.image {
             let origin = path.display().to_string();
             let bytes = std::fs::read(path).with_context(|| format!("cannot read image {origin}"))?;
@@ -82,7 +82,7 @@ impl SimArgs {
         let name = path.display().to_string();
         let source = std::fs::read_to_string(path).with_context(|| format!("cannot read script {name}"))?;
         let board = self.board.load()?;
-        let (opts, resolver) = kernel_resolver(self.vmlinux.as_deref(), &board, Box::new(AnyKernel))?;
+        let (opts, resolver) = kernel_resolver(self.vmlinux.as_deref(), &board, Box::new(EventsKernel::of(evs)))?;
         let c = lang::compile(&source, &name, &opts, resolver.as_ref())
             .map_err(|diags| fail(&diags, &name, &source))?;
         Ok((name, c.image, c.sidecar))

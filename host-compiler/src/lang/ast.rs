@@ -1,10 +1,6 @@
 //! The syntax tree. Every node carries its byte span; parts the parser could not read are
-//! [`ExprKind::Error`] / [`ProbeTarget::Invalid`] nodes, so later stages see the whole script and stay
-//! quiet about the broken parts (their errors are already reported).
-//!
-//! Kept general where the language will grow: calls take a list of expressions, indexing takes any
-//! base expression, statements live in [`Block`]s (for `if`/`while` bodies later), and binary
-//! operators come from one precedence table in the parser.
+//! [`ExprKind::Error`] / [`StmtKind::Error`] / [`ProbeTarget::Invalid`] nodes, so later stages see the
+//! whole script and stay quiet about the broken parts (their errors are already reported).
 
 use super::diag::Span;
 
@@ -18,21 +14,34 @@ pub struct Script {
 /// A top-level item.
 #[derive(Debug, Clone)]
 pub enum Item {
-    /// `var NAME = expr` (an integer global) or `var NAME = {}` (a table).
+    /// `var NAME = expr` (an integer global) or `var NAME = {}` / `table(N)` (a table).
     Global(VarDecl),
     /// A probe block.
     Probe(Probe),
+    /// `function NAME(params) { ... }`.
+    Function(FuncDecl),
 }
 
-/// `var NAME = init`, at top level or in a block.
+/// `var NAME [= init]`, at top level or in a block.
 #[derive(Debug, Clone)]
 pub struct VarDecl {
     /// The declared name.
     pub name: Ident,
-    /// The initial value.
-    pub init: Expr,
+    /// The initial value (`None`: `var x` alone, an integer 0).
+    pub init: Option<Expr>,
     /// The whole declaration.
     pub span: Span,
+}
+
+/// A named function.
+#[derive(Debug, Clone)]
+pub struct FuncDecl {
+    /// Its name.
+    pub name: Ident,
+    /// Parameter names.
+    pub params: Vec<Ident>,
+    /// The body.
+    pub body: Block,
 }
 
 /// A name as written.
@@ -44,13 +53,15 @@ pub struct Ident {
     pub span: Span,
 }
 
-/// A probe block: what it attaches to and its body.
+/// A probe block: what it attaches to, its optional predicate and its body.
 #[derive(Debug, Clone)]
 pub struct Probe {
     /// What it attaches to.
     pub target: ProbeTarget,
     /// The head (`kprobe:vfs_read`, `trace sched:sched_switch`, `trace_end`).
     pub head: Span,
+    /// `/expr/` after the head: the body runs only when it is true (nonzero).
+    pub pred: Option<Expr>,
     /// The body.
     pub body: Block,
 }
@@ -58,19 +69,30 @@ pub struct Probe {
 /// Where a probe attaches.
 #[derive(Debug, Clone)]
 pub enum ProbeTarget {
-    /// `kprobe:SYM` (`ret` false) or `kretprobe:SYM` (`ret` true), also spelled `trace kprobe:SYM`.
+    /// `kprobe:SYM[+OFF]` (`ret` false) or `kretprobe:SYM` (`ret` true), also after `trace`.
     Kprobe {
         /// Function symbol (may contain dots: `vfs_read.isra.0`).
         sym: Ident,
+        /// Byte offset into the function (`+OFF`), 0 for its entry.
+        off: u64,
         /// A return probe.
         ret: bool,
     },
-    /// `trace SUBSYS:EVENT`.
+    /// `trace SUBSYS:EVENT`; either part may be a glob with `*` and `?`.
     Tracepoint {
         /// Subsystem (`sched`).
         subsys: Ident,
-        /// Event (`sched_switch`).
+        /// Event (`sched_switch`, `sys_enter_*`).
         event: Ident,
+    },
+    /// `tick-N{s,ms,us}` (one CPU) or `profile-N{s,ms,us}` (every CPU).
+    Timer {
+        /// The period in nanoseconds.
+        period_ns: u64,
+        /// `profile-`: on every online CPU.
+        per_cpu: bool,
+        /// The head text as written, for messages and the sidecar (`tick-1s`).
+        text: String,
     },
     /// `trace_begin`.
     Begin,
@@ -84,9 +106,11 @@ impl ProbeTarget {
     /// The canonical spelling, for the sidecar and messages.
     pub fn spec(&self) -> String {
         match self {
-            ProbeTarget::Kprobe { sym, ret: false } => format!("kprobe:{}", sym.name),
-            ProbeTarget::Kprobe { sym, ret: true } => format!("kretprobe:{}", sym.name),
+            ProbeTarget::Kprobe { sym, off: 0, ret: false } => format!("kprobe:{}", sym.name),
+            ProbeTarget::Kprobe { sym, off, ret: false } => format!("kprobe:{}+{off:#x}", sym.name),
+            ProbeTarget::Kprobe { sym, ret: true, .. } => format!("kretprobe:{}", sym.name),
             ProbeTarget::Tracepoint { subsys, event } => format!("trace {}:{}", subsys.name, event.name),
+            ProbeTarget::Timer { text, .. } => text.clone(),
             ProbeTarget::Begin => "trace_begin".into(),
             ProbeTarget::End => "trace_end".into(),
             ProbeTarget::Invalid => "<invalid probe>".into(),
@@ -128,6 +152,59 @@ pub enum StmtKind {
         /// The value.
         value: Expr,
     },
+    /// `t[keys] <<< value`: record a value into an aggregation.
+    Aggregate {
+        /// The table entry.
+        target: Expr,
+        /// The `<<<` token.
+        op_span: Span,
+        /// The value recorded.
+        value: Expr,
+    },
+    /// `if c { } elseif c { } else { }` (`elseif` may be spelled `else if`).
+    If {
+        /// Conditions and their blocks, in order.
+        arms: Vec<(Expr, Block)>,
+        /// The `else` block.
+        otherwise: Option<Block>,
+    },
+    /// `while c { }`.
+    While {
+        /// The condition.
+        cond: Expr,
+        /// The body.
+        body: Block,
+    },
+    /// `for (i = a, b[, step]) { }`: `i` counts from `a` to `b` inclusive.
+    ForRange {
+        /// The counter, a new local.
+        var: Ident,
+        /// First value.
+        from: Expr,
+        /// Last value (inclusive).
+        to: Expr,
+        /// Step (1 by default; a constant, not 0).
+        step: Option<Expr>,
+        /// The body.
+        body: Block,
+    },
+    /// `for (k, v in pairs(t)) { }` (one name per key component, then the value).
+    ForIn {
+        /// The key names (one per key component) and the value name, in order.
+        names: Vec<Ident>,
+        /// The iterated expression (the table).
+        table: Expr,
+        /// The body.
+        body: Block,
+    },
+    /// `break`.
+    Break,
+    /// `continue`.
+    Continue,
+    /// `return [value]`.
+    Return(Option<Expr>),
+    /// `{ ... }`: a nested block with its own locals.
+    Block(Block),
     /// An expression evaluated for its effect (a call).
     Expr(Expr),
     /// A statement the parser could not read (already reported).
@@ -150,14 +227,27 @@ pub enum ExprKind {
     Int(i64),
     /// A string literal (escapes decoded).
     Str(String),
+    /// `true` / `false`.
+    Bool(bool),
+    /// `nil`: the value of a missing table entry.
+    Nil,
     /// A name: local, global, table or builtin.
     Name(Ident),
-    /// `base[key]`.
+    /// `base[key, ...]`.
     Index {
         /// The indexed expression (a table name).
         base: Box<Expr>,
-        /// The key.
-        key: Box<Expr>,
+        /// The key components (1..=4).
+        keys: Vec<Expr>,
+    },
+    /// `base.name` (`arrow` false) or `base->name` (`arrow` true).
+    Member {
+        /// What is dereferenced (`arg`, `arg.file`, ...).
+        base: Box<Expr>,
+        /// The member.
+        name: Ident,
+        /// `->` rather than `.`.
+        arrow: bool,
     },
     /// `callee(args)`.
     Call {
@@ -195,6 +285,10 @@ pub enum ExprKind {
 pub enum UnOp {
     /// `-x`
     Neg,
+    /// `!x`
+    Not,
+    /// `~x`
+    BitNot,
 }
 
 /// Binary operators.
@@ -210,6 +304,34 @@ pub enum BinOp {
     Div,
     /// `%`
     Mod,
+    /// `&`
+    BitAnd,
+    /// `|`
+    BitOr,
+    /// `^`
+    BitXor,
+    /// `<<`
+    Shl,
+    /// `>>`
+    Shr,
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+    /// `&&` (short-circuit)
+    And,
+    /// `||` (short-circuit)
+    Or,
+    /// `..` (string concatenation)
+    Concat,
 }
 
 impl BinOp {
@@ -221,12 +343,32 @@ impl BinOp {
             BinOp::Mul => "*",
             BinOp::Div => "/",
             BinOp::Mod => "%",
+            BinOp::BitAnd => "&",
+            BinOp::BitOr => "|",
+            BinOp::BitXor => "^",
+            BinOp::Shl => "<<",
+            BinOp::Shr => ">>",
+            BinOp::Eq => "==",
+            BinOp::Ne => "!=",
+            BinOp::Lt => "<",
+            BinOp::Le => "<=",
+            BinOp::Gt => ">",
+            BinOp::Ge => ">=",
+            BinOp::And => "&&",
+            BinOp::Or => "||",
+            BinOp::Concat => "..",
         }
     }
 
-    /// Evaluate on constants exactly as the VM does at run time (wrapping; `x / 0` is 0, `x % 0` is x).
-    pub fn fold(self, a: i64, b: i64) -> i64 {
-        match self {
+    /// A comparison (`== != < <= > >=`): its result is a boolean (0 or 1).
+    pub fn is_comparison(self) -> bool {
+        matches!(self, BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge)
+    }
+
+    /// Evaluate on constants exactly as the VM does at run time (wrapping; `x / 0` is 0, `x % 0` is x;
+    /// shifts use the low 6 bits of the count). `None` for `..`.
+    pub fn fold(self, a: i64, b: i64) -> Option<i64> {
+        Some(match self {
             BinOp::Add => a.wrapping_add(b),
             BinOp::Sub => a.wrapping_sub(b),
             BinOp::Mul => a.wrapping_mul(b),
@@ -234,17 +376,39 @@ impl BinOp {
             BinOp::Div => a.wrapping_div(b),
             BinOp::Mod if b == 0 => a,
             BinOp::Mod => a.wrapping_rem(b),
-        }
+            BinOp::BitAnd => a & b,
+            BinOp::BitOr => a | b,
+            BinOp::BitXor => a ^ b,
+            BinOp::Shl => a.wrapping_shl((b & 63) as u32),
+            BinOp::Shr => a.wrapping_shr((b & 63) as u32),
+            BinOp::Eq => (a == b) as i64,
+            BinOp::Ne => (a != b) as i64,
+            BinOp::Lt => (a < b) as i64,
+            BinOp::Le => (a <= b) as i64,
+            BinOp::Gt => (a > b) as i64,
+            BinOp::Ge => (a >= b) as i64,
+            BinOp::And => (a != 0 && b != 0) as i64,
+            BinOp::Or => (a != 0 || b != 0) as i64,
+            BinOp::Concat => return None,
+        })
     }
 }
 
 impl Expr {
-    /// The value of a constant expression (literals and operators on them), if it is one.
+    /// The value of a constant integer expression (literals, booleans and operators on them).
     pub fn const_int(&self) -> Option<i64> {
         match &self.kind {
             ExprKind::Int(v) => Some(*v),
-            ExprKind::Unary { op: UnOp::Neg, operand } => operand.const_int().map(i64::wrapping_neg),
-            ExprKind::Binary { op, lhs, rhs, .. } => Some(op.fold(lhs.const_int()?, rhs.const_int()?)),
+            ExprKind::Bool(b) => Some(*b as i64),
+            ExprKind::Unary { op, operand } => {
+                let v = operand.const_int()?;
+                Some(match op {
+                    UnOp::Neg => v.wrapping_neg(),
+                    UnOp::Not => (v == 0) as i64,
+                    UnOp::BitNot => !v,
+                })
+            }
+            ExprKind::Binary { op, lhs, rhs, .. } => op.fold(lhs.const_int()?, rhs.const_int()?),
             _ => None,
         }
     }

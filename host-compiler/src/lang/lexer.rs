@@ -49,9 +49,11 @@ pub enum Tok {
     Slash,
     /// `%`
     Percent,
-    /// Operators the language does not have yet (`==`, `<`, `&&`, `!`, ...), kept whole so the parser
-    /// can name them.
+    /// The other operators, kept whole: `==`, `!=`, `<=`, `>=`, `&&`, `||`, `<<<`, `<<`, `>>`, `..`,
+    /// `->`, `<`, `>`, `!`, `&`, `|`, `^`, `~`; and `?`, `$`, `@`, which the language does not use.
     Other(&'static str),
+    /// A decimal number with a unit suffix (`10ms`, `1s`): the number and the suffix, for timer heads.
+    Dur(u64, &'static str),
     /// End of input.
     Eof,
 }
@@ -67,8 +69,13 @@ pub struct Token {
     pub nl_before: bool,
 }
 
-const OTHER_OPS: &[&str] =
-    &["==", "!=", "<=", ">=", "&&", "||", "<<", ">>", "..", "<", ">", "!", "&", "|", "^", "~", "?", "$", "@"];
+const OTHER_OPS: &[&str] = &[
+    "==", "!=", "<=", ">=", "&&", "||", "<<<", "<<", ">>", "..", "->", "<", ">", "!", "&", "|", "^", "~", "?", "$",
+    "@",
+];
+
+/// Unit suffixes a decimal number may carry (timer periods).
+pub const UNITS: &[&str] = &["s", "ms", "us", "ns"];
 
 /// Lex `src` completely. The last token is always [`Tok::Eof`].
 pub fn lex(src: &str, diags: &mut Vec<Diagnostic>) -> Vec<Token> {
@@ -104,8 +111,19 @@ pub fn lex(src: &str, diags: &mut Vec<Diagnostic>) -> Vec<Token> {
                 while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
                     i += 1;
                 }
-                let value = number(&src[start..i], span(start, i), diags);
-                push(Tok::Int(value), i, &mut nl);
+                let text = &src[start..i];
+                let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+                let unit = UNITS.iter().find(|u| **u == &text[digits.len()..]);
+                match unit {
+                    Some(u) if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
+                        let value = digits.parse::<u64>().unwrap_or(u64::MAX);
+                        push(Tok::Dur(value, u), i, &mut nl);
+                    }
+                    _ => {
+                        let value = number(text, span(start, i), diags);
+                        push(Tok::Int(value), i, &mut nl);
+                    }
+                }
             }
             b'"' => {
                 let (value, end) = string(src, start, diags);

@@ -24,7 +24,7 @@ pub mod lower;
 pub mod parser;
 
 use ktap_protocol::image::build::{ImageBuilder, OwnedProbe};
-use ktap_protocol::image::{FuncSpec, Image, ProbeKind, TableSpec};
+use ktap_protocol::image::{FuncSpec, Image, KeyShape, PROBE_EVERY_CPU, ProbeKind, TableSpec, ValueKind};
 use ktap_protocol::limits::{MAX_BUILD_ID, MAX_CODE, MAX_FUNCS, MAX_IMAGE};
 
 pub use diag::{Diagnostic, Span, emit_stderr, render};
@@ -72,6 +72,42 @@ pub trait Resolver {
         let _ = (ty, value);
         None
     }
+
+    /// Every tracepoint matching the glob `subsys:event` (`*` any run of characters, `?` one), as
+    /// (subsystem, event) pairs in a stable order: what `trace sched:*` expands to.
+    fn tracepoints_matching(&self, subsys: &str, event: &str) -> Result<Vec<(String, String)>, String> {
+        let _ = (subsys, event);
+        Err("expanding a tracepoint pattern needs the board's vmlinux (`--vmlinux PATH`)".to_owned())
+    }
+
+    /// The kernel's release string (`6.1.0-28-armmp`), for `kernel_v`; `None` when unknown.
+    fn kernel_release(&self) -> Option<String> {
+        None
+    }
+}
+
+/// `*` matches any run of characters, `?` any one character; everything else itself.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    // iterative matcher with one backtrack point for the last `*`
+    let (mut pi, mut ti, mut star, mut mark) = (0usize, 0usize, None, 0usize);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == b'?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == b'*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == b'*')
 }
 
 /// A resolver that accepts every symbol with address 0: for `check` without a vmlinux.
@@ -86,6 +122,11 @@ impl Resolver for NoKernel {
 
     fn tracepoint(&self, _subsys: &str, _event: &str) -> Result<(), String> {
         Ok(())
+    }
+
+    /// Without a kernel a pattern stands for itself (one probe), so `check` still checks the body.
+    fn tracepoints_matching(&self, subsys: &str, event: &str) -> Result<Vec<(String, String)>, String> {
+        Ok(vec![(subsys.to_owned(), event.to_owned())])
     }
 }
 
@@ -211,7 +252,12 @@ fn validate(image: &[u8], verify: bool) -> Result<(), String> {
 
 /// Lay out the functions back to back and fill the image builder and the sidecar.
 fn assemble(prog: &lower::Program, file_name: &str, opts: &CompileOptions) -> (ImageBuilder, Sidecar) {
-    let mut b = ImageBuilder { build_id: opts.build_id.clone(), budget: 0, ..ImageBuilder::default() };
+    let mut b = ImageBuilder {
+        build_id: opts.build_id.clone(),
+        budget: 0,
+        frame_budget: prog.frame_budget,
+        ..ImageBuilder::default()
+    };
     let mut sidecar = Sidecar { source_file: file_name.to_owned(), ..Sidecar::default() };
     for f in &prog.funcs {
         b.funcs.push(FuncSpec {
@@ -219,7 +265,9 @@ fn assemble(prog: &lower::Program, file_name: &str, opts: &CompileOptions) -> (I
             code_len: f.code.len() as u32,
             n_int: f.n_int,
             n_str: f.n_str,
-            ..FuncSpec::default()
+            params_int: f.params_int,
+            params_str: f.params_str,
+            ret: f.ret,
         });
         b.code.extend_from_slice(&f.code);
         sidecar.funcs.push(FuncInfo { name: f.name.clone(), span: f.span });
@@ -229,22 +277,31 @@ fn assemble(prog: &lower::Program, file_name: &str, opts: &CompileOptions) -> (I
     b.globals = prog.globals.len() as u16;
     sidecar.globals = prog.globals.clone();
     for t in &prog.tables {
-        b.tables.push(TableSpec::single(t.key, t.capacity));
-        sidecar.tables.push(TableInfo { name: t.name.clone(), span: t.span });
+        b.tables.push(TableSpec { keys: KeyShape::of(&t.keys), value: t.value, capacity: t.capacity });
+        sidecar.tables.push(TableInfo {
+            name: t.name.clone(),
+            span: t.span,
+            stack_keys: t.stack_keys.clone(),
+            hist: !matches!(t.value, ValueKind::Int | ValueKind::Stats),
+        });
     }
     for p in &prog.probes {
         b.probes.push(OwnedProbe {
             kind: p.kind,
             func: p.func,
             addr: p.addr,
-            flags: 0,
+            flags: if p.every_cpu { PROBE_EVERY_CPU } else { 0 },
             name: p.name.as_bytes().to_vec(),
         });
         sidecar.probes.push(ProbeInfo { spec: p.spec.clone(), span: p.span });
     }
-    for (text, kinds) in &prog.formats {
+    for (text, kinds, stacks) in &prog.formats {
         b.formats.push(kinds.clone());
         sidecar.formats.push(text.clone());
+        sidecar.format_stacks.push(stacks.clone());
+    }
+    if sidecar.format_stacks.iter().all(|s| !s.contains(&true)) {
+        sidecar.format_stacks.clear();
     }
     (b, sidecar)
 }

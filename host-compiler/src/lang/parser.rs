@@ -2,30 +2,40 @@
 //! parser resynchronises (to the next statement inside a block, to the next item at top level), so one
 //! run reports every syntax error it can.
 //!
-//! Grammar (this slice; `#` comments, `;` optional, a statement ends at `;`, a newline or `}`):
+//! Grammar (`#` comments, `;` optional: a statement ends at `;`, a newline or `}`):
 //!
 //! ```text
 //! script  := item*
-//! item    := 'var' NAME '=' expr | head block
-//! head    := ('kprobe'|'kretprobe') ':' SYMBOL | 'trace' SUBSYS ':' EVENT
+//! item    := 'var' NAME ('=' expr)? | 'function' NAME '(' (NAME (',' NAME)*)? ')' block
+//!          | head ('/' expr '/')? block
+//! head    := ('kprobe'|'kretprobe') ':' SYMBOL ('+' INT)? | 'trace' SUBSYS ':' EVENT   (globs: * ?)
 //!          | 'trace' ('kprobe'|'kretprobe') ':' SYMBOL | 'trace_begin' | 'trace_end'
+//!          | ('tick'|'profile') '-' N ('s'|'ms'|'us')          (written without spaces)
 //! block   := '{' stmt* '}'
-//! stmt    := 'var' NAME '=' expr | expr (('=' | '+=' | '-=' | '*=' | '/=' | '%=') expr)?
-//! expr    := binary operators by precedence (`* / %` above `+ -`), unary '-', postfix call / index
-//! primary := INT | STRING | NAME | '(' expr ')' | '{' '}'
+//! stmt    := 'var' NAME ('=' expr)? | 'if' expr block (('elseif' | 'else' 'if') expr block)* ('else' block)?
+//!          | 'while' expr block | 'for' '(' NAME '=' expr ',' expr (',' expr)? ')' block
+//!          | 'for' '(' NAME (',' NAME)* 'in' 'pairs' '(' expr ')' ')' block
+//!          | 'break' | 'continue' | 'return' expr? | block
+//!          | expr (('=' | '+=' | '-=' | '*=' | '/=' | '%=' | '<<<') expr)?
+//! expr    := binary operators by precedence, lowest first:
+//!            || && | ^ & (== !=) (< <= > >=) .. (<< >>) (+ -) (* / %)
+//! unary   := ('-' | '!' | '~') unary | postfix
+//! postfix := primary ('[' expr (',' expr)* ']' | '(' args ')' | '.' NAME | '->' NAME)*
+//! primary := INT | STRING | 'true' | 'false' | 'nil' | NAME | '(' expr ')' | '{' '}'
 //! ```
 //!
-//! Architecture invariant: nesting is bounded ([`MAX_DEPTH`]), so no later recursive pass (checking,
-//! code generation, even dropping the tree) can overflow the stack on hostile input.
+//! Architecture invariant: nesting is bounded ([`MAX_DEPTH`], expressions and blocks together), so no
+//! later recursive pass (checking, code generation, even dropping the tree) can overflow the stack
+//! on hostile input.
 
 use super::ast::*;
-use super::diag::{Diagnostic, Span, join, span};
+use super::diag::{Diagnostic, Span, did_you_mean, join, span};
 use super::lexer::{Tok, Token, lex};
 
-/// Deepest expression nesting accepted (parentheses, operator chains, calls, indexing).
+/// Deepest nesting accepted (parentheses, operator chains, calls, indexing, blocks).
 pub const MAX_DEPTH: u32 = 128;
 
-/// Words with a meaning now or in the full language; they cannot name variables.
+/// Words with a meaning in the language; they cannot name variables.
 pub const KEYWORDS: &[&str] = &[
     "var",
     "trace",
@@ -33,6 +43,7 @@ pub const KEYWORDS: &[&str] = &[
     "trace_end",
     "if",
     "else",
+    "elseif",
     "while",
     "for",
     "in",
@@ -45,13 +56,10 @@ pub const KEYWORDS: &[&str] = &[
     "false",
 ];
 
-/// Statement keywords of the full language that this version does not implement yet.
-const NOT_YET: &[&str] = &["if", "else", "while", "for", "function", "return", "break", "continue"];
-
 /// Parse `src`, appending lexer and parser errors to `diags`.
 pub fn parse(src: &str, diags: &mut Vec<Diagnostic>) -> Script {
     let toks = lex(src, diags);
-    let mut p = Parser { src, toks, pos: 0, diags, depth: 0, stmt_start: 0 };
+    let mut p = Parser { src, toks, pos: 0, diags, depth: 0, stmt_start: 0, in_pred: false };
     p.script()
 }
 
@@ -64,6 +72,8 @@ struct Parser<'s, 'd> {
     /// Token index where the current statement (or item) started: recovery stops at the next line
     /// only after leaving the statement's first line.
     stmt_start: usize,
+    /// Parsing a `/predicate/` outside parentheses: `/` ends it instead of dividing.
+    in_pred: bool,
 }
 
 /// An expression with the depth of its tree.
@@ -85,6 +95,10 @@ impl Parser<'_, '_> {
 
     fn at(&self, t: &Tok) -> bool {
         &self.tok().tok == t
+    }
+
+    fn at_word(&self, w: &str) -> bool {
+        self.tok().tok == Tok::Ident && self.text(self.tok()) == w
     }
 
     fn text(&self, t: &Token) -> &str {
@@ -117,9 +131,8 @@ impl Parser<'_, '_> {
 
     fn error_here(&mut self, expected: &str) {
         let t = self.tok().clone();
-        if let Tok::Other(op) = t.tok {
-            let d = Diagnostic::error(format!("operator `{op}` is not supported yet"), t.span)
-                .note("this version has `+ - * / %` and unary `-`");
+        if let Tok::Other(op @ ("?" | "$" | "@")) = t.tok {
+            let d = Diagnostic::error(format!("`{op}` is not an operator of the language"), t.span);
             self.diags.push(d);
             return;
         }
@@ -183,7 +196,17 @@ impl Parser<'_, '_> {
         let t = self.tok();
         t.tok == Tok::Ident
             && (matches!(self.text(t), "var" | "trace" | "trace_begin" | "trace_end" | "function")
-                || self.peek(1).tok == Tok::Colon)
+                || self.peek(1).tok == Tok::Colon
+                || self.timer_word())
+    }
+
+    /// `tick-` / `profile-` directly followed by a number: a timer head.
+    fn timer_word(&self) -> bool {
+        let t = self.tok();
+        t.tok == Tok::Ident
+            && matches!(self.text(t), "tick" | "profile")
+            && self.peek(1).tok == Tok::Minus
+            && self.peek(1).span.start == t.span.end
     }
 
     /// Skip to the next line that starts a top-level item, skipping whole `{ ... }` blocks.
@@ -247,19 +270,15 @@ impl Parser<'_, '_> {
             return decl.map(Item::Global);
         }
         if word == "function" {
-            self.diags.push(
-                Diagnostic::error("functions are not supported yet", t.span)
-                    .note("this version has probe blocks and top-level `var` declarations"),
-            );
-            self.recover_item();
-            return None;
+            return self.function().map(Item::Function);
         }
         let is_head = matches!(word.as_str(), "trace" | "trace_begin" | "trace_end")
-            || (t.tok == Tok::Ident && self.peek(1).tok == Tok::Colon);
+            || (t.tok == Tok::Ident && self.peek(1).tok == Tok::Colon)
+            || self.timer_word();
         if !is_head {
             self.diags.push(
-                Diagnostic::error(format!("expected a probe or `var` at top level, found {}", self.describe(&t)), t.span)
-                    .note("top level holds `var NAME = ...` and probe blocks: `kprobe:SYM { ... }`, `kretprobe:SYM { ... }`, `trace SUBSYS:EVENT { ... }`, `trace_begin { ... }`, `trace_end { ... }`")
+                Diagnostic::error(format!("expected a probe, `function` or `var` at top level, found {}", self.describe(&t)), t.span)
+                    .note("top level holds `var NAME = ...`, `function NAME(...) { ... }` and probe blocks: `kprobe:SYM { ... }`, `kretprobe:SYM { ... }`, `trace SUBSYS:EVENT { ... }`, `tick-1s { ... }`, `trace_begin { ... }`, `trace_end { ... }`")
                     .note("statements go inside a probe block (`trace_begin` runs once at the start)"),
             );
             self.recover_item();
@@ -267,6 +286,10 @@ impl Parser<'_, '_> {
         }
         let target = self.probe_head();
         let head = join(t.span, self.prev_end());
+        let mut pred = None;
+        if self.at(&Tok::Slash) && !matches!(target, ProbeTarget::Invalid) {
+            pred = self.predicate();
+        }
         if !self.at(&Tok::LBrace) {
             // an invalid head has been reported already
             if !matches!(target, ProbeTarget::Invalid) {
@@ -282,7 +305,34 @@ impl Parser<'_, '_> {
             }
         }
         let body = self.block();
-        Some(Item::Probe(Probe { target, head, body }))
+        Some(Item::Probe(Probe { target, head, pred, body }))
+    }
+
+    /// `/ expr /` (the first `/` is current).
+    fn predicate(&mut self) -> Option<Expr> {
+        let open = self.bump();
+        self.in_pred = true;
+        let (e, _) = self.expr();
+        self.in_pred = false;
+        if matches!(e.kind, ExprKind::Error) {
+            while !self.at(&Tok::Eof) && !self.at(&Tok::LBrace) && !self.tok().nl_before {
+                self.bump();
+            }
+            return None;
+        }
+        if !self.at(&Tok::Slash) {
+            self.diags.push(
+                Diagnostic::error("this predicate is not closed", open.span)
+                    .label(self.tok().span, "expected `/` before this")
+                    .note("a predicate is written between slashes: `kprobe:f /pid == 1/ { ... }`"),
+            );
+            while !self.at(&Tok::Eof) && !self.at(&Tok::LBrace) && !self.tok().nl_before {
+                self.bump();
+            }
+            return None;
+        }
+        self.bump();
+        Some(e)
     }
 
     fn end_item(&mut self) {
@@ -294,84 +344,244 @@ impl Parser<'_, '_> {
         }
     }
 
-    /// A kernel symbol: a name, with any directly adjacent `.name` / `.123` parts (`vfs_read.isra.0`).
-    fn symbol(&mut self, what: &str) -> Option<Ident> {
+    /// `function NAME(a, b) { ... }` (the `function` is current).
+    fn function(&mut self) -> Option<FuncDecl> {
+        self.bump();
         if !self.at(&Tok::Ident) {
-            self.error_here(what);
+            self.error_here("a function name after `function`");
+            self.recover_item();
             return None;
         }
+        let nt = self.bump();
+        let name = Ident { name: self.text(&nt).to_owned(), span: nt.span };
+        if KEYWORDS.contains(&name.name.as_str()) {
+            self.diags.push(Diagnostic::error(format!("`{}` is a reserved word", name.name), name.span));
+        }
+        if !self.expect(Tok::LParen, "`(` and the parameter list") {
+            self.recover_item();
+            return None;
+        }
+        let mut params = Vec::new();
+        if !self.at(&Tok::RParen) {
+            loop {
+                if !self.at(&Tok::Ident) {
+                    self.error_here("a parameter name");
+                    self.recover_item();
+                    return None;
+                }
+                let pt = self.bump();
+                params.push(Ident { name: self.text(&pt).to_owned(), span: pt.span });
+                if self.at(&Tok::Comma) {
+                    self.bump();
+                    continue;
+                }
+                break;
+            }
+        }
+        if !self.expect(Tok::RParen, "`,` or `)` in the parameter list") {
+            self.recover_item();
+            return None;
+        }
+        if !self.at(&Tok::LBrace) {
+            self.error_here("`{` to start the function body");
+            self.recover_item();
+            return None;
+        }
+        let body = self.block();
+        Some(FuncDecl { name, params, body })
+    }
+
+    /// The text of the head: the current token and every token glued to it (no space between),
+    /// up to a `{` or `/`. Returns the text and its span.
+    fn glued(&mut self) -> (String, Span) {
         let first = self.bump();
         let mut sp = first.span;
-        while matches!(self.tok().tok, Tok::Ident | Tok::Int(_) | Tok::Dot) && self.tok().span.start == sp.end
+        while !matches!(self.tok().tok, Tok::LBrace | Tok::Slash | Tok::Eof | Tok::Semi)
+            && self.tok().span.start == sp.end
         {
             sp.end = self.bump().span.end;
         }
-        Some(Ident { name: self.src.get(sp.start..sp.end).unwrap_or("").to_owned(), span: sp })
+        (self.src.get(sp.start..sp.end).unwrap_or("").to_owned(), sp)
     }
 
     fn probe_head(&mut self) -> ProbeTarget {
-        let first = self.bump();
+        let first = self.tok().clone();
         let word = self.text(&first).to_owned();
         match word.as_str() {
-            "trace_begin" => return ProbeTarget::Begin,
-            "trace_end" => return ProbeTarget::End,
+            "trace_begin" => {
+                self.bump();
+                return ProbeTarget::Begin;
+            }
+            "trace_end" => {
+                self.bump();
+                return ProbeTarget::End;
+            }
             "trace" => {
-                let Some(sub) = self.symbol("a tracepoint `SUBSYS:EVENT` after `trace`") else {
-                    return ProbeTarget::Invalid;
-                };
-                if !self.expect(Tok::Colon, "`:` between the subsystem and the event") {
+                self.bump();
+                if !self.at(&Tok::Ident) && !self.at(&Tok::Star) {
+                    self.error_here("a tracepoint `SUBSYS:EVENT` after `trace`");
                     return ProbeTarget::Invalid;
                 }
-                if sub.name == "kprobe" || sub.name == "kretprobe" {
-                    return self.kprobe_sym(sub.name == "kretprobe");
-                }
-                let Some(event) = self.symbol("an event name after `:`") else { return ProbeTarget::Invalid };
-                return ProbeTarget::Tracepoint { subsys: sub, event };
+                let (text, sp) = self.glued();
+                return self.head_text(&text, sp, true);
             }
             _ => {}
         }
-        self.bump(); // the ':'
-        match word.as_str() {
-            "kprobe" | "kretprobe" => self.kprobe_sym(word == "kretprobe"),
-            _ => {
-                let mut d = Diagnostic::error(format!("unknown probe kind `{word}`"), first.span)
-                    .note("probes are `kprobe:SYM`, `kretprobe:SYM`, `trace SUBSYS:EVENT`, `trace_begin` and `trace_end`");
-                if matches!(word.as_str(), "tracepoint" | "tp" | "t") {
-                    d = d.note("a tracepoint is written `trace SUBSYS:EVENT`");
-                } else if let Some(s) = super::diag::did_you_mean(&word, ["kprobe", "kretprobe"]) {
-                    d = d.note(s);
-                }
-                self.diags.push(d);
-                // skip the target (`sched:sched_switch`, `do_sys_open`) up to the body
-                while !self.at(&Tok::Eof) && !self.at(&Tok::LBrace) && !self.tok().nl_before {
-                    self.bump();
-                }
-                ProbeTarget::Invalid
+        let (text, sp) = self.glued();
+        self.head_text(&text, sp, false)
+    }
+
+    /// Read a probe head from its text (`kprobe:f+0x10`, `sched:sched_*`, `tick-10ms`).
+    fn head_text(&mut self, text: &str, sp: Span, after_trace: bool) -> ProbeTarget {
+        let sub = |a: usize, b: usize| span(sp.start + a, sp.start + b);
+        for (kind, per_cpu) in [("tick-", false), ("profile-", true)] {
+            if let Some(rest) = text.strip_prefix(kind) {
+                return self.timer(text, rest, per_cpu, sp);
             }
+        }
+        let Some(colon) = text.find(':') else {
+            let mut d = Diagnostic::error(format!("`{text}` is not a probe"), sp).note(
+                "probes are `kprobe:SYM`, `kretprobe:SYM`, `trace SUBSYS:EVENT`, `tick-N`/`profile-N` (with s, ms or us), `trace_begin` and `trace_end`",
+            );
+            if let Some(s) = did_you_mean(text, ["trace_begin", "trace_end", "kprobe", "kretprobe"]) {
+                d = d.note(s);
+            }
+            self.diags.push(d);
+            return ProbeTarget::Invalid;
+        };
+        let (kind, target) = (&text[..colon], &text[colon + 1..]);
+        let target_span = sub(colon + 1, text.len());
+        if kind == "kprobe" || kind == "kretprobe" {
+            let ret = kind == "kretprobe";
+            let (sym, off) = match target.split_once('+') {
+                Some((s, o)) => (s, Some(o)),
+                None => (target, None),
+            };
+            if sym.is_empty() {
+                self.diags.push(
+                    Diagnostic::error(format!("expected a kernel function name after `{kind}:`"), span(sp.end, sp.end))
+                        .note("write the function's symbol, e.g. `kprobe:vfs_read`"),
+                );
+                return ProbeTarget::Invalid;
+            }
+            if !is_symbol(sym) {
+                self.diags.push(
+                    Diagnostic::error(format!("`{sym}` is not a kernel function name"), target_span)
+                        .note("write the function's symbol, e.g. `kprobe:vfs_read`"),
+                );
+                return ProbeTarget::Invalid;
+            }
+            let sym = Ident { name: sym.to_owned(), span: sub(colon + 1, colon + 1 + sym.len()) };
+            let off = match off {
+                None => 0,
+                Some(o) => {
+                    let at = sub(colon + 2 + sym.name.len(), text.len());
+                    let parsed = match o.strip_prefix("0x").or_else(|| o.strip_prefix("0X")) {
+                        Some(h) => u64::from_str_radix(h, 16).ok(),
+                        None => o.parse::<u64>().ok(),
+                    };
+                    match parsed {
+                        Some(v) if !ret => v,
+                        Some(_) => {
+                            self.diags.push(
+                                Diagnostic::error("a kretprobe attaches to a whole function, not an offset", at)
+                                    .note("write `kretprobe:SYM`"),
+                            );
+                            return ProbeTarget::Invalid;
+                        }
+                        None => {
+                            self.diags.push(Diagnostic::error(
+                                format!("`{o}` is not a byte offset (decimal or 0x hexadecimal)"),
+                                at,
+                            ));
+                            return ProbeTarget::Invalid;
+                        }
+                    }
+                }
+            };
+            return ProbeTarget::Kprobe { sym, off, ret };
+        }
+        if !after_trace {
+            let kw = sub(0, colon);
+            let mut d = Diagnostic::error(format!("unknown probe kind `{kind}`"), kw).note(
+                "probes are `kprobe:SYM`, `kretprobe:SYM`, `trace SUBSYS:EVENT`, `tick-N`/`profile-N`, `trace_begin` and `trace_end`",
+            );
+            if matches!(kind, "tracepoint" | "tp" | "t") {
+                d = d.note("a tracepoint is written `trace SUBSYS:EVENT`");
+            } else if let Some(s) = did_you_mean(kind, ["kprobe", "kretprobe"]) {
+                d = d.note(s);
+            } else if !kind.is_empty() && is_glob_name(kind) {
+                d = d.note(format!("a tracepoint is written `trace {text}`"));
+            }
+            self.diags.push(d);
+            return ProbeTarget::Invalid;
+        }
+        if !is_glob_name(kind) || !is_glob_name(target) {
+            let bad = if is_glob_name(kind) { target_span } else { sub(0, colon) };
+            self.diags.push(
+                Diagnostic::error(format!("`{text}` is not a tracepoint name"), bad)
+                    .note("write `trace SUBSYS:EVENT`; `*` and `?` match any characters (`trace sched:*`)"),
+            );
+            return ProbeTarget::Invalid;
+        }
+        ProbeTarget::Tracepoint {
+            subsys: Ident { name: kind.to_owned(), span: sub(0, colon) },
+            event: Ident { name: target.to_owned(), span: target_span },
         }
     }
 
-    fn kprobe_sym(&mut self, ret: bool) -> ProbeTarget {
-        match self.symbol("a kernel function name") {
-            Some(sym) => ProbeTarget::Kprobe { sym, ret },
-            None => ProbeTarget::Invalid,
+    fn timer(&mut self, text: &str, rest: &str, per_cpu: bool, sp: Span) -> ProbeTarget {
+        let digits = rest.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+        let unit = &rest[digits.len()..];
+        let scale = match unit {
+            "s" => 1_000_000_000u64,
+            "ms" => 1_000_000,
+            "us" => 1_000,
+            _ => 0,
+        };
+        let n = digits.parse::<u64>().ok().filter(|n| *n > 0);
+        match (n, scale) {
+            (Some(n), s) if s > 0 => match n.checked_mul(s) {
+                Some(period_ns) => ProbeTarget::Timer { period_ns, per_cpu, text: text.to_owned() },
+                None => {
+                    self.diags.push(Diagnostic::error(format!("the period of `{text}` is too long"), sp));
+                    ProbeTarget::Invalid
+                }
+            },
+            _ => {
+                self.diags.push(
+                    Diagnostic::error(format!("`{text}` is not a timer"), sp)
+                        .note("write a positive whole number and a unit: `tick-1s`, `tick-100ms`, `profile-500us`"),
+                );
+                ProbeTarget::Invalid
+            }
         }
     }
 
     fn block(&mut self) -> Block {
         let open = self.bump(); // '{'
         let mut stmts = Vec::new();
-        loop {
+        if self.depth >= MAX_DEPTH {
+            self.diags.push(
+                Diagnostic::error("blocks nested too deeply", open.span)
+                    .note(format!("at most {MAX_DEPTH} levels of nesting are allowed")),
+            );
+            self.pos -= 1;
+            self.skip_braces();
+            return Block { stmts, span: join(open.span, self.prev_end()) };
+        }
+        self.depth += 1;
+        let b = loop {
             if self.at(&Tok::RBrace) {
                 let close = self.bump();
-                return Block { stmts, span: join(open.span, close.span) };
+                break Block { stmts, span: join(open.span, close.span) };
             }
             if self.at(&Tok::Eof) || (self.tok().nl_before && self.at_top_level_head()) {
                 let d = Diagnostic::error("this `{` is never closed", open.span);
                 let d =
                     if self.at(&Tok::Eof) { d } else { d.label(self.tok().span, "a new probe starts here") };
                 self.diags.push(d);
-                return Block { stmts, span: join(open.span, self.prev_end()) };
+                break Block { stmts, span: join(open.span, self.prev_end()) };
             }
             let before = self.pos;
             if let Some(s) = self.stmt() {
@@ -380,7 +590,9 @@ impl Parser<'_, '_> {
             if self.pos == before {
                 self.bump();
             }
-        }
+        };
+        self.depth -= 1;
+        b
     }
 
     /// A probe head or top-level declaration at the start of a line: a missing `}` is more likely than
@@ -393,11 +605,37 @@ impl Parser<'_, '_> {
         match self.text(t) {
             "trace" | "trace_begin" | "trace_end" | "function" => true,
             "kprobe" | "kretprobe" => self.peek(1).tok == Tok::Colon,
-            _ => false,
+            _ => self.timer_word(),
         }
     }
 
     // ---- statements ----
+
+    /// A block where one is required (after `if`, `while`, ...); `None` after an error.
+    fn body(&mut self, after: &str) -> Option<Block> {
+        if self.at(&Tok::LBrace) {
+            return Some(self.block());
+        }
+        self.error_here(&format!("`{{` to start the body of `{after}`"));
+        self.recover_stmt();
+        None
+    }
+
+    /// A condition: an expression (parentheses are ordinary grouping).
+    fn cond(&mut self) -> Option<Expr> {
+        let (e, _) = self.expr();
+        if matches!(e.kind, ExprKind::Error) {
+            // skip to the body, parse it for its errors
+            while !self.at(&Tok::Eof) && !self.at(&Tok::LBrace) && !self.tok().nl_before {
+                self.bump();
+            }
+            if self.at(&Tok::LBrace) {
+                self.block();
+            }
+            return None;
+        }
+        Some(e)
+    }
 
     fn stmt(&mut self) -> Option<Stmt> {
         self.stmt_start = self.pos;
@@ -406,26 +644,179 @@ impl Parser<'_, '_> {
             self.bump();
             return None;
         }
-        let word = if t.tok == Tok::Ident { self.text(&t) } else { "" };
-        if word == "var" {
-            let d = self.var_decl();
-            self.end_stmt();
-            return d.map(|d| Stmt { span: d.span, kind: StmtKind::Var(d) });
+        let word = if t.tok == Tok::Ident { self.text(&t).to_owned() } else { String::new() };
+        let kind = match word.as_str() {
+            "var" => {
+                let d = self.var_decl();
+                self.end_stmt();
+                return d.map(|d| Stmt { span: d.span, kind: StmtKind::Var(d) });
+            }
+            "if" => self.if_stmt()?,
+            "while" => {
+                self.bump();
+                let cond = self.cond()?;
+                let body = self.body("while")?;
+                StmtKind::While { cond, body }
+            }
+            "for" => self.for_stmt()?,
+            "break" | "continue" => {
+                self.bump();
+                self.end_stmt();
+                let k = if word == "break" { StmtKind::Break } else { StmtKind::Continue };
+                return Some(Stmt { kind: k, span: t.span });
+            }
+            "return" => {
+                self.bump();
+                let value = if self.tok().nl_before || matches!(self.tok().tok, Tok::Semi | Tok::RBrace) {
+                    None
+                } else {
+                    let (e, _) = self.expr();
+                    if matches!(e.kind, ExprKind::Error) {
+                        self.recover_stmt();
+                        return Some(Stmt { kind: StmtKind::Error, span: t.span });
+                    }
+                    Some(e)
+                };
+                let sp = join(t.span, self.prev_end());
+                self.end_stmt();
+                return Some(Stmt { kind: StmtKind::Return(value), span: sp });
+            }
+            "else" | "elseif" => {
+                self.diags.push(Diagnostic::error(format!("`{word}` without an `if`"), t.span));
+                self.bump();
+                self.recover_stmt();
+                if self.at(&Tok::LBrace) {
+                    self.block();
+                }
+                return None;
+            }
+            "function" => {
+                self.diags.push(
+                    Diagnostic::error("functions are declared at top level", t.span)
+                        .note("move `function NAME(...) { ... }` out of this block"),
+                );
+                self.recover_stmt();
+                return None;
+            }
+            _ if t.tok == Tok::LBrace => StmtKind::Block(self.block()),
+            _ => return self.simple_stmt(),
+        };
+        Some(Stmt { kind, span: join(t.span, self.prev_end()) })
+    }
+
+    fn if_stmt(&mut self) -> Option<StmtKind> {
+        self.bump();
+        let mut arms = Vec::new();
+        let mut otherwise = None;
+        let cond = self.cond()?;
+        let body = self.body("if")?;
+        arms.push((cond, body));
+        loop {
+            let else_if = if self.at_word("elseif") {
+                self.bump();
+                true
+            } else if self.at_word("else") {
+                self.bump();
+                if self.at_word("if") {
+                    self.bump();
+                    true
+                } else {
+                    false
+                }
+            } else {
+                break;
+            };
+            if else_if {
+                let cond = self.cond()?;
+                let body = self.body("elseif")?;
+                arms.push((cond, body));
+            } else {
+                otherwise = Some(self.body("else")?);
+                break;
+            }
         }
-        if NOT_YET.contains(&word) {
-            self.diags.push(
-                Diagnostic::error(format!("`{word}` is not supported yet"), t.span).note(
-                    "this version has assignments, `var` declarations and calls to `print` and `printf`",
-                ),
-            );
+        Some(StmtKind::If { arms, otherwise })
+    }
+
+    fn for_stmt(&mut self) -> Option<StmtKind> {
+        let kw = self.bump();
+        let paren = self.at(&Tok::LParen);
+        if paren {
+            self.bump();
+        }
+        let mut names = Vec::new();
+        loop {
+            if !self.at(&Tok::Ident) {
+                self.error_here("a loop variable name");
+                self.recover_stmt();
+                return None;
+            }
+            let nt = self.bump();
+            names.push(Ident { name: self.text(&nt).to_owned(), span: nt.span });
+            if self.at(&Tok::Comma) && names.len() < 8 {
+                self.bump();
+                continue;
+            }
+            break;
+        }
+        let kind = if self.at(&Tok::Assign) && names.len() == 1 {
+            self.bump();
+            let (from, _) = self.expr();
+            if !self.expect(Tok::Comma, "`,` and the last value (`for (i = 1, 10)`)") {
+                self.recover_stmt();
+                return None;
+            }
+            let (to, _) = self.expr();
+            let step = if self.at(&Tok::Comma) {
+                self.bump();
+                Some(self.expr().0)
+            } else {
+                None
+            };
+            let var = names.pop()?;
+            (StmtKind::ForRange { var, from, to, step, body: Block { stmts: vec![], span: kw.span } }, true)
+        } else if self.at_word("in") {
+            self.bump();
+            let (iter, _) = self.expr();
+            let table = match iter.kind {
+                ExprKind::Call { callee, mut args } if callee.name == "pairs" && args.len() == 1 => args.pop()?,
+                ExprKind::Error => iter,
+                _ => {
+                    self.diags.push(
+                        Diagnostic::error("`for ... in` iterates over `pairs(TABLE)`", iter.span)
+                            .note("write `for (k, v in pairs(t)) { ... }`"),
+                    );
+                    err_expr(iter.span)
+                }
+            };
+            if names.len() < 2 {
+                self.diags.push(
+                    Diagnostic::error("`for ... in pairs(t)` needs a key name and a value name", names[0].span)
+                        .note("write `for (k, v in pairs(t))`; a table keyed by tuples takes one name per key part"),
+                );
+            }
+            (StmtKind::ForIn { names, table, body: Block { stmts: vec![], span: kw.span } }, true)
+        } else {
+            self.error_here("`=` (a counting loop) or `in` (a table loop)");
             self.recover_stmt();
             return None;
-        }
-        if t.tok == Tok::LBrace {
-            self.diags.push(Diagnostic::error("nested blocks are not supported yet", t.span));
-            self.skip_braces();
+        };
+        if paren && !self.expect(Tok::RParen, "`)` to close the loop head") {
+            self.recover_stmt();
+            if self.at(&Tok::LBrace) {
+                self.block();
+            }
             return None;
         }
+        let body = self.body("for")?;
+        Some(match kind.0 {
+            StmtKind::ForRange { var, from, to, step, .. } => StmtKind::ForRange { var, from, to, step, body },
+            StmtKind::ForIn { names, table, .. } => StmtKind::ForIn { names, table, body },
+            other => other,
+        })
+    }
+
+    fn simple_stmt(&mut self) -> Option<Stmt> {
         let (target, _) = self.expr();
         if matches!(target.kind, ExprKind::Error) {
             self.recover_stmt();
@@ -442,11 +833,12 @@ impl Parser<'_, '_> {
             })),
             _ => None,
         };
-        let Some(op) = op else {
+        let agg = self.at(&Tok::Other("<<<"));
+        if op.is_none() && !agg {
             let span = target.span;
             self.end_stmt();
             return Some(Stmt { kind: StmtKind::Expr(target), span });
-        };
+        }
         let op_tok = self.bump();
         if self.tok().nl_before {
             // `x =` with nothing after it on its line: the next line is a statement of its own
@@ -462,10 +854,14 @@ impl Parser<'_, '_> {
         } else {
             self.end_stmt();
         }
-        Some(Stmt { kind: StmtKind::Assign { target, op, op_span: op_tok.span, value }, span })
+        let kind = match op {
+            Some(op) => StmtKind::Assign { target, op, op_span: op_tok.span, value },
+            None => StmtKind::Aggregate { target, op_span: op_tok.span, value },
+        };
+        Some(Stmt { kind, span })
     }
 
-    /// `var NAME = expr` (the `var` is current).
+    /// `var NAME [= expr]` (the `var` is current).
     fn var_decl(&mut self) -> Option<VarDecl> {
         let kw = self.bump();
         if !self.at(&Tok::Ident) {
@@ -479,21 +875,24 @@ impl Parser<'_, '_> {
             self.diags.push(Diagnostic::error(format!("`{}` is a reserved word", name.name), name.span));
         }
         if !self.at(&Tok::Assign) {
+            if self.tok().nl_before || matches!(self.tok().tok, Tok::Semi | Tok::RBrace | Tok::Eof) {
+                return Some(VarDecl { span: join(kw.span, name.span), name, init: None });
+            }
             self.error_here("`=` and an initial value");
             self.recover_stmt();
-            let init = err_expr(self.prev_end());
+            let init = Some(err_expr(self.prev_end()));
             return Some(VarDecl { span: join(kw.span, name.span), name, init });
         }
         let eq = self.bump();
         if self.tok().nl_before {
             self.diags.push(Diagnostic::error("expected a value after `=`", eq.span));
-            return Some(VarDecl { span: join(kw.span, eq.span), name, init: err_expr(eq.span) });
+            return Some(VarDecl { span: join(kw.span, eq.span), name, init: Some(err_expr(eq.span)) });
         }
         let (init, _) = self.expr();
         if matches!(init.kind, ExprKind::Error) {
             self.recover_stmt();
         }
-        Some(VarDecl { span: join(kw.span, init.span), name, init })
+        Some(VarDecl { span: join(kw.span, init.span), name, init: Some(init) })
     }
 
     // ---- expressions ----
@@ -531,17 +930,30 @@ impl Parser<'_, '_> {
     /// Precedence climbing over the binary operator table.
     fn binary(&mut self, min_prec: u8) -> Parsed {
         let (mut lhs, mut depth) = self.unary();
+        if matches!(lhs.kind, ExprKind::Error) {
+            return (lhs, depth);
+        }
         while let Some((op, prec)) = binop(&self.tok().tok) {
-            if prec < min_prec {
+            if prec < min_prec || (op == BinOp::Div && self.in_pred) {
                 break;
             }
             let op_tok = self.bump();
             if depth + self.depth >= MAX_DEPTH {
                 return self.too_deep(op_tok.span);
             }
+            if self.tok().nl_before && matches!(self.tok().tok, Tok::Eof | Tok::RBrace) {
+                self.diags.push(Diagnostic::error(
+                    format!("expected a value after `{}`", op.symbol()),
+                    op_tok.span,
+                ));
+                return (err_expr(op_tok.span), 1);
+            }
             self.depth += 1;
             let (rhs, rdepth) = self.binary(prec + 1);
             self.depth -= 1;
+            if matches!(rhs.kind, ExprKind::Error) {
+                return (rhs, rdepth);
+            }
             let span = join(lhs.span, rhs.span);
             depth = depth.max(rdepth) + 1;
             let kind = ExprKind::Binary { op, op_span: op_tok.span, lhs: Box::new(lhs), rhs: Box::new(rhs) };
@@ -551,7 +963,13 @@ impl Parser<'_, '_> {
     }
 
     fn unary(&mut self) -> Parsed {
-        if self.at(&Tok::Minus) {
+        let op = match self.tok().tok {
+            Tok::Minus => Some(UnOp::Neg),
+            Tok::Other("!") => Some(UnOp::Not),
+            Tok::Other("~") => Some(UnOp::BitNot),
+            _ => None,
+        };
+        if let Some(op) = op {
             let m = self.bump();
             if self.depth >= MAX_DEPTH {
                 return self.too_deep(m.span);
@@ -559,11 +977,11 @@ impl Parser<'_, '_> {
             self.depth += 1;
             let (operand, d) = self.unary();
             self.depth -= 1;
+            if matches!(operand.kind, ExprKind::Error) {
+                return (operand, d);
+            }
             let span = join(m.span, operand.span);
-            return (
-                Expr { kind: ExprKind::Unary { op: UnOp::Neg, operand: Box::new(operand) }, span },
-                d + 1,
-            );
+            return (Expr { kind: ExprKind::Unary { op, operand: Box::new(operand) }, span }, d + 1);
         }
         if self.at(&Tok::Plus) {
             let p = self.tok().span;
@@ -575,6 +993,9 @@ impl Parser<'_, '_> {
 
     fn postfix(&mut self) -> Parsed {
         let (mut e, mut depth) = self.primary();
+        if matches!(e.kind, ExprKind::Error) {
+            return (e, depth);
+        }
         loop {
             match self.tok().tok {
                 Tok::LBracket => {
@@ -583,16 +1004,47 @@ impl Parser<'_, '_> {
                         return self.too_deep(open.span);
                     }
                     self.depth += 1;
-                    let (key, kd) = self.expr();
+                    let saved = std::mem::replace(&mut self.in_pred, false);
+                    let mut keys = Vec::new();
+                    let mut kd = 0;
+                    loop {
+                        let (key, d) = self.expr();
+                        kd = kd.max(d);
+                        let bad = matches!(key.kind, ExprKind::Error);
+                        keys.push(key);
+                        if bad || !self.at(&Tok::Comma) {
+                            break;
+                        }
+                        self.bump();
+                    }
+                    self.in_pred = saved;
                     self.depth -= 1;
+                    if keys.iter().any(|k| matches!(k.kind, ExprKind::Error)) {
+                        return (err_expr(join(e.span, self.prev_end())), 1);
+                    }
                     let close = self.tok().span;
-                    if !self.expect(Tok::RBracket, "`]`") {
-                        let span = join(e.span, key.span);
-                        return (err_expr(span), 1);
+                    if !self.expect(Tok::RBracket, "`,` or `]`") {
+                        return (err_expr(join(e.span, self.prev_end())), 1);
                     }
                     let span = join(e.span, close);
                     depth = depth.max(kd) + 1;
-                    e = Expr { kind: ExprKind::Index { base: Box::new(e), key: Box::new(key) }, span };
+                    e = Expr { kind: ExprKind::Index { base: Box::new(e), keys }, span };
+                }
+                Tok::Dot | Tok::Other("->") => {
+                    let op = self.bump();
+                    if depth + self.depth >= MAX_DEPTH {
+                        return self.too_deep(op.span);
+                    }
+                    if !self.at(&Tok::Ident) {
+                        self.error_here(&format!("a member name after `{}`", self.text(&op)));
+                        return (err_expr(join(e.span, op.span)), 1);
+                    }
+                    let nt = self.bump();
+                    let name = Ident { name: self.text(&nt).to_owned(), span: nt.span };
+                    let arrow = op.tok != Tok::Dot;
+                    let span = join(e.span, nt.span);
+                    depth += 1;
+                    e = Expr { kind: ExprKind::Member { base: Box::new(e), name, arrow }, span };
                 }
                 Tok::LParen if !self.tok().nl_before => {
                     let open = self.bump();
@@ -605,7 +1057,9 @@ impl Parser<'_, '_> {
                         return self.too_deep(open.span);
                     }
                     self.depth += 1;
+                    let saved = std::mem::replace(&mut self.in_pred, false);
                     let (args, ad) = self.call_args();
+                    self.in_pred = saved;
                     self.depth -= 1;
                     let Some(args) = args else {
                         return (err_expr(join(e.span, self.prev_end())), 1);
@@ -686,15 +1140,21 @@ impl Parser<'_, '_> {
             }
             Tok::Ident => {
                 let name = self.text(&t).to_owned();
-                if KEYWORDS.contains(&name.as_str()) {
-                    self.diags.push(Diagnostic::error(
-                        format!("expected an expression, found keyword `{name}`"),
-                        t.span,
-                    ));
-                    return (err_expr(t.span), 1);
-                }
+                let kind = match name.as_str() {
+                    "true" => ExprKind::Bool(true),
+                    "false" => ExprKind::Bool(false),
+                    "nil" => ExprKind::Nil,
+                    _ if KEYWORDS.contains(&name.as_str()) => {
+                        self.diags.push(Diagnostic::error(
+                            format!("expected an expression, found keyword `{name}`"),
+                            t.span,
+                        ));
+                        return (err_expr(t.span), 1);
+                    }
+                    _ => ExprKind::Name(Ident { name, span: t.span }),
+                };
                 self.bump();
-                (Expr { kind: ExprKind::Name(Ident { name, span: t.span }), span: t.span }, 1)
+                (Expr { kind, span: t.span }, 1)
             }
             Tok::LParen => {
                 let open = self.bump();
@@ -702,7 +1162,9 @@ impl Parser<'_, '_> {
                     return self.too_deep(open.span);
                 }
                 self.depth += 1;
+                let saved = std::mem::replace(&mut self.in_pred, false);
                 let (e, d) = self.expr();
+                self.in_pred = saved;
                 self.depth -= 1;
                 if matches!(e.kind, ExprKind::Error) {
                     return (e, d);
@@ -719,11 +1181,19 @@ impl Parser<'_, '_> {
                     return (Expr { kind: ExprKind::Table, span: join(t.span, close.span) }, 1);
                 }
                 self.diags.push(
-                    Diagnostic::error("table constructors with entries are not supported yet", t.span)
-                        .note("declare an empty table with `var t = {}` and fill it in a probe"),
+                    Diagnostic::error("table constructors with entries are not supported", t.span)
+                        .note("declare an empty table with `var t = {}` and fill it in `trace_begin`"),
                 );
                 self.bump_until_brace_close();
                 (err_expr(join(t.span, self.prev_end())), 1)
+            }
+            Tok::Dur(..) => {
+                self.bump();
+                self.diags.push(
+                    Diagnostic::error(format!("unexpected `{}`", self.text(&t)), t.span)
+                        .note("numbers with a unit are only for timer probes (`tick-1s`); write plain integers"),
+                );
+                (err_expr(t.span), 1)
             }
             _ => {
                 self.error_here("an expression");
@@ -749,14 +1219,40 @@ impl Parser<'_, '_> {
     }
 }
 
+/// A kernel symbol: letters, digits, `_` and `.` (gcc clones: `vfs_read.isra.0`), not starting with a digit.
+fn is_symbol(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with(|c: char| c.is_ascii_digit() || c == '.')
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+}
+
+/// A tracepoint subsystem or event name, possibly a glob (`*`, `?`).
+fn is_glob_name(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'*' | b'?' | b'-' | b'.'))
+}
+
 /// The binary operator table: operator and precedence (higher binds tighter).
 fn binop(t: &Tok) -> Option<(BinOp, u8)> {
     Some(match t {
-        Tok::Plus => (BinOp::Add, 1),
-        Tok::Minus => (BinOp::Sub, 1),
-        Tok::Star => (BinOp::Mul, 2),
-        Tok::Slash => (BinOp::Div, 2),
-        Tok::Percent => (BinOp::Mod, 2),
+        Tok::Other("||") => (BinOp::Or, 1),
+        Tok::Other("&&") => (BinOp::And, 2),
+        Tok::Other("|") => (BinOp::BitOr, 3),
+        Tok::Other("^") => (BinOp::BitXor, 4),
+        Tok::Other("&") => (BinOp::BitAnd, 5),
+        Tok::Other("==") => (BinOp::Eq, 6),
+        Tok::Other("!=") => (BinOp::Ne, 6),
+        Tok::Other("<") => (BinOp::Lt, 7),
+        Tok::Other("<=") => (BinOp::Le, 7),
+        Tok::Other(">") => (BinOp::Gt, 7),
+        Tok::Other(">=") => (BinOp::Ge, 7),
+        Tok::Other("..") => (BinOp::Concat, 8),
+        Tok::Other("<<") => (BinOp::Shl, 9),
+        Tok::Other(">>") => (BinOp::Shr, 9),
+        Tok::Plus => (BinOp::Add, 10),
+        Tok::Minus => (BinOp::Sub, 10),
+        Tok::Star => (BinOp::Mul, 11),
+        Tok::Slash => (BinOp::Div, 11),
+        Tok::Percent => (BinOp::Mod, 11),
         _ => return None,
     })
 }
@@ -799,7 +1295,7 @@ mod tests {
             .iter()
             .map(|i| match i {
                 Item::Probe(p) => p.target.spec(),
-                Item::Global(_) => unreachable!(),
+                _ => unreachable!(),
             })
             .collect();
         assert_eq!(
@@ -812,9 +1308,9 @@ mod tests {
     fn precedence() {
         let s = parse_ok("var x = 1 + 2 * 3 - -4 % 3; var y = (1 + 2) * 3");
         let Item::Global(x) = &s.items[0] else { panic!() };
-        assert_eq!(x.init.const_int(), Some(1 + 6 + 4 % 3));
+        assert_eq!(x.init.as_ref().and_then(|e| e.const_int()), Some(1 + 6 + 4 % 3));
         let Item::Global(y) = &s.items[1] else { panic!() };
-        assert_eq!(y.init.const_int(), Some(9));
+        assert_eq!(y.init.as_ref().and_then(|e| e.const_int()), Some(9));
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod events;
 use std::collections::BTreeMap;
 
 use ktap_protocol::image::{Image, ProbeKind};
+use ktap_protocol::record::{self as records, RecordKind};
 use ktap_protocol::wire::Stats;
 use ktap_vm::{Counters, Program};
 
@@ -38,6 +39,50 @@ impl Resolver for AnyKernel {
 
     fn tracepoint(&self, _subsys: &str, _event: &str) -> Result<(), String> {
         Ok(())
+    }
+}
+
+/// The simulator's kernel when there is no vmlinux: [`AnyKernel`], whose tracepoint patterns
+/// (`trace sched:*`) expand to the tracepoints the events file names.
+#[derive(Debug, Clone, Default)]
+pub struct EventsKernel {
+    /// (subsystem, event) of every `trace SUBSYS:EVENT` probe in the events, sorted, once each.
+    pub tracepoints: Vec<(String, String)>,
+}
+
+impl EventsKernel {
+    /// The tracepoints named by `events`.
+    pub fn of(events: &[Event]) -> EventsKernel {
+        let mut tracepoints: Vec<(String, String)> = events
+            .iter()
+            .filter_map(|e| {
+                let spec = canonical_probe(&e.probe);
+                let (s, ev) = spec.strip_prefix("trace ")?.split_once(':')?;
+                Some((s.to_owned(), ev.to_owned()))
+            })
+            .collect();
+        tracepoints.sort();
+        tracepoints.dedup();
+        EventsKernel { tracepoints }
+    }
+}
+
+impl Resolver for EventsKernel {
+    fn kprobe_addr(&self, sym: &str) -> Result<u64, String> {
+        AnyKernel.kprobe_addr(sym)
+    }
+
+    fn tracepoint(&self, subsys: &str, event: &str) -> Result<(), String> {
+        AnyKernel.tracepoint(subsys, event)
+    }
+
+    fn tracepoints_matching(&self, subsys: &str, event: &str) -> Result<Vec<(String, String)>, String> {
+        Ok(self
+            .tracepoints
+            .iter()
+            .filter(|(s, e)| crate::lang::glob_match(subsys, s) && crate::lang::glob_match(event, e))
+            .cloned()
+            .collect())
     }
 }
 
@@ -113,14 +158,17 @@ pub fn simulate(image: &[u8], sidecar: &Sidecar, events: &[Event]) -> Result<Sim
             // An aborted run is counted by the VM and reported with the counters, as in the kernel.
             let _ = prog.run(func, &mut EventEnv { event, time_ns, records: &mut records });
             out.stdout.push_str(&renderer.feed(&records));
+            // `exit()`: push stops tracing (trace_end still runs), so the simulation stops too
+            records::records(&records).any(|r| r.is_ok_and(|r| r.kind == RecordKind::Exit))
         };
 
     let start = events.first().map_or(0, |e| e.time_ns);
+    let mut exited = false;
     for f in funcs_of(ProbeKind::Begin) {
-        run(&mut prog, f, None, start, &mut out);
+        exited |= run(&mut prog, f, None, start, &mut out);
     }
     let mut time = start;
-    for e in events {
+    'events: for e in events.iter().take(if exited { 0 } else { events.len() }) {
         let spec = canonical_probe(&e.probe);
         let Some(funcs) = by_spec.get(spec.as_str()) else {
             *out.unknown.entry(spec).or_default() += e.repeat;
@@ -129,7 +177,9 @@ pub fn simulate(image: &[u8], sidecar: &Sidecar, events: &[Event]) -> Result<Sim
         for i in 0..e.repeat {
             time = e.time_ns.wrapping_add(DEFAULT_TIME_STEP_NS.wrapping_mul(i as i64));
             for &f in funcs {
-                run(&mut prog, f, Some(e), time, &mut out);
+                if run(&mut prog, f, Some(e), time, &mut out) {
+                    break 'events;
+                }
             }
         }
     }

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use ktap_host::board::Arch;
-use ktap_host::lang::{CompileOptions, NoKernel, Resolver};
+use ktap_host::lang::{CompileOptions, Member, NoKernel, Param, ParamLoc, ParamsOf, Resolver, Shape, TypeRef};
 
 /// A kernel where every function exists at an address derived from its name, except names
 /// starting with `no_such`; a few tracepoints exist.
@@ -21,8 +21,53 @@ pub const BUILD_ID: [u8; 20] = [
 const TRACEPOINTS: &[(&str, &str)] = &[
     ("sched", "sched_switch"),
     ("sched", "sched_process_exec"),
+    ("sched", "sched_wakeup"),
     ("syscalls", "sys_enter_read"),
     ("irq", "irq_handler_entry"),
+    ("irq", "softirq_entry"),
+];
+
+/// The fake kernel's types (32-bit ARM layout), by `TypeRef` number: what the DWARF of a real
+/// vmlinux would say about the few types the tests use.
+fn fake_shape(t: u64) -> Option<Shape> {
+    let int = |size, signed| Shape::Int { size, signed };
+    let ptr = |to| Shape::Ptr { to: TypeRef(to) };
+    let st = |name: &str, size| Shape::Struct { name: name.into(), size };
+    Some(match t {
+        1 => int(4, true),                   // int
+        2 => int(4, false),                  // unsigned int / size_t
+        3 => int(1, false),                  // unsigned char
+        4 => int(8, true),                   // loff_t
+        10 => st("file", 128),
+        11 => ptr(10),                       // struct file *
+        12 => st("path", 8),
+        13 => st("dentry", 64),
+        14 => ptr(13),                       // struct dentry *
+        15 => st("qstr", 16),
+        16 => ptr(3),                        // const unsigned char *
+        17 => Shape::Array { elem: TypeRef(3), len: Some(16), elem_size: 1 }, // char comm[16]
+        18 => st("task_struct", 2048),
+        19 => ptr(18),                       // struct task_struct *
+        20 => Shape::Bool,
+        21 => ptr(4),                        // loff_t *
+        _ => return None,
+    })
+}
+
+/// Members: (struct type, name, offset, bits, member type).
+const FAKE_MEMBERS: &[(u64, &str, u64, Option<(u8, u8)>, u64)] = &[
+    (10, "f_path", 8, None, 12),
+    (10, "f_flags", 32, None, 2),
+    (10, "f_mode", 36, Some((2, 3)), 2),
+    (10, "f_pos", 40, None, 4),
+    (12, "dentry", 4, None, 14),
+    (13, "d_name", 16, None, 15),
+    (13, "d_iname", 40, None, 17),
+    (15, "len", 4, None, 2),
+    (15, "name", 8, None, 16),
+    (18, "pid", 600, None, 1),
+    (18, "comm", 900, None, 17),
+    (18, "prio", 44, None, 1),
 ];
 
 impl Resolver for FakeKernel {
@@ -43,6 +88,76 @@ impl Resolver for FakeKernel {
             Err(format!("vmlinux (fake) has no tracepoint `{subsys}:{event}`"))
         }
     }
+
+    fn tracepoints_matching(&self, subsys: &str, event: &str) -> Result<Vec<(String, String)>, String> {
+        Ok(TRACEPOINTS
+            .iter()
+            .filter(|(s, e)| ktap_host::lang::glob_match(subsys, s) && ktap_host::lang::glob_match(event, e))
+            .map(|(s, e)| (s.to_string(), e.to_string()))
+            .collect())
+    }
+
+    fn params(&self, of: ParamsOf<'_>) -> Result<Vec<Param>, String> {
+        let p = |name: &str, ty: u64, n: u8| Param { name: name.into(), ty: TypeRef(ty), loc: ParamLoc::Arg(n) };
+        match of {
+            ParamsOf::Function("vfs_read") => {
+                Ok(vec![p("file", 11, 0), p("buf", 16, 1), p("count", 2, 2), p("pos", 21, 3)])
+            }
+            ParamsOf::Function("do_many") => Ok(vec![
+                p("a", 1, 0),
+                Param { name: "spilled".into(), ty: TypeRef(1), loc: ParamLoc::Stack(8) },
+            ]),
+            ParamsOf::Tracepoint { subsys: "sched", event: "sched_switch" } => {
+                Ok(vec![p("preempt", 20, 0), p("prev", 19, 1), p("next", 19, 2)])
+            }
+            ParamsOf::Function(f) => Err(format!("vmlinux (fake) has no debug info for `{f}`")),
+            ParamsOf::Tracepoint { subsys, event } => {
+                Err(format!("vmlinux (fake) has no debug info for `{subsys}:{event}`"))
+            }
+        }
+    }
+
+    fn shape(&self, ty: &TypeRef) -> Result<Shape, String> {
+        fake_shape(ty.0).ok_or_else(|| format!("no type {}", ty.0))
+    }
+
+    fn type_name(&self, ty: &TypeRef) -> String {
+        match fake_shape(ty.0) {
+            Some(Shape::Struct { name, .. }) => format!("struct {name}"),
+            Some(Shape::Ptr { to }) => format!("{} *", self.type_name(&to)),
+            Some(Shape::Int { size: 1, .. }) => "unsigned char".into(),
+            Some(Shape::Int { size: 8, .. }) => "loff_t".into(),
+            Some(Shape::Int { signed: true, .. }) => "int".into(),
+            Some(Shape::Int { .. }) => "unsigned int".into(),
+            Some(Shape::Array { .. }) => "char [16]".into(),
+            Some(Shape::Bool) => "bool".into(),
+            _ => "?".into(),
+        }
+    }
+
+    fn member(&self, ty: &TypeRef, name: &str) -> Result<Member, String> {
+        let of_ty: Vec<&(u64, &str, u64, Option<(u8, u8)>, u64)> =
+            FAKE_MEMBERS.iter().filter(|m| m.0 == ty.0).collect();
+        match of_ty.iter().find(|m| m.1 == name) {
+            Some(m) => Ok(Member { name: name.into(), offset: m.2, bits: m.3, ty: TypeRef(m.4) }),
+            None => {
+                let names: Vec<&str> = of_ty.iter().map(|m| m.1).collect();
+                let close: Vec<&str> =
+                    names.iter().copied().filter(|n| strsim_like(n, name)).collect();
+                Err(if close.is_empty() {
+                    format!("its members: {}", names.join(", "))
+                } else {
+                    format!("did you mean `{}`?", close.join("` or `"))
+                })
+            }
+        }
+    }
+}
+
+/// Names sharing a 4-byte prefix or suffix count as close (enough for the fake kernel's messages).
+fn strsim_like(a: &str, b: &str) -> bool {
+    let n = 4.min(a.len()).min(b.len());
+    a[..n] == b[..n] || a[a.len() - n..] == b[b.len() - n..]
 }
 
 /// Settings of one test script.

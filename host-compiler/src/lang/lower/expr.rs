@@ -1,4 +1,4 @@
-//! Expressions: constants, names (locals, globals, builtins), table reads and arithmetic.
+//! Expressions: constants, names (locals, globals, builtins), table reads, operators.
 
 use super::*;
 
@@ -17,73 +17,69 @@ impl Lower<'_, '_> {
                 self.load_const(r, *v, e.span);
                 Val::Int(r)
             }
+            ExprKind::Bool(b) => {
+                let r = self.alloc_int(e.span);
+                self.load_const(r, *b as i64, e.span);
+                Val::Int(r)
+            }
+            ExprKind::Nil => {
+                let r = self.alloc_int(e.span);
+                self.load_const(r, 0, e.span);
+                Val::Int(r)
+            }
             ExprKind::Str(s) => {
                 if s.len() > MAX_STR {
                     self.err(
                         Diagnostic::error(
-                            format!(
-                                "string literal is {} bytes, longer than the {MAX_STR}-byte limit",
-                                s.len()
-                            ),
+                            format!("string literal is {} bytes, longer than the {MAX_STR}-byte limit", s.len()),
                             e.span,
                         )
-                        .note("strings (keys, values, execname) are at most 64 bytes"),
+                        .note(format!("strings (keys, values, execname) are at most {MAX_STR} bytes")),
                     );
                     return Val::Err;
                 }
-                let id = self.string_id(s.as_bytes(), e.span);
-                let r = self.alloc_str(e.span);
-                self.emit(Opcode::Lds, &[r as i32, id as i32]);
-                Val::Str(r)
+                Val::Str(self.load_str(s, e.span))
             }
             ExprKind::Name(id) => self.name(id),
-            ExprKind::Index { base, key } => {
+            ExprKind::Index { base, keys } => {
                 let Some(t) = self.table_of(base) else {
-                    self.expr(key);
+                    for k in keys {
+                        self.expr(k);
+                    }
                     return Val::Err;
                 };
-                let m = self.mark();
-                let Some(k) = self.key(t, key) else { return Val::Err };
-                self.reset(m);
-                let dst = self.alloc_int(e.span);
-                let Some(key) = k.key_arg() else { return Val::Err };
-                self.emit_keyed(Opcode::Tld, &[dst as i32, t as i32], key);
-                Val::Int(dst)
+                self.table_read(t, keys, e.span)
             }
-            ExprKind::Unary { op: UnOp::Neg, operand } => {
+            ExprKind::Member { .. } => self.member_chain(e),
+            ExprKind::Unary { op, operand } => {
+                if *op == UnOp::Not {
+                    return self.truth_value(e);
+                }
                 let m = self.mark();
+                let what = if *op == UnOp::Neg { "`-`" } else { "`~`" };
                 let v = self.expr(operand);
-                let Some(r) = self.expect_int(v, operand, "`-`") else {
+                let Some(r) = self.expect_int(v, operand, what) else {
                     self.reset(m);
                     return Val::Err;
                 };
                 self.reset(m);
                 let dst = self.alloc_int(e.span);
-                self.emit(Opcode::Neg, &[dst as i32, r as i32]);
+                if *op == UnOp::Neg {
+                    self.emit(Opcode::Neg, &[dst as i32, r as i32]);
+                } else {
+                    let ones = self.alloc_int(e.span);
+                    self.emit(Opcode::Movi, &[ones as i32, -1]);
+                    self.emit(Opcode::Xor, &[dst as i32, r as i32, ones as i32]);
+                    self.f.int_top = dst + 1;
+                }
                 Val::Int(dst)
             }
-            ExprKind::Binary { op, lhs, rhs, .. } => self.binary(*op, lhs, rhs, e.span),
-            ExprKind::Call { callee, args } => {
-                if FUNCTIONS.contains(&callee.name.as_str()) {
-                    return Val::Void;
-                }
-                let d = if builtin(&callee.name).is_some() || self.globals.contains_key(&callee.name) {
-                    Diagnostic::error(format!("`{}` is not a function", callee.name), callee.span)
-                } else {
-                    let d = Diagnostic::error(format!("unknown function `{}`", callee.name), callee.span);
-                    match did_you_mean(&callee.name, FUNCTIONS.iter().copied()) {
-                        Some(s) => d.note(s),
-                        None => d.note("the functions are `print` and `printf`"),
-                    }
-                };
-                self.err(d);
-                let m = self.mark();
-                for a in args {
-                    self.expr(a);
-                }
-                self.reset(m);
-                Val::Err
+            ExprKind::Binary { op, .. } if op.is_comparison() || matches!(op, BinOp::And | BinOp::Or) => {
+                self.truth_value(e)
             }
+            ExprKind::Binary { op: BinOp::Concat, lhs, rhs, .. } => self.concat(lhs, rhs, e.span),
+            ExprKind::Binary { op, lhs, rhs, .. } => self.binary(*op, lhs, rhs, e.span),
+            ExprKind::Call { callee, args } => self.call(callee, args, e.span),
             ExprKind::Table => {
                 self.err(
                     Diagnostic::error("a table can only be created by a top-level `var NAME = {}`", e.span)
@@ -93,6 +89,19 @@ impl Lower<'_, '_> {
             }
             ExprKind::Error => Val::Err,
         }
+    }
+
+    fn concat(&mut self, lhs: &Expr, rhs: &Expr, at: Span) -> Val {
+        let m = self.mark();
+        let va = self.expr(lhs);
+        let a = self.expect_str(va, lhs, "`..`");
+        let vb = self.expr(rhs);
+        let b = self.expect_str(vb, rhs, "`..`");
+        self.reset(m);
+        let (Some(a), Some(b)) = (a, b) else { return Val::Err };
+        let dst = self.alloc_str(at);
+        self.emit(Opcode::Scat, &[dst as i32, a as i32, b as i32]);
+        Val::Str(dst)
     }
 
     pub(super) fn binary(&mut self, op: BinOp, lhs: &Expr, rhs: &Expr, at: Span) -> Val {
@@ -120,9 +129,9 @@ impl Lower<'_, '_> {
         let vb = self.expr(rhs);
         let b = self.expect_int(vb, rhs, &what);
         self.reset(m);
-        let (Some(a), Some(b)) = (a, b) else { return Val::Err };
+        let (Some(a), Some(b), Some(opc)) = (a, b, arith(op)) else { return Val::Err };
         let dst = self.alloc_int(at);
-        self.emit(arith(op), &[dst as i32, a as i32, b as i32]);
+        self.emit(opc, &[dst as i32, a as i32, b as i32]);
         Val::Int(dst)
     }
 
@@ -145,7 +154,7 @@ impl Lower<'_, '_> {
                     Diagnostic::error(format!("table `{}` used as a value", id.name), id.span)
                         .label(decl, "declared as a table here")
                         .note(format!(
-                            "read an entry with `{0}[key]`, or print it with `print({0})`",
+                            "read an entry with `{0}[key]`, count entries with `len({0})`, or print it with `print({0})`",
                             id.name
                         )),
                 );
@@ -153,13 +162,46 @@ impl Lower<'_, '_> {
             }
             None => {}
         }
-        match builtin(&id.name) {
-            Some(Builtin::Comm) => {
+        match id.name.as_str() {
+            "execname" => {
                 let s = self.alloc_str(id.span);
                 self.emit(Opcode::Comm, &[s as i32]);
-                Val::Str(s)
+                return Val::Str(s);
             }
-            Some(Builtin::Ctx(field)) => {
+            "probename" => {
+                let name = match &self.f.target {
+                    Some(ProbeTarget::Tracepoint { subsys, event }) => format!("{}:{}", subsys.name, event.name),
+                    Some(t) => t.spec(),
+                    None => {
+                        self.err(
+                            Diagnostic::error("`probename` has no value in a function", id.span)
+                                .note("pass it as an argument from the probe block"),
+                        );
+                        return Val::Err;
+                    }
+                };
+                let name: String = name.chars().take(MAX_STR).collect();
+                return Val::Str(self.load_str(&name, id.span));
+            }
+            "arch" => {
+                return Val::Str(self.load_str(board_arch_name(self.env.arch), id.span));
+            }
+            "kernel_v" => {
+                let v = self.env.resolver.kernel_release().unwrap_or_else(|| "unknown".into());
+                let v: String = v.chars().take(MAX_STR).collect();
+                return Val::Str(self.load_str(&v, id.span));
+            }
+            "arg" => {
+                self.err(
+                    Diagnostic::error("`arg` needs a parameter name: `arg.NAME`", id.span)
+                        .note("e.g. `arg.skb->len`; `arg0` .. `arg9` read arguments by position"),
+                );
+                return Val::Err;
+            }
+            _ => {}
+        }
+        match builtins::ctx_field(&id.name) {
+            Some(field) => {
                 if !self.ctx_available(field, id) {
                     return Val::Err;
                 }
@@ -167,7 +209,7 @@ impl Lower<'_, '_> {
                 self.emit(Opcode::Ctx, &[r as i32, field as i32]);
                 Val::Int(r)
             }
-            None if FUNCTIONS.contains(&id.name.as_str()) => {
+            None if builtins::is_function(&id.name) || self.decls.contains_key(&id.name) => {
                 self.err(Diagnostic::error(format!("`{}` is a function; call it", id.name), id.span));
                 Val::Err
             }
@@ -181,7 +223,7 @@ impl Lower<'_, '_> {
     /// `retval` only in kretprobes; `argN` only below the arch's register count, never in begin/end.
     pub(super) fn ctx_available(&mut self, field: CtxField, id: &Ident) -> bool {
         let at = self.f.at;
-        if field == CtxField::Retval && !matches!(at, Where::Kretprobe | Where::Invalid) {
+        if field == CtxField::Retval && !matches!(at, Where::Kretprobe | Where::Invalid | Where::Func) {
             self.err(
                 Diagnostic::error("`retval` is only available in kretprobe blocks", id.span)
                     .note(format!("this is a `{}` block", self.f.spec)),
@@ -189,12 +231,9 @@ impl Lower<'_, '_> {
             return false;
         }
         if let Some(n) = field.arg_index() {
-            if matches!(at, Where::Begin | Where::End) {
+            if matches!(at, Where::Begin | Where::End | Where::Timer) {
                 self.err(Diagnostic::error(
-                    format!(
-                        "`{}` has no value in `{}`: it is not called with arguments",
-                        id.name, self.f.spec
-                    ),
+                    format!("`{}` has no value in `{}`: it is not called with arguments", id.name, self.f.spec),
                     id.span,
                 ));
                 return false;
@@ -207,9 +246,12 @@ impl Lower<'_, '_> {
                 );
                 return false;
             }
-            let max = self.env.arch.register_args();
+            let max = if at == Where::Tracepoint { 6 } else { self.env.arch.register_args() };
             if n >= max {
-                self.err(
+                let d = if at == Where::Tracepoint {
+                    Diagnostic::error(format!("`{}` is not available in tracepoints", id.name), id.span)
+                        .note("a tracepoint passes its first 6 arguments: arg0 to arg5")
+                } else {
                     Diagnostic::error(
                         format!("`{}` is not available on {}", id.name, board_arch_name(self.env.arch)),
                         id.span,
@@ -218,8 +260,9 @@ impl Lower<'_, '_> {
                         "the {} calling convention passes {max} arguments in registers: arg0 to arg{}",
                         board_arch_name(self.env.arch),
                         max - 1
-                    )),
-                );
+                    ))
+                };
+                self.err(d);
                 return false;
             }
         }

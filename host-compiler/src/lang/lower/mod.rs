@@ -1,10 +1,14 @@
 //! Checking and code generation in one walk over the tree: names are resolved, types checked and
 //! bytecode emitted together, so each error is found where the code for it would be generated.
 //!
-//! Registers: each probe body is one function. Block-local variables own a register for the rest of
-//! their block; expression temporaries are a stack above them (per register file), reset after every
-//! statement. An expression's result is either a local's own register (no copy) or the lowest free
-//! temporary, so `var x = expr` adopts the temporary as `x`'s register.
+//! Registers: each probe body and each named function is one VM function. Block-local variables own
+//! a register until their block ends; expression temporaries are a stack above them (per register
+//! file), reset after every statement. An expression's result is either a local's own register (no
+//! copy) or the lowest free temporary, so `var x = expr` adopts the temporary as `x`'s register.
+//!
+//! Named functions are compiled once per combination of argument kinds at their first call
+//! (integer or string parameters), so a function is checked with the types it is really called
+//! with; a call that reaches a function still being compiled is recursion, reported with the chain.
 //!
 //! Values that can never exist in a correct program (a string added to an integer, a table read as a
 //! scalar) are reported and replaced by `Val::Err`, which every later check accepts silently, so one
@@ -12,24 +16,29 @@
 
 use std::collections::HashMap;
 
-use ktap_protocol::image::{ArgKind, KeyKind, ProbeKind};
+use ktap_protocol::image::{ArgKind, KeyKind, ProbeKind, RetKind, ValueKind};
 use ktap_protocol::isa::{Arg, CtxField, Opcode, encode};
 use ktap_protocol::limits::{
-    DEFAULT_TABLE_CAPACITY, MAX_ARGS, MAX_GLOBALS, MAX_INT_REGS, MAX_PROBE_NAME, MAX_PROBES, MAX_STR,
-    MAX_STR_REGS, MAX_TABLES,
+    DEFAULT_TABLE_CAPACITY, MAX_ARGS, MAX_GLOBALS, MAX_INT_REGS, MAX_KEYS, MAX_PROBE_NAME, MAX_PROBES,
+    MAX_STR, MAX_STR_REGS, MAX_TABLES,
 };
 
 use super::ast::*;
-use super::diag::{Diagnostic, Span, did_you_mean, span};
+use super::diag::{Diagnostic, Span, did_you_mean, join, span};
 use super::format_spec::{self, Piece};
 use super::lexer::string_offsets;
 use super::{Resolver, board_arch_name};
 use crate::board::Arch;
 
+mod builtins;
 mod call;
+mod cond;
 mod expr;
+mod func;
+mod member;
 mod probe;
 mod stmt;
+mod table;
 
 /// Largest index of the 16-bit pools (strings, constants, formats).
 const MAX_POOL: usize = u16::MAX as usize;
@@ -47,15 +56,21 @@ pub struct Env<'a> {
 /// A compiled function.
 #[derive(Debug, Clone)]
 pub struct FuncOut {
-    /// Bytecode, ending with `ret`.
+    /// Bytecode.
     pub code: Vec<u8>,
     /// Integer registers used.
     pub n_int: u8,
     /// String registers used.
     pub n_str: u8,
-    /// Name for messages (the probe spec).
+    /// Integer parameters (in r0..).
+    pub params_int: u8,
+    /// String parameters (in s0..).
+    pub params_str: u8,
+    /// What it returns.
+    pub ret: RetKind,
+    /// Name for messages (the probe spec or the function name).
     pub name: String,
-    /// The probe body.
+    /// The body.
     pub span: Span,
 }
 
@@ -64,13 +79,15 @@ pub struct FuncOut {
 pub struct ProbeOut {
     /// What to attach.
     pub kind: ProbeKind,
-    /// Kernel address (kprobes).
+    /// Kernel address (kprobes) or period in ns (timers).
     pub addr: u64,
+    /// A timer on every CPU (`profile-N`).
+    pub every_cpu: bool,
     /// Symbol or tracepoint event name.
     pub name: String,
     /// Handler function.
     pub func: u16,
-    /// Canonical spelling of the head.
+    /// Canonical spelling of the head (one tracepoint of a glob).
     pub spec: String,
     /// The head as written.
     pub span: Span,
@@ -83,8 +100,12 @@ pub struct TableOut {
     pub name: String,
     /// Its declaration's name.
     pub span: Span,
-    /// Key kind (integer when the script never indexes it).
-    pub key: KeyKind,
+    /// Key components (one integer when the script never indexes it).
+    pub keys: Vec<KeyKind>,
+    /// Which key components hold kernel stacks (`t[stack()]`), for the host to symbolize.
+    pub stack_keys: Vec<bool>,
+    /// Values: integers or an aggregate.
+    pub value: ValueKind,
     /// Capacity.
     pub capacity: u32,
 }
@@ -92,7 +113,7 @@ pub struct TableOut {
 /// Everything the image and sidecar are built from.
 #[derive(Debug, Clone, Default)]
 pub struct Program {
-    /// Functions, one per probe.
+    /// Functions: probe handlers and named functions, by id.
     pub funcs: Vec<FuncOut>,
     /// Probes in source order (a synthetic `trace_begin` for global initializers may come last).
     pub probes: Vec<ProbeOut>,
@@ -100,12 +121,15 @@ pub struct Program {
     pub consts: Vec<i64>,
     /// String constant pool.
     pub strings: Vec<Vec<u8>>,
-    /// Formats: text (for the sidecar) and argument kinds (for the image).
-    pub formats: Vec<(String, Vec<ArgKind>)>,
+    /// Formats: text (for the sidecar), argument kinds (for the image), and which arguments are
+    /// kernel stacks (for the host to symbolize).
+    pub formats: Vec<(String, Vec<ArgKind>, Vec<bool>)>,
     /// Integer global names.
     pub globals: Vec<String>,
     /// Tables.
     pub tables: Vec<TableOut>,
+    /// Frame memory of the deepest call path, in bytes (the image's frame budget).
+    pub frame_budget: u32,
 }
 
 /// Check and compile `script`, appending errors to `diags`.
@@ -117,16 +141,23 @@ pub fn lower(script: &Script, src: &str, env: &Env<'_>, diags: &mut Vec<Diagnost
         prog: Program::default(),
         globals: HashMap::new(),
         global_inits: Vec::new(),
-        table_keys: Vec::new(),
+        tables: Vec::new(),
         string_ids: HashMap::new(),
         const_ids: HashMap::new(),
         format_ids: HashMap::new(),
         f: FuncState::new(Where::Invalid),
         reported_pool: false,
+        decls: HashMap::new(),
+        specs: HashMap::new(),
+        compiling: Vec::new(),
+        func_depth: HashMap::new(),
+        cur_head: span(0, 0),
     };
     for item in &script.items {
-        if let Item::Global(decl) = item {
-            l.declare_global(decl);
+        match item {
+            Item::Global(decl) => l.declare_global(decl),
+            Item::Function(f) => l.declare_function(f),
+            Item::Probe(_) => {}
         }
     }
     let first_begin =
@@ -141,6 +172,7 @@ pub fn lower(script: &Script, src: &str, env: &Env<'_>, diags: &mut Vec<Diagnost
         l.init_probe(script);
     }
     l.finish_tables();
+    l.frame_budget();
     l.prog
 }
 
@@ -149,12 +181,14 @@ enum Where {
     Kprobe,
     Kretprobe,
     Tracepoint,
+    Timer,
     Begin,
     End,
+    Func,
     Invalid,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Ty {
     Int,
     Str,
@@ -185,11 +219,18 @@ enum Val {
 }
 
 impl Val {
-    /// This value as one entry of a table key list.
-    fn key_arg(self) -> Option<ktap_protocol::isa::Arg> {
+    fn ty(self) -> Ty {
         match self {
-            Val::Int(r) => Some(ktap_protocol::isa::Arg::Int(r)),
-            Val::Str(r) => Some(ktap_protocol::isa::Arg::Str(r)),
+            Val::Int(_) => Ty::Int,
+            Val::Str(_) => Ty::Str,
+            Val::Void | Val::Err => Ty::Err,
+        }
+    }
+
+    fn arg(self) -> Option<Arg> {
+        match self {
+            Val::Int(r) => Some(Arg::Int(r)),
+            Val::Str(r) => Some(Arg::Str(r)),
             Val::Void | Val::Err => None,
         }
     }
@@ -215,6 +256,21 @@ struct Mark {
     str: u8,
 }
 
+/// A jump whose displacement is filled in later: where the instruction starts and where its
+/// 2-byte displacement is.
+#[derive(Debug, Clone, Copy)]
+struct Patch {
+    insn: usize,
+    field: usize,
+}
+
+/// The loop a `break` / `continue` belongs to.
+#[derive(Debug, Default)]
+struct LoopCtx {
+    breaks: Vec<Patch>,
+    continues: Vec<Patch>,
+}
+
 struct FuncState {
     code: Vec<u8>,
     int_top: u8,
@@ -222,9 +278,21 @@ struct FuncState {
     max_int: u8,
     max_str: u8,
     locals: Vec<Local>,
+    /// Number of locals when each open block started.
+    scopes: Vec<usize>,
+    loops: Vec<LoopCtx>,
     at: Where,
     spec: String,
+    /// The probe's tracepoint or function, for `arg.NAME`.
+    target: Option<ProbeTarget>,
     out_of_regs: bool,
+    reported_jump: bool,
+    /// Jumps to the function's end (a false predicate).
+    to_end: Vec<Patch>,
+    /// A named function's return kind, decided by its first `return`.
+    ret: Option<(RetKind, Span)>,
+    /// Named functions this one calls, for the frame budget.
+    callees: Vec<u16>,
 }
 
 impl FuncState {
@@ -236,11 +304,34 @@ impl FuncState {
             max_int: 0,
             max_str: 0,
             locals: Vec::new(),
+            scopes: Vec::new(),
+            loops: Vec::new(),
             at,
             spec: String::new(),
+            target: None,
             out_of_regs: false,
+            reported_jump: false,
+            to_end: Vec::new(),
+            ret: None,
+            callees: Vec::new(),
         }
     }
+}
+
+/// Per table: the key shape and value kind its uses decided, with where they were decided.
+#[derive(Debug, Clone, Default)]
+struct TableUse {
+    keys: Option<(Vec<KeyKind>, Span)>,
+    stack_keys: Vec<bool>,
+    /// `<<<` seen (the table is an aggregate), where first.
+    agg: Option<Span>,
+    /// `lhist(v, min, max, step)` parameters and where.
+    linear: Option<((i64, i64, u8), Span)>,
+    /// `print_hist` or `hist()` seen: keep log2 buckets.
+    log2: bool,
+    /// Scalar use (`t[k] = v`, `+=`, read), where first.
+    scalar: Option<Span>,
+    reported: bool,
 }
 
 struct Lower<'a, 'd> {
@@ -251,47 +342,38 @@ struct Lower<'a, 'd> {
     globals: HashMap<String, (Global, Span)>,
     /// Integer globals with their initial values.
     global_inits: Vec<(u16, i64)>,
-    /// First use of each table: key kind and where, and whether a conflict was reported.
-    table_keys: Vec<(Option<(KeyKind, Span)>, bool)>,
+    tables: Vec<TableUse>,
     string_ids: HashMap<Vec<u8>, u16>,
     const_ids: HashMap<i64, u16>,
-    format_ids: HashMap<String, u16>,
+    format_ids: HashMap<(String, Vec<bool>), u16>,
     f: FuncState,
     reported_pool: bool,
+    /// Named functions by name.
+    decls: HashMap<String, &'a FuncDecl>,
+    /// Compiled specializations: (name, parameter types) -> (function id, return kind).
+    specs: HashMap<(String, Vec<Ty>), (u16, RetKind)>,
+    /// Functions being compiled, outermost first, with the call that started each.
+    compiling: Vec<(String, Span)>,
+    /// Deepest frame memory below each compiled function (itself included).
+    func_depth: HashMap<u16, u32>,
+    /// The head of the probe being compiled.
+    cur_head: Span,
 }
 
-enum Builtin {
-    Ctx(CtxField),
-    Comm,
-}
+const VOID_FUNCTIONS: &[&str] = &["print", "printf", "print_hist", "delete", "exit"];
 
-fn builtin(name: &str) -> Option<Builtin> {
-    if name == "execname" {
-        return Some(Builtin::Comm);
-    }
-    CtxField::from_name(name).map(Builtin::Ctx)
-}
-
-const FUNCTIONS: &[&str] = &["print", "printf"];
-
-impl Lower<'_, '_> {
+impl<'a> Lower<'a, '_> {
     fn err(&mut self, d: Diagnostic) {
         self.diags.push(d);
     }
 
     // ---- names ----
 
-    fn builtin_names() -> impl Iterator<Item = &'static str> {
-        std::iter::once("execname").chain(CtxField::ALL.iter().map(|(_, n)| *n))
-    }
-
     fn unknown(&mut self, id: &Ident, assigning: bool) {
         let locals: Vec<String> = self.f.locals.iter().map(|l| l.name.clone()).collect();
         let globals: Vec<String> = self.globals.keys().cloned().collect();
         let mut candidates: Vec<&str> = locals.iter().chain(globals.iter()).map(|s| s.as_str()).collect();
-        for b in Self::builtin_names() {
-            candidates.push(b);
-        }
+        candidates.extend(builtins::VALUE_NAMES.iter().copied());
         let mut d = Diagnostic::error(format!("unknown identifier `{}`", id.name), id.span);
         if let Some(s) = did_you_mean(&id.name, candidates) {
             d = d.note(s);
@@ -304,14 +386,14 @@ impl Lower<'_, '_> {
 
     /// Names that cannot be declared (builtins, functions); reports and returns false.
     fn declarable(&mut self, id: &Ident) -> bool {
-        if builtin(&id.name).is_some() {
+        if builtins::is_value(&id.name) {
             self.err(Diagnostic::error(
                 format!("`{}` is a builtin and cannot be redeclared", id.name),
                 id.span,
             ));
             return false;
         }
-        if FUNCTIONS.contains(&id.name.as_str()) {
+        if matches!(id.name.as_str(), "print" | "printf") || self.decls.contains_key(&id.name) {
             self.err(Diagnostic::error(
                 format!("`{}` is a function and cannot be redeclared", id.name),
                 id.span,
@@ -319,72 +401,6 @@ impl Lower<'_, '_> {
             return false;
         }
         true
-    }
-
-    fn declare_global(&mut self, decl: &VarDecl) {
-        let id = &decl.name;
-        if !self.declarable(id) {
-            return;
-        }
-        if let Some((_, first)) = self.globals.get(&id.name) {
-            let first = *first;
-            self.err(
-                Diagnostic::error(format!("`{}` is declared twice", id.name), id.span)
-                    .label(first, "first declared here"),
-            );
-            return;
-        }
-        if let ExprKind::Table = decl.init.kind {
-            let n = self.prog.tables.len();
-            if n >= MAX_TABLES as usize {
-                self.err(Diagnostic::error(
-                    format!("too many tables: a program may have at most {MAX_TABLES}"),
-                    id.span,
-                ));
-            }
-            self.prog.tables.push(TableOut {
-                name: id.name.clone(),
-                span: id.span,
-                key: KeyKind::Int,
-                capacity: DEFAULT_TABLE_CAPACITY,
-            });
-            self.table_keys.push((None, false));
-            self.globals.insert(id.name.clone(), (Global::Table(n.min(255) as u8), id.span));
-            return;
-        }
-        let value = match &decl.init.kind {
-            ExprKind::Error => 0,
-            ExprKind::Str(_) => {
-                self.err(
-                    Diagnostic::error("string globals are not supported yet", decl.init.span)
-                        .note("globals are integers or tables; a string can live in a block-local `var`"),
-                );
-                0
-            }
-            _ => {
-                match decl.init.const_int() {
-                    Some(v) => v,
-                    None => {
-                        self.err(
-                        Diagnostic::error("a global's initial value must be a constant", decl.init.span)
-                            .note("use integer literals and `+ - * / %`; assign other values in `trace_begin`"),
-                    );
-                        0
-                    }
-                }
-            }
-        };
-        let n = self.prog.globals.len();
-        if n >= MAX_GLOBALS as usize {
-            self.err(Diagnostic::error(
-                format!("too many globals: a program may have at most {MAX_GLOBALS}"),
-                id.span,
-            ));
-        }
-        let g = n.min(u16::MAX as usize) as u16;
-        self.prog.globals.push(id.name.clone());
-        self.global_inits.push((g, value));
-        self.globals.insert(id.name.clone(), (Global::Int(g), id.span));
     }
 
     fn local(&self, name: &str) -> Option<&Local> {
@@ -431,8 +447,9 @@ impl Lower<'_, '_> {
         id
     }
 
-    fn format_id(&mut self, text: String, kinds: Vec<ArgKind>, at: Span) -> u16 {
-        if let Some(id) = self.format_ids.get(&text) {
+    fn format_id(&mut self, text: String, kinds: Vec<ArgKind>, stacks: Vec<bool>, at: Span) -> u16 {
+        let key = (text, stacks);
+        if let Some(id) = self.format_ids.get(&key) {
             return *id;
         }
         if self.prog.formats.len() >= MAX_POOL {
@@ -440,8 +457,8 @@ impl Lower<'_, '_> {
             return 0;
         }
         let id = self.prog.formats.len() as u16;
-        self.format_ids.insert(text.clone(), id);
-        self.prog.formats.push((text, kinds));
+        self.prog.formats.push((key.0.clone(), kinds, key.1.clone()));
+        self.format_ids.insert(key, id);
         id
     }
 
@@ -449,6 +466,55 @@ impl Lower<'_, '_> {
 
     fn emit(&mut self, op: Opcode, ops: &[i32]) {
         encode(&mut self.f.code, op, ops, &[]);
+    }
+
+    fn emit_args(&mut self, op: Opcode, ops: &[i32], args: &[Arg]) {
+        encode(&mut self.f.code, op, ops, args);
+    }
+
+    fn here(&self) -> usize {
+        self.f.code.len()
+    }
+
+    /// Emit a jump-carrying instruction (its displacement, the last operand, is patched later).
+    fn emit_jump(&mut self, op: Opcode, ops: &[i32], args: &[Arg]) -> Patch {
+        let insn = self.here();
+        let mut all = ops.to_vec();
+        all.push(0);
+        encode(&mut self.f.code, op, &all, args);
+        Patch { insn, field: self.here() - 2 }
+    }
+
+    /// Point `p` at byte `target` of the current function.
+    fn patch(&mut self, p: Patch, target: usize) {
+        let disp = target as i64 - p.insn as i64;
+        let Ok(d) = i16::try_from(disp) else {
+            if !self.f.reported_jump {
+                self.f.reported_jump = true;
+                let at = self.prog.funcs.last().map_or(span(0, 0), |f| f.span);
+                self.err(
+                    Diagnostic::error(format!("`{}` is too large: a jump spans {disp} bytes", self.f.spec), at)
+                        .note("jumps reach at most 32 KiB; move parts of the body into functions"),
+                );
+            }
+            return;
+        };
+        if let Some(b) = self.f.code.get_mut(p.field..p.field + 2) {
+            b.copy_from_slice(&d.to_le_bytes());
+        }
+    }
+
+    fn patch_here(&mut self, ps: Vec<Patch>) {
+        let at = self.here();
+        for p in ps {
+            self.patch(p, at);
+        }
+    }
+
+    /// An unconditional backward jump to `target`.
+    fn jump_back(&mut self, target: usize) {
+        let p = self.emit_jump(Opcode::Jmp, &[], &[]);
+        self.patch(p, target);
     }
 
     fn mark(&self) -> Mark {
@@ -501,14 +567,66 @@ impl Lower<'_, '_> {
             }
         }
     }
+
+    fn load_str(&mut self, s: &str, at: Span) -> u8 {
+        let id = self.string_id(s.as_bytes(), at);
+        let r = self.alloc_str(at);
+        self.emit(Opcode::Lds, &[r as i32, id as i32]);
+        r
+    }
+
+    // ---- scopes ----
+
+    fn open_scope(&mut self) {
+        self.f.scopes.push(self.f.locals.len());
+    }
+
+    fn close_scope(&mut self) {
+        let n = self.f.scopes.pop().unwrap_or(0);
+        self.f.locals.truncate(n);
+        // registers of the dropped locals are free again
+        let int = self.f.locals.iter().filter(|l| l.ty == Ty::Int).map(|l| l.reg + 1).max();
+        let str = self.f.locals.iter().filter(|l| l.ty == Ty::Str).map(|l| l.reg + 1).max();
+        self.f.int_top = int.unwrap_or(self.base_int()).max(self.base_int());
+        self.f.str_top = str.unwrap_or(self.base_str()).max(self.base_str());
+    }
+
+    /// Registers below this are parameters.
+    fn base_int(&self) -> u8 {
+        0
+    }
+
+    fn base_str(&self) -> u8 {
+        0
+    }
+
+    /// A new local named `id` of type `ty` in register `reg` (which the caller allocated).
+    fn add_local(&mut self, id: &Ident, ty: Ty, reg: u8) {
+        let start = self.f.scopes.last().copied().unwrap_or(0);
+        if let Some(prev) = self.f.locals[start..].iter().find(|l| l.name == id.name) {
+            let first = prev.span;
+            self.err(
+                Diagnostic::error(format!("`{}` is already declared in this block", id.name), id.span)
+                    .label(first, "first declared here"),
+            );
+            return;
+        }
+        self.f.locals.push(Local { name: id.name.clone(), span: id.span, ty, reg });
+    }
 }
 
-fn arith(op: BinOp) -> Opcode {
-    match op {
+fn arith(op: BinOp) -> Option<Opcode> {
+    Some(match op {
         BinOp::Add => Opcode::Add,
         BinOp::Sub => Opcode::Sub,
         BinOp::Mul => Opcode::Mul,
         BinOp::Div => Opcode::Div,
         BinOp::Mod => Opcode::Mod,
-    }
+        BinOp::BitAnd => Opcode::And,
+        BinOp::BitOr => Opcode::Or,
+        BinOp::BitXor => Opcode::Xor,
+        BinOp::Shl => Opcode::Shl,
+        BinOp::Shr => Opcode::Shr,
+        _ => return None,
+    })
 }

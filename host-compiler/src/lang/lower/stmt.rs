@@ -1,4 +1,5 @@
-//! Statements: local declarations, assignments to locals, globals and table entries.
+//! Statements: local declarations, assignments (locals, globals, table entries), aggregations and
+//! control flow (`if`, `while`, both `for`s, `break`, `continue`, `return`).
 
 use super::*;
 
@@ -11,31 +12,222 @@ impl Lower<'_, '_> {
                 return;
             }
             StmtKind::Assign { target, op, op_span, value } => self.assign(target, *op, *op_span, value),
+            StmtKind::Aggregate { target, op_span, value } => self.aggregate(target, *op_span, value),
             StmtKind::Expr(e) => match &e.kind {
-                ExprKind::Call { callee, args } if callee.name == "print" => self.print(args, e.span),
-                ExprKind::Call { callee, args } if callee.name == "printf" => self.printf(args, e.span),
                 ExprKind::Call { .. } | ExprKind::Error => {
-                    self.expr(e);
+                    self.call_stmt(e);
                 }
-                ExprKind::Name(id) if FUNCTIONS.contains(&id.name.as_str()) => {
-                    self.expr(e);
+                ExprKind::Name(id) if builtins::is_function(&id.name) || self.decls.contains_key(&id.name) => {
+                    self.err(Diagnostic::error(format!("`{}` is a function; call it", id.name), id.span));
                 }
                 _ => {
                     self.err(
                         Diagnostic::error("this expression does nothing", e.span)
-                            .note("a statement is an assignment, a `var` declaration or a call"),
+                            .note("a statement is an assignment, a `var` declaration, a call or control flow"),
                     );
                 }
             },
+            StmtKind::If { arms, otherwise } => self.if_stmt(arms, otherwise.as_ref()),
+            StmtKind::While { cond, body } => {
+                let top = self.here();
+                let exit = self.branch(cond, false);
+                self.reset(m);
+                self.f.loops.push(LoopCtx::default());
+                self.block(body);
+                let ctx = self.f.loops.pop().unwrap_or_default();
+                for p in ctx.continues {
+                    self.patch(p, top);
+                }
+                self.jump_back(top);
+                self.patch_here(exit);
+                self.patch_here(ctx.breaks);
+            }
+            StmtKind::ForRange { var, from, to, step, body } => self.for_range(var, from, to, step.as_ref(), body),
+            StmtKind::ForIn { names, table, body } => self.for_in(names, table, body),
+            StmtKind::Break | StmtKind::Continue => {
+                let brk = matches!(s.kind, StmtKind::Break);
+                if self.f.loops.is_empty() {
+                    let w = if brk { "break" } else { "continue" };
+                    self.err(Diagnostic::error(format!("`{w}` outside a loop"), s.span));
+                } else {
+                    let p = self.emit_jump(Opcode::Jmp, &[], &[]);
+                    if let Some(l) = self.f.loops.last_mut() {
+                        if brk { l.breaks.push(p) } else { l.continues.push(p) }
+                    }
+                }
+            }
+            StmtKind::Return(v) => self.ret(v.as_ref(), s.span),
+            StmtKind::Block(b) => self.block(b),
             StmtKind::Error => {}
         }
         self.reset(m);
     }
 
+    /// A nested block: its locals end with it.
+    pub(super) fn block(&mut self, b: &Block) {
+        self.open_scope();
+        for s in &b.stmts {
+            self.stmt(s);
+        }
+        self.close_scope();
+    }
+
+    fn if_stmt(&mut self, arms: &[(Expr, Block)], otherwise: Option<&Block>) {
+        let mut to_end = Vec::new();
+        for (i, (cond, body)) in arms.iter().enumerate() {
+            let m = self.mark();
+            let next = self.branch(cond, false);
+            self.reset(m);
+            self.block(body);
+            let last = i + 1 == arms.len() && otherwise.is_none();
+            if !last {
+                to_end.push(self.emit_jump(Opcode::Jmp, &[], &[]));
+            }
+            self.patch_here(next);
+        }
+        if let Some(b) = otherwise {
+            self.block(b);
+        }
+        self.patch_here(to_end);
+    }
+
+    /// `for (i = a, b[, step])`: `i` from `a` while `i <= b` (`>=` for a negative step).
+    fn for_range(&mut self, var: &Ident, from: &Expr, to: &Expr, step: Option<&Expr>, body: &Block) {
+        let step_v = match step {
+            None => 1,
+            Some(e) => match e.const_int() {
+                Some(0) => {
+                    self.err(Diagnostic::error("a loop step of 0 never ends", e.span));
+                    1
+                }
+                Some(v) if i32::try_from(v).is_ok() => v,
+                _ => {
+                    self.err(
+                        Diagnostic::error("the loop step must be a constant (32-bit, not 0)", e.span)
+                            .note("write `for (i = a, b, 2)`; use `while` for other loops"),
+                    );
+                    1
+                }
+            },
+        };
+        self.open_scope();
+        let i = self.alloc_int(var.span);
+        let v = self.expr(from);
+        let Some(r) = self.expect_int(v, from, "a `for` start") else {
+            self.close_scope();
+            return;
+        };
+        if r != i {
+            self.emit(Opcode::Mov, &[i as i32, r as i32]);
+        }
+        self.f.int_top = i + 1;
+        let end = self.alloc_int(to.span);
+        let v = self.expr(to);
+        let Some(r) = self.expect_int(v, to, "a `for` end") else {
+            self.close_scope();
+            return;
+        };
+        if r != end {
+            self.emit(Opcode::Mov, &[end as i32, r as i32]);
+        }
+        self.f.int_top = end + 1;
+        self.f.locals.push(Local { name: "#end".into(), span: to.span, ty: Ty::Int, reg: end });
+        self.declarable(var);
+        self.add_local(var, Ty::Int, i);
+        let top = self.here();
+        // leave when i > end (step > 0) or i < end (step < 0)
+        let exit = if step_v > 0 {
+            self.emit_jump(Opcode::Jlt, &[end as i32, i as i32], &[])
+        } else {
+            self.emit_jump(Opcode::Jlt, &[i as i32, end as i32], &[])
+        };
+        self.f.loops.push(LoopCtx::default());
+        self.block(body);
+        let ctx = self.f.loops.pop().unwrap_or_default();
+        self.patch_here(ctx.continues);
+        self.emit(Opcode::Addi, &[i as i32, i as i32, step_v as i32]);
+        self.jump_back(top);
+        self.patch_here(vec![exit]);
+        self.patch_here(ctx.breaks);
+        self.close_scope();
+    }
+
+    /// `for (k..., v in pairs(t))`: `tnext` over the table's entries.
+    fn for_in(&mut self, names: &[Ident], table: &Expr, body: &Block) {
+        let Some(t) = self.table_of(table) else { return };
+        let Some((keys, _)) = self.tables.get(t as usize).and_then(|u| u.keys.clone()) else {
+            self.err(
+                Diagnostic::error("this table is never given a key, so its key kinds are unknown here", table.span)
+                    .note("store into the table (e.g. `t[k] = v`) before the loop that reads it"),
+            );
+            return;
+        };
+        if names.len() != keys.len() + 1 {
+            let want = keys.len() + 1;
+            self.err(
+                Diagnostic::error(
+                    format!("this table has {} key part{}: the loop needs {want} names (keys, then the value)", keys.len(), if keys.len() == 1 { "" } else { "s" }),
+                    join(names[0].span, names[names.len() - 1].span),
+                ),
+            );
+            return;
+        }
+        self.open_scope();
+        let cursor = self.alloc_int(table.span);
+        self.f.locals.push(Local { name: "#cursor".into(), span: table.span, ty: Ty::Int, reg: cursor });
+        self.emit(Opcode::Movi, &[cursor as i32, 0]);
+        let mut args = Vec::new();
+        for (n, k) in names.iter().zip(&keys) {
+            let (ty, reg) = match k {
+                KeyKind::Str => (Ty::Str, self.alloc_str(n.span)),
+                KeyKind::Int => (Ty::Int, self.alloc_int(n.span)),
+            };
+            args.push(if ty == Ty::Str { Arg::Str(reg) } else { Arg::Int(reg) });
+            if n.name != "_" && self.declarable(n) {
+                self.add_local(n, ty, reg);
+            }
+        }
+        let Some(vname) = names.last() else { return };
+        let v = self.alloc_int(vname.span);
+        if vname.name != "_" && self.declarable(vname) {
+            self.add_local(vname, Ty::Int, v);
+        }
+        let top = self.here();
+        let done = self.emit_jump(Opcode::Tnext, &[cursor as i32, t as i32, v as i32], &args);
+        self.f.loops.push(LoopCtx::default());
+        self.block(body);
+        let ctx = self.f.loops.pop().unwrap_or_default();
+        for p in ctx.continues {
+            self.patch(p, top);
+        }
+        self.jump_back(top);
+        self.patch_here(vec![done]);
+        self.patch_here(ctx.breaks);
+        self.close_scope();
+    }
+
     pub(super) fn local_decl(&mut self, d: &VarDecl) {
         let m = self.mark();
         let ok = self.declarable(&d.name);
-        let v = self.expr(&d.init);
+        let Some(init) = &d.init else {
+            let r = self.alloc_int(d.span);
+            self.emit(Opcode::Movi, &[r as i32, 0]);
+            if ok {
+                self.add_local(&d.name, Ty::Int, r);
+            }
+            return;
+        };
+        if let ExprKind::Table | ExprKind::Call { .. } = &init.kind
+            && (matches!(init.kind, ExprKind::Table)
+                || matches!(&init.kind, ExprKind::Call { callee, .. } if callee.name == "table"))
+        {
+            self.err(
+                Diagnostic::error("tables are global: declare them at top level", init.span)
+                    .note(format!("move `var {} = ...` outside the block", d.name.name)),
+            );
+            return;
+        }
+        let v = self.expr(init);
         let (ty, reg) = match v {
             Val::Int(r) if r == m.int && self.f.int_top == m.int + 1 => (Ty::Int, r),
             Val::Int(r) => {
@@ -55,7 +247,7 @@ impl Lower<'_, '_> {
                 (Ty::Str, dst)
             }
             Val::Void => {
-                self.no_value(&d.init);
+                self.no_value(init);
                 self.reset(m);
                 (Ty::Err, 0)
             }
@@ -67,22 +259,9 @@ impl Lower<'_, '_> {
         if ty == Ty::Int {
             self.f.str_top = m.str;
         }
-        if !ok {
-            return;
+        if ok {
+            self.add_local(&d.name, ty, reg);
         }
-        // one level of blocks for now: every local of this function is in the same block
-        if let Some(prev) = self.f.locals.iter().find(|l| l.name == d.name.name) {
-            let first = prev.span;
-            self.err(
-                Diagnostic::error(
-                    format!("`{}` is already declared in this block", d.name.name),
-                    d.name.span,
-                )
-                .label(first, "first declared here"),
-            );
-            return;
-        }
-        self.f.locals.push(Local { name: d.name.name.clone(), span: d.name.span, ty, reg });
     }
 
     pub(super) fn no_value(&mut self, e: &Expr) {
@@ -108,6 +287,21 @@ impl Lower<'_, '_> {
         }
     }
 
+    pub(super) fn expect_str(&mut self, v: Val, e: &Expr, what: &str) -> Option<u8> {
+        match v {
+            Val::Str(r) => Some(r),
+            Val::Int(_) => {
+                self.err(Diagnostic::error(format!("{what} needs a string, but this is an integer"), e.span));
+                None
+            }
+            Val::Void => {
+                self.no_value(e);
+                None
+            }
+            Val::Err => None,
+        }
+    }
+
     pub(super) fn assign(&mut self, target: &Expr, op: Option<BinOp>, op_span: Span, value: &Expr) {
         let op_text = match op {
             Some(o) => format!("`{}=`", o.symbol()),
@@ -115,13 +309,15 @@ impl Lower<'_, '_> {
         };
         match &target.kind {
             ExprKind::Name(id) => self.assign_name(id, op, &op_text, op_span, value),
-            ExprKind::Index { base, key } => {
+            ExprKind::Index { base, keys } => {
                 let Some(t) = self.table_of(base) else {
-                    self.expr(key);
+                    for k in keys {
+                        self.expr(k);
+                    }
                     self.expr(value);
                     return;
                 };
-                self.assign_index(t, key, op, &op_text, value);
+                self.assign_index(t, keys, target.span, op, &op_text, value);
             }
             ExprKind::Error => {
                 self.expr(value);
@@ -170,24 +366,26 @@ impl Lower<'_, '_> {
                     }
                 }
                 (Ty::Int, Val::Int(r), Some(o)) => {
-                    self.emit(arith(o), &[local.reg as i32, local.reg as i32, r as i32])
+                    if let Some(opc) = arith(o) {
+                        self.emit(opc, &[local.reg as i32, local.reg as i32, r as i32])
+                    }
                 }
                 (Ty::Str, _, Some(_)) => self.err(
                     Diagnostic::error(
                         format!("{op_text} needs an integer, but `{}` is a string", id.name),
                         op_span,
                     )
-                    .label(local.span, "declared as a string here"),
+                    .label(local.span, "declared as a string here")
+                    .note("join strings with `..`: `s = s .. \"x\"`"),
                 ),
                 (ty, v, _) => {
-                    let found = if matches!(v, Val::Str(_)) { Ty::Str } else { Ty::Int };
                     self.err(
                         Diagnostic::error(
                             format!(
                                 "type mismatch: `{}` holds {}, but this is {}",
                                 id.name,
                                 ty.name(),
-                                found.name()
+                                v.ty().name()
                             ),
                             value.span,
                         )
@@ -207,22 +405,29 @@ impl Lower<'_, '_> {
                     Some(o) => {
                         let t = self.alloc_int(value.span);
                         self.emit(Opcode::Ldg, &[t as i32, g as i32]);
-                        self.emit(arith(o), &[t as i32, t as i32, r as i32]);
+                        if let Some(opc) = arith(o) {
+                            self.emit(opc, &[t as i32, t as i32, r as i32]);
+                        }
                         self.emit(Opcode::Stg, &[g as i32, t as i32]);
                     }
                 }
             }
-            Some((Global::Table(_), decl)) => {
+            Some((Global::Table(t), decl)) => {
+                if op.is_none() && matches!(value.kind, ExprKind::Nil | ExprKind::Table) {
+                    // `t = {}` / `t = nil`: empty it
+                    self.emit(Opcode::Tclr, &[t as i32]);
+                    return;
+                }
                 self.err(
                     Diagnostic::error(format!("cannot assign to table `{}` itself", id.name), id.span)
                         .label(decl, "declared as a table here")
-                        .note(format!("assign to an entry: `{}[key] = ...`", id.name)),
+                        .note(format!("assign to an entry: `{}[key] = ...`; empty it with `delete({})`", id.name, id.name)),
                 );
                 self.expr(value);
             }
-            None if builtin(&id.name).is_some() => {
+            None if builtins::is_value(&id.name) => {
                 self.err(Diagnostic::error(format!("cannot assign to builtin `{}`", id.name), id.span).note(
-                    "builtins (pid, tid, cpu, uid, time, execname, argN, retval) are read-only; copy into a `var`",
+                    "builtins (pid, tid, cpu, uid, time, execname, argN, retval, ...) are read-only; copy into a `var`",
                 ));
                 self.expr(value);
             }
@@ -231,124 +436,5 @@ impl Lower<'_, '_> {
                 self.expr(value);
             }
         }
-    }
-
-    pub(super) fn assign_index(&mut self, t: u8, key: &Expr, op: Option<BinOp>, op_text: &str, value: &Expr) {
-        let Some(k) = self.key(t, key) else {
-            self.expr(value);
-            return;
-        };
-        // `t[k] -= c`: add the negated constant
-        let v = match (op, value.const_int()) {
-            (Some(BinOp::Sub), Some(c)) => {
-                let r = self.alloc_int(value.span);
-                self.load_const(r, c.wrapping_neg(), value.span);
-                return self.table_add(t, k, r);
-            }
-            _ => self.expr(value),
-        };
-        let Some(r) = self.expect_int(v, value, op_text) else { return };
-        let Some(key) = k.key_arg() else { return };
-        let t = t as i32;
-        match op {
-            None => self.emit_keyed(Opcode::Tst, &[t, r as i32], key),
-            Some(BinOp::Add) => self.emit_keyed(Opcode::Tadd, &[t, r as i32], key),
-            Some(BinOp::Sub) => {
-                let n = self.alloc_int(value.span);
-                self.emit(Opcode::Neg, &[n as i32, r as i32]);
-                self.emit_keyed(Opcode::Tadd, &[t, n as i32], key);
-            }
-            Some(o) => {
-                let n = self.alloc_int(value.span);
-                self.emit_keyed(Opcode::Tld, &[n as i32, t], key);
-                self.emit(arith(o), &[n as i32, n as i32, r as i32]);
-                self.emit_keyed(Opcode::Tst, &[t, n as i32], key);
-            }
-        }
-    }
-
-    pub(super) fn table_add(&mut self, t: u8, k: Val, r: u8) {
-        if let Some(key) = k.key_arg() {
-            self.emit_keyed(Opcode::Tadd, &[t as i32, r as i32], key);
-        }
-    }
-
-    /// Emit a table op whose key list is the single register `key` (ISA v2 key lists).
-    pub(super) fn emit_keyed(&mut self, op: Opcode, ops: &[i32], key: ktap_protocol::isa::Arg) {
-        ktap_protocol::isa::encode(&mut self.f.code, op, ops, &[key]);
-    }
-
-    /// The table a base expression names; reports anything else.
-    pub(super) fn table_of(&mut self, base: &Expr) -> Option<u8> {
-        let ExprKind::Name(id) = &base.kind else {
-            if !matches!(base.kind, ExprKind::Error) {
-                self.err(Diagnostic::error("only tables can be indexed", base.span));
-            }
-            return None;
-        };
-        if let Some(l) = self.local(&id.name) {
-            let d = Diagnostic::error(format!("`{}` is not a table", id.name), id.span)
-                .label(l.span, format!("declared here as {}", l.ty.name()));
-            self.err(d);
-            return None;
-        }
-        match self.globals.get(&id.name).copied() {
-            Some((Global::Table(t), _)) => Some(t),
-            Some((Global::Int(_), decl)) => {
-                self.err(
-                    Diagnostic::error(format!("`{}` is not a table", id.name), id.span)
-                        .label(decl, "declared here as an integer")
-                        .note(format!("declare a table with `var {} = {{}}`", id.name)),
-                );
-                None
-            }
-            None if builtin(&id.name).is_some() => {
-                self.err(Diagnostic::error(format!("builtin `{}` is not a table", id.name), id.span));
-                None
-            }
-            None => {
-                self.unknown(id, false);
-                None
-            }
-        }
-    }
-
-    /// Evaluate a table key and record its kind; `None` after an error.
-    pub(super) fn key(&mut self, t: u8, key: &Expr) -> Option<Val> {
-        let v = self.expr(key);
-        let kind = match v {
-            Val::Int(_) => KeyKind::Int,
-            Val::Str(_) => KeyKind::Str,
-            Val::Void => {
-                self.no_value(key);
-                return None;
-            }
-            Val::Err => return None,
-        };
-        let (first, reported) = self.table_keys.get_mut(t as usize)?;
-        match *first {
-            None => *first = Some((kind, key.span)),
-            Some((k, first_span)) if k != kind => {
-                if !*reported {
-                    *reported = true;
-                    let name = self.prog.tables.get(t as usize).map_or(String::new(), |t| t.name.clone());
-                    let (now, then) = match kind {
-                        KeyKind::Str => ("a string", "an integer"),
-                        KeyKind::Int => ("an integer", "a string"),
-                    };
-                    self.err(
-                        Diagnostic::error(
-                            format!("table `{name}` is indexed by {now} here, but by {then} elsewhere"),
-                            key.span,
-                        )
-                        .label(first_span, format!("first indexed by {then} here"))
-                        .note("a table's keys are either all integers or all strings"),
-                    );
-                }
-                return None;
-            }
-            Some(_) => {}
-        }
-        Some(v)
     }
 }
