@@ -31,6 +31,8 @@ fn every_sample_with_events_prints_its_golden_output() {
     for want in ["demo.kp", "count_reads.kp"] {
         assert!(names.iter().any(|n| n == want), "{want} has no events file: {names:?}");
     }
+    let samples = scripts.iter().filter(|p| p.parent().is_some_and(|d| d.ends_with("samples"))).count();
+    assert!(samples >= 25, "only {samples} samples have events and a golden output");
     let mut failures = Vec::new();
     for script in &scripts {
         let o = Command::new(BIN)
