@@ -15,8 +15,9 @@ use ktap_protocol::asm::assemble;
 
 use crate::paths;
 
-/// The targets, in the order the board meets untrusted bytes: link frames, messages, then images.
-const TARGETS: [&str; 5] = ["frame_decode", "wire_decode", "image_decode", "verify", "run"];
+/// The targets, in the order the board meets untrusted bytes: link frames, messages, then images;
+/// then the script parser (the host's own untrusted input).
+const TARGETS: [&str; 6] = ["frame_decode", "wire_decode", "image_decode", "verify", "run", "parse"];
 
 /// Run the fuzz targets.
 #[derive(clap::Args)]
@@ -24,7 +25,7 @@ pub struct Args {
     /// Seconds per target
     #[arg(long, default_value_t = 60)]
     seconds: u64,
-    /// Only this target (frame_decode, wire_decode, image_decode, verify, run)
+    /// Only this target (frame_decode, wire_decode, image_decode, verify, run, parse)
     #[arg(long)]
     target: Option<String>,
 }
@@ -124,6 +125,24 @@ fn link_seeds(framed: bool) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+/// Seed scripts for the parser: every `.kp` of the samples and the compiler's tests.
+fn script_seeds(root: &Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    for dir in ["samples", "tests/scripts", "host-compiler/tests/lang/ok", "host-compiler/tests/lang/err"] {
+        let mut files: Vec<_> = std::fs::read_dir(root.join(dir))
+            .with_context(|| format!("reading {dir}"))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "kp"))
+            .collect();
+        files.sort();
+        for f in files {
+            let stem = f.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+            out.push((format!("{}-{stem}", dir.replace('/', "_")), std::fs::read(&f)?));
+        }
+    }
+    Ok(out)
+}
+
 fn stat(text: &str, key: &str) -> u64 {
     text.lines().find_map(|l| l.strip_prefix(key).map(|v| v.trim().parse().unwrap_or(0))).unwrap_or(0)
 }
@@ -170,7 +189,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         Some(t) => bail!("no fuzz target `{t}`; the targets are {}", TARGETS.join(", ")),
         None => TARGETS.to_vec(),
     };
-    let image_seeds = seeds(&root)?;
+    let needs_images = targets.iter().any(|t| matches!(*t, "image_decode" | "verify" | "run"));
+    let image_seeds = if needs_images { seeds(&root)? } else { Vec::new() };
+    let script_seeds = script_seeds(&root)?;
     let mut findings = Vec::new();
     for t in targets {
         let dir = root.join("fuzz/corpus").join(t);
@@ -178,6 +199,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         let seeds = match t {
             "frame_decode" => link_seeds(true),
             "wire_decode" => link_seeds(false),
+            "parse" => script_seeds.clone(),
             _ => image_seeds.clone(),
         };
         for (name, bytes) in &seeds {

@@ -106,16 +106,21 @@ impl<'a> Lower<'a, '_> {
         }
         let key = (callee.name.clone(), tys.clone());
         let (id, ret) = match self.specs.get(&key) {
-            Some(x) => *x,
+            Some(Some(x)) => *x,
+            Some(None) => {
+                self.reset(m);
+                return Some(Val::Err);
+            }
             None => {
                 let before = self.diags.len();
                 let x = self.compile_function(decl, &tys, callee.span);
                 if self.diags.len() > before {
-                    // its errors are reported; its return kind may be wrong, so stay quiet here
+                    // its errors are reported once; its return kind may be wrong, so stay quiet here
+                    self.specs.insert(key, None);
                     self.reset(m);
                     return Some(Val::Err);
                 }
-                self.specs.insert(key, x);
+                self.specs.insert(key, Some(x));
                 x
             }
         };

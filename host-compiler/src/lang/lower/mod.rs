@@ -350,8 +350,9 @@ struct Lower<'a, 'd> {
     reported_pool: bool,
     /// Named functions by name.
     decls: HashMap<String, &'a FuncDecl>,
-    /// Compiled specializations: (name, parameter types) -> (function id, return kind).
-    specs: HashMap<(String, Vec<Ty>), (u16, RetKind)>,
+    /// Compiled specializations: (name, parameter types) -> (function id, return kind), `None` when
+    /// its body has errors (reported once).
+    specs: HashMap<(String, Vec<Ty>), Option<(u16, RetKind)>>,
     /// Functions being compiled, outermost first, with the call that started each.
     compiling: Vec<(String, Span)>,
     /// Deepest frame memory below each compiled function (itself included).
