@@ -1,6 +1,8 @@
 //! Compile time per sample: parse, check, generate, assemble and verify each `samples/*.kp`
 //! against a kernel where every symbol exists (no vmlinux I/O, so the figure is the compiler's).
 //! `cargo bench -p ktap-host --bench compile`; results go to docs/benchmarks.md.
+// criterion's macros generate undocumented items
+#![allow(missing_docs)]
 
 use std::path::Path;
 
@@ -40,5 +42,9 @@ fn compile(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, compile);
+criterion_group! {
+    name = benches;
+    config = Criterion::default();
+    targets = compile
+}
 criterion_main!(benches);

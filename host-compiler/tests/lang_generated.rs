@@ -159,7 +159,12 @@ fn statement(r: &mut Rng, s: &mut Scope, out: &mut String, depth: u32) {
             }
             2 => {
                 let i = format!("i{}", s.int_locals.len() + s.str_locals.len() + depth as usize);
-                b.push_str(&format!("for ({i} = {}, {}, {}) ", r.below(3), r.below(6), r.pick(&["1", "2", "-1"])));
+                b.push_str(&format!(
+                    "for ({i} = {}, {}, {}) ",
+                    r.below(3),
+                    r.below(6),
+                    r.pick(&["1", "2", "-1"])
+                ));
                 let outer = std::mem::replace(&mut s.in_loop, true);
                 s.int_locals.push(i);
                 block(r, s, &mut b, depth);
@@ -176,7 +181,11 @@ fn statement(r: &mut Rng, s: &mut Scope, out: &mut String, depth: u32) {
                 let (ni, ns) = (s.int_locals.len(), s.str_locals.len());
                 for (j, is_str) in s.tables[t].clone().iter().enumerate() {
                     let k = format!("k{n}_{j}");
-                    if *is_str { s.str_locals.push(k.clone()) } else { s.int_locals.push(k.clone()) }
+                    if *is_str {
+                        s.str_locals.push(k.clone())
+                    } else {
+                        s.int_locals.push(k.clone())
+                    }
                     names.push(k);
                 }
                 let v = format!("v{n}");
@@ -250,7 +259,11 @@ fn statement(r: &mut Rng, s: &mut Scope, out: &mut String, depth: u32) {
         }
         8 if !s.tables.is_empty() => {
             let t = r.below(s.tables.len());
-            if r.below(2) == 0 { format!("delete(t{t}[{}])", key(r, s, t, 0)) } else { format!("delete(t{t})") }
+            if r.below(2) == 0 {
+                format!("delete(t{t}[{}])", key(r, s, t, 0))
+            } else {
+                format!("delete(t{t})")
+            }
         }
         _ => {
             let a = int_expr(r, s, 1);

@@ -24,7 +24,12 @@ fn tmp(name: &str) -> PathBuf {
 
 /// Push `script`, run `workload` on the guest console once tracing is armed, stop with Ctrl-C
 /// (or wait for the program's own `exit()` when `workload` is `None`); stdout and stderr.
-fn run(env: &TestEnv, guest: &mut ktap_host::qemu::Guest, script: &Path, workload: Option<&str>) -> (String, String) {
+fn run(
+    env: &TestEnv,
+    guest: &mut ktap_host::qemu::Guest,
+    script: &Path,
+    workload: Option<&str>,
+) -> (String, String) {
     let mut c = env.push(guest.agent_port());
     c.arg(script);
     let mut r = HostRun::spawn(c);
@@ -88,11 +93,7 @@ const CASES: &[Case] = &[
             has(o, "exec cat")
         },
     },
-    Case {
-        script: "read_latency.kp",
-        workload: Some(DD),
-        check: |o| has(o, "dd"),
-    },
+    Case { script: "read_latency.kp", workload: Some(DD), check: |o| has(o, "dd") },
     Case {
         script: "sched_switch.kp",
         workload: Some("sleep 1"),
@@ -175,7 +176,13 @@ fn samples_run_on_the_board_and_print_sensible_output() {
     assert!(bad.is_empty(), "kernel complained:\n{}", bad.join("\n"));
     guest.shutdown();
     assert!(CASES.len() >= 10);
-    assert!(failures.is_empty(), "{} of {} samples failed:\n{}", failures.len(), CASES.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} samples failed:\n{}",
+        failures.len(),
+        CASES.len(),
+        failures.join("\n\n")
+    );
 }
 
 /// A deterministic sample and how to record what it sees: every probe block of the sample gets
@@ -224,7 +231,9 @@ fn instrumented(sample_src: &str, d: &Differential) -> String {
         let head = t.trim_end_matches('{').trim_end();
         match head.split_once(" /") {
             // an existing predicate: both must hold
-            Some((h, p)) => out.push_str(&format!("{h} /({}) && ({})/ {{\n", p.trim_end_matches('/'), d.pred)),
+            Some((h, p)) => {
+                out.push_str(&format!("{h} /({}) && ({})/ {{\n", p.trim_end_matches('/'), d.pred))
+            }
             None => out.push_str(&format!("{head} /{}/ {{\n", d.pred)),
         }
         out.push_str(&format!("    {}\n", d.record));
@@ -261,7 +270,10 @@ fn sim_prints_what_the_kernel_printed_for_the_same_events() {
         let sim_out = String::from_utf8_lossy(&o.stdout);
         assert!(o.status.success(), "{}: sim failed: {}", d.sample, String::from_utf8_lossy(&o.stderr));
         if sim_out != kernel_out {
-            failures.push(format!("{}: sim and kernel differ\n--- kernel\n{kernel_out}\n--- sim\n{sim_out}", d.sample));
+            failures.push(format!(
+                "{}: sim and kernel differ\n--- kernel\n{kernel_out}\n--- sim\n{sim_out}",
+                d.sample
+            ));
         }
     }
     guest.shutdown();

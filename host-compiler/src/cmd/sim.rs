@@ -82,7 +82,8 @@ impl SimArgs {
         let name = path.display().to_string();
         let source = std::fs::read_to_string(path).with_context(|| format!("cannot read script {name}"))?;
         let board = self.board.load()?;
-        let (opts, resolver) = kernel_resolver(self.vmlinux.as_deref(), &board, Box::new(EventsKernel::of(evs)))?;
+        let (opts, resolver) =
+            kernel_resolver(self.vmlinux.as_deref(), &board, Box::new(EventsKernel::of(evs)))?;
         let c = lang::compile(&source, &name, &opts, resolver.as_ref())
             .map_err(|diags| fail(&diags, &name, &source))?;
         Ok((name, c.image, c.sidecar))

@@ -459,8 +459,11 @@ impl Parser<'_, '_> {
             };
             if sym.is_empty() {
                 self.diags.push(
-                    Diagnostic::error(format!("expected a kernel function name after `{kind}:`"), span(sp.end, sp.end))
-                        .note("write the function's symbol, e.g. `kprobe:vfs_read`"),
+                    Diagnostic::error(
+                        format!("expected a kernel function name after `{kind}:`"),
+                        span(sp.end, sp.end),
+                    )
+                    .note("write the function's symbol, e.g. `kprobe:vfs_read`"),
                 );
                 return ProbeTarget::Invalid;
             }
@@ -484,8 +487,11 @@ impl Parser<'_, '_> {
                         Some(v) if !ret => v,
                         Some(_) => {
                             self.diags.push(
-                                Diagnostic::error("a kretprobe attaches to a whole function, not an offset", at)
-                                    .note("write `kretprobe:SYM`"),
+                                Diagnostic::error(
+                                    "a kretprobe attaches to a whole function, not an offset",
+                                    at,
+                                )
+                                .note("write `kretprobe:SYM`"),
                             );
                             return ProbeTarget::Invalid;
                         }
@@ -549,10 +555,9 @@ impl Parser<'_, '_> {
                 }
             },
             _ => {
-                self.diags.push(
-                    Diagnostic::error(format!("`{text}` is not a timer"), sp)
-                        .note("write a positive whole number and a unit: `tick-1s`, `tick-100ms`, `profile-500us`"),
-                );
+                self.diags.push(Diagnostic::error(format!("`{text}` is not a timer"), sp).note(
+                    "write a positive whole number and a unit: `tick-1s`, `tick-100ms`, `profile-500us`",
+                ));
                 ProbeTarget::Invalid
             }
         }
@@ -779,7 +784,9 @@ impl Parser<'_, '_> {
             self.bump();
             let (iter, _) = self.expr();
             let table = match iter.kind {
-                ExprKind::Call { callee, mut args } if callee.name == "pairs" && args.len() == 1 => args.pop()?,
+                ExprKind::Call { callee, mut args } if callee.name == "pairs" && args.len() == 1 => {
+                    args.pop()?
+                }
                 ExprKind::Error => iter,
                 _ => {
                     self.diags.push(
@@ -791,8 +798,13 @@ impl Parser<'_, '_> {
             };
             if names.len() < 2 {
                 self.diags.push(
-                    Diagnostic::error("`for ... in pairs(t)` needs a key name and a value name", names[0].span)
-                        .note("write `for (k, v in pairs(t))`; a table keyed by tuples takes one name per key part"),
+                    Diagnostic::error(
+                        "`for ... in pairs(t)` needs a key name and a value name",
+                        names[0].span,
+                    )
+                    .note(
+                        "write `for (k, v in pairs(t))`; a table keyed by tuples takes one name per key part",
+                    ),
                 );
             }
             (StmtKind::ForIn { names, table, body: Block { stmts: vec![], span: kw.span } }, true)
@@ -810,7 +822,9 @@ impl Parser<'_, '_> {
         }
         let body = self.body("for")?;
         Some(match kind.0 {
-            StmtKind::ForRange { var, from, to, step, .. } => StmtKind::ForRange { var, from, to, step, body },
+            StmtKind::ForRange { var, from, to, step, .. } => {
+                StmtKind::ForRange { var, from, to, step, body }
+            }
             StmtKind::ForIn { names, table, .. } => StmtKind::ForIn { names, table, body },
             other => other,
         })
@@ -1190,8 +1204,9 @@ impl Parser<'_, '_> {
             Tok::Dur(..) => {
                 self.bump();
                 self.diags.push(
-                    Diagnostic::error(format!("unexpected `{}`", self.text(&t)), t.span)
-                        .note("numbers with a unit are only for timer probes (`tick-1s`); write plain integers"),
+                    Diagnostic::error(format!("unexpected `{}`", self.text(&t)), t.span).note(
+                        "numbers with a unit are only for timer probes (`tick-1s`); write plain integers",
+                    ),
                 );
                 (err_expr(t.span), 1)
             }
@@ -1228,7 +1243,8 @@ fn is_symbol(s: &str) -> bool {
 
 /// A tracepoint subsystem or event name, possibly a glob (`*`, `?`).
 fn is_glob_name(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'*' | b'?' | b'-' | b'.'))
+    !s.is_empty()
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'*' | b'?' | b'-' | b'.'))
 }
 
 /// The binary operator table: operator and precedence (higher binds tighter).

@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use ktap_host::board::Arch;
-use ktap_host::lang::{CompileOptions, Member, NoKernel, Param, ParamLoc, ParamsOf, Resolver, Shape, TypeRef};
+use ktap_host::lang::{
+    CompileOptions, Member, NoKernel, Param, ParamLoc, ParamsOf, Resolver, Shape, TypeRef,
+};
 
 /// A kernel where every function exists at an address derived from its name, except names
 /// starting with `no_such`; a few tracepoints exist.
@@ -34,28 +36,30 @@ fn fake_shape(t: u64) -> Option<Shape> {
     let ptr = |to| Shape::Ptr { to: TypeRef(to) };
     let st = |name: &str, size| Shape::Struct { name: name.into(), size };
     Some(match t {
-        1 => int(4, true),                   // int
-        2 => int(4, false),                  // unsigned int / size_t
-        3 => int(1, false),                  // unsigned char
-        4 => int(8, true),                   // loff_t
+        1 => int(4, true),  // int
+        2 => int(4, false), // unsigned int / size_t
+        3 => int(1, false), // unsigned char
+        4 => int(8, true),  // loff_t
         10 => st("file", 128),
-        11 => ptr(10),                       // struct file *
+        11 => ptr(10), // struct file *
         12 => st("path", 8),
         13 => st("dentry", 64),
-        14 => ptr(13),                       // struct dentry *
+        14 => ptr(13), // struct dentry *
         15 => st("qstr", 16),
-        16 => ptr(3),                        // const unsigned char *
+        16 => ptr(3), // const unsigned char *
         17 => Shape::Array { elem: TypeRef(3), len: Some(16), elem_size: 1 }, // char comm[16]
         18 => st("task_struct", 2048),
-        19 => ptr(18),                       // struct task_struct *
+        19 => ptr(18), // struct task_struct *
         20 => Shape::Bool,
-        21 => ptr(4),                        // loff_t *
+        21 => ptr(4), // loff_t *
         _ => return None,
     })
 }
 
-/// Members: (struct type, name, offset, bits, member type).
-const FAKE_MEMBERS: &[(u64, &str, u64, Option<(u8, u8)>, u64)] = &[
+/// A member of the fake kernel: (struct type, name, offset, bits, member type).
+type FakeMember = (u64, &'static str, u64, Option<(u8, u8)>, u64);
+
+const FAKE_MEMBERS: &[FakeMember] = &[
     (10, "f_path", 8, None, 12),
     (10, "f_flags", 32, None, 2),
     (10, "f_mode", 36, Some((2, 3)), 2),
@@ -98,7 +102,8 @@ impl Resolver for FakeKernel {
     }
 
     fn params(&self, of: ParamsOf<'_>) -> Result<Vec<Param>, String> {
-        let p = |name: &str, ty: u64, n: u8| Param { name: name.into(), ty: TypeRef(ty), loc: ParamLoc::Arg(n) };
+        let p =
+            |name: &str, ty: u64, n: u8| Param { name: name.into(), ty: TypeRef(ty), loc: ParamLoc::Arg(n) };
         match of {
             ParamsOf::Function("vfs_read") => {
                 Ok(vec![p("file", 11, 0), p("buf", 16, 1), p("count", 2, 2), p("pos", 21, 3)])
@@ -136,14 +141,12 @@ impl Resolver for FakeKernel {
     }
 
     fn member(&self, ty: &TypeRef, name: &str) -> Result<Member, String> {
-        let of_ty: Vec<&(u64, &str, u64, Option<(u8, u8)>, u64)> =
-            FAKE_MEMBERS.iter().filter(|m| m.0 == ty.0).collect();
+        let of_ty: Vec<&FakeMember> = FAKE_MEMBERS.iter().filter(|m| m.0 == ty.0).collect();
         match of_ty.iter().find(|m| m.1 == name) {
             Some(m) => Ok(Member { name: name.into(), offset: m.2, bits: m.3, ty: TypeRef(m.4) }),
             None => {
                 let names: Vec<&str> = of_ty.iter().map(|m| m.1).collect();
-                let close: Vec<&str> =
-                    names.iter().copied().filter(|n| strsim_like(n, name)).collect();
+                let close: Vec<&str> = names.iter().copied().filter(|n| strsim_like(n, name)).collect();
                 Err(if close.is_empty() {
                     format!("its members: {}", names.join(", "))
                 } else {

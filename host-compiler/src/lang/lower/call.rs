@@ -121,7 +121,10 @@ impl Lower<'_, '_> {
                     },
                 };
                 if matches!(self.f.at, Where::Begin | Where::End) {
-                    self.err(Diagnostic::error(format!("`stack()` has no kernel stack in `{}`", self.f.spec), at));
+                    self.err(Diagnostic::error(
+                        format!("`stack()` has no kernel stack in `{}`", self.f.spec),
+                        at,
+                    ));
                     return Val::Err;
                 }
                 let d = self.alloc_str(at);
@@ -167,7 +170,10 @@ impl Lower<'_, '_> {
                 Val::Err
             }
             _ => {
-                let d = if builtins::is_value(name) || self.globals.contains_key(name) || self.local(name).is_some() {
+                let d = if builtins::is_value(name)
+                    || self.globals.contains_key(name)
+                    || self.local(name).is_some()
+                {
                     Diagnostic::error(format!("`{name}` is not a function"), callee.span)
                 } else {
                     let d = Diagnostic::error(format!("unknown function `{name}`"), callee.span);

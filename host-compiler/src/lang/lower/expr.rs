@@ -31,7 +31,10 @@ impl Lower<'_, '_> {
                 if s.len() > MAX_STR {
                     self.err(
                         Diagnostic::error(
-                            format!("string literal is {} bytes, longer than the {MAX_STR}-byte limit", s.len()),
+                            format!(
+                                "string literal is {} bytes, longer than the {MAX_STR}-byte limit",
+                                s.len()
+                            ),
                             e.span,
                         )
                         .note(format!("strings (keys, values, execname) are at most {MAX_STR} bytes")),
@@ -170,7 +173,9 @@ impl Lower<'_, '_> {
             }
             "probename" => {
                 let name = match &self.f.target {
-                    Some(ProbeTarget::Tracepoint { subsys, event }) => format!("{}:{}", subsys.name, event.name),
+                    Some(ProbeTarget::Tracepoint { subsys, event }) => {
+                        format!("{}:{}", subsys.name, event.name)
+                    }
                     Some(t) => t.spec(),
                     None => {
                         self.err(
@@ -233,7 +238,10 @@ impl Lower<'_, '_> {
         if let Some(n) = field.arg_index() {
             if matches!(at, Where::Begin | Where::End | Where::Timer) {
                 self.err(Diagnostic::error(
-                    format!("`{}` has no value in `{}`: it is not called with arguments", id.name, self.f.spec),
+                    format!(
+                        "`{}` has no value in `{}`: it is not called with arguments",
+                        id.name, self.f.spec
+                    ),
                     id.span,
                 ));
                 return false;

@@ -9,7 +9,10 @@ impl<'a> Lower<'a, '_> {
     pub(super) fn declare_function(&mut self, f: &'a FuncDecl) {
         let id = &f.name;
         if builtins::is_value(&id.name) || builtins::is_function(&id.name) {
-            self.err(Diagnostic::error(format!("`{}` is a builtin and cannot be redefined", id.name), id.span));
+            self.err(Diagnostic::error(
+                format!("`{}` is a builtin and cannot be redefined", id.name),
+                id.span,
+            ));
             return;
         }
         if let Some(prev) = self.decls.get(&id.name) {
@@ -62,7 +65,8 @@ impl<'a> Lower<'a, '_> {
         }
         // recursion: the callee is still being compiled
         if let Some(pos) = self.compiling.iter().position(|(n, _)| *n == callee.name) {
-            let mut chain: Vec<String> = self.compiling[pos..].iter().map(|(n, _)| format!("`{n}`")).collect();
+            let mut chain: Vec<String> =
+                self.compiling[pos..].iter().map(|(n, _)| format!("`{n}`")).collect();
             chain.push(format!("`{}`", callee.name));
             let mut d = Diagnostic::error(
                 format!("recursion is not allowed: {}", chain.join(" calls ")),
@@ -95,11 +99,8 @@ impl<'a> Lower<'a, '_> {
         let tys: Vec<Ty> = vals.iter().map(|v| v.ty()).collect();
         if self.compiling.len() + 1 >= MAX_CALL_DEPTH {
             self.err(
-                Diagnostic::error(
-                    format!("calls nest more than {MAX_CALL_DEPTH} deep here"),
-                    callee.span,
-                )
-                .note("the VM allows a probe handler and at most 8 nested calls"),
+                Diagnostic::error(format!("calls nest more than {MAX_CALL_DEPTH} deep here"), callee.span)
+                    .note("the VM allows a probe handler and at most 8 nested calls"),
             );
             self.reset(m);
             return Some(Val::Err);
@@ -229,7 +230,11 @@ impl<'a> Lower<'a, '_> {
                 };
                 self.err(
                     Diagnostic::error(
-                        format!("this returns {}, but the function returns {} elsewhere", name(kind), name(k)),
+                        format!(
+                            "this returns {}, but the function returns {} elsewhere",
+                            name(kind),
+                            name(k)
+                        ),
                         at,
                     )
                     .label(first, "first return here"),

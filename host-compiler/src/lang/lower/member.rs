@@ -51,8 +51,11 @@ impl Lower<'_, '_> {
             ExprKind::Error => return Val::Err,
             _ => {
                 self.err(
-                    Diagnostic::error("members are read from a probe's named arguments: `arg.NAME...`", cur.span)
-                        .note("e.g. `arg.skb->len`, `arg.file->f_path.dentry->d_name.name`"),
+                    Diagnostic::error(
+                        "members are read from a probe's named arguments: `arg.NAME...`",
+                        cur.span,
+                    )
+                    .note("e.g. `arg.skb->len`, `arg.file->f_path.dentry->d_name.name`"),
                 );
                 return Val::Err;
             }
@@ -79,14 +82,20 @@ impl Lower<'_, '_> {
             }
             Some(ProbeTarget::Kprobe { ret: true, .. }) => {
                 self.err(
-                    Diagnostic::error("`arg.NAME` is not available in kretprobe blocks", join(root.span, name.span))
-                        .note("at the return the argument registers hold other values; read it in a kprobe"),
+                    Diagnostic::error(
+                        "`arg.NAME` is not available in kretprobe blocks",
+                        join(root.span, name.span),
+                    )
+                    .note("at the return the argument registers hold other values; read it in a kprobe"),
                 );
                 return None;
             }
             _ => {
                 self.err(Diagnostic::error(
-                    format!("`arg.NAME` needs a kprobe on a function's entry or a tracepoint; this is `{}`", self.f.spec),
+                    format!(
+                        "`arg.NAME` needs a kprobe on a function's entry or a tracepoint; this is `{}`",
+                        self.f.spec
+                    ),
                     join(root.span, name.span),
                 ));
                 return None;
@@ -96,15 +105,19 @@ impl Lower<'_, '_> {
             Ok(p) => p,
             Err(msg) => {
                 self.err(
-                    Diagnostic::error(format!("cannot read the arguments of `{}`", self.f.spec), join(root.span, name.span))
-                        .note(msg),
+                    Diagnostic::error(
+                        format!("cannot read the arguments of `{}`", self.f.spec),
+                        join(root.span, name.span),
+                    )
+                    .note(msg),
                 );
                 return None;
             }
         };
         let Some(p) = params.iter().find(|p| p.name == name.name) else {
             let names: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
-            let mut d = Diagnostic::error(format!("`{}` has no argument `{}`", self.f.spec, name.name), name.span);
+            let mut d =
+                Diagnostic::error(format!("`{}` has no argument `{}`", self.f.spec, name.name), name.span);
             d = match did_you_mean(&name.name, names.iter().copied()) {
                 Some(s) => d.note(s),
                 None => d.note(format!("its arguments: {}", names.join(", "))),
@@ -116,8 +129,11 @@ impl Lower<'_, '_> {
             ParamLoc::Arg(n) => n,
             ParamLoc::Stack(_) | ParamLoc::Unavailable => {
                 self.err(
-                    Diagnostic::error(format!("argument `{}` is not in a register the probe can read", name.name), name.span)
-                        .note("it is passed on the stack or was optimised out"),
+                    Diagnostic::error(
+                        format!("argument `{}` is not in a register the probe can read", name.name),
+                        name.span,
+                    )
+                    .note("it is passed on the stack or was optimised out"),
                 );
                 return None;
             }
@@ -201,8 +217,11 @@ impl Lower<'_, '_> {
             let Shape::Ptr { to } = self.shape_of(&pty, name.span)? else {
                 let tn = self.env.resolver.type_name(&pty);
                 self.err(
-                    Diagnostic::error(format!("`->{}` needs a pointer, but this is `{tn}`", name.name), name.span)
-                        .note("use `.` for a member of a struct that is not behind a pointer"),
+                    Diagnostic::error(
+                        format!("`->{}` needs a pointer, but this is `{tn}`", name.name),
+                        name.span,
+                    )
+                    .note("use `.` for a member of a struct that is not behind a pointer"),
                 );
                 return None;
             };
@@ -217,7 +236,10 @@ impl Lower<'_, '_> {
                     } else {
                         format!("this is `{tn}`, not a struct")
                     };
-                    self.err(Diagnostic::error(format!("`.{}` needs a struct or union", name.name), name.span).note(hint));
+                    self.err(
+                        Diagnostic::error(format!("`.{}` needs a struct or union", name.name), name.span)
+                            .note(hint),
+                    );
                     return None;
                 }
             }
@@ -227,8 +249,11 @@ impl Lower<'_, '_> {
             other => {
                 let tn = self.env.resolver.type_name(&ty);
                 self.err(
-                    Diagnostic::error(format!("`{}` is not a member of `{tn}`: it is not a struct", name.name), name.span)
-                        .note(describe(&other)),
+                    Diagnostic::error(
+                        format!("`{}` is not a member of `{tn}`: it is not a struct", name.name),
+                        name.span,
+                    )
+                    .note(describe(&other)),
                 );
                 return None;
             }
@@ -237,7 +262,9 @@ impl Lower<'_, '_> {
             Ok(m) => m,
             Err(msg) => {
                 let tn = self.env.resolver.type_name(&ty);
-                self.err(Diagnostic::error(format!("`{tn}` has no member `{}`", name.name), name.span).note(msg));
+                self.err(
+                    Diagnostic::error(format!("`{tn}` has no member `{}`", name.name), name.span).note(msg),
+                );
                 return None;
             }
         };
@@ -250,7 +277,8 @@ impl Lower<'_, '_> {
             Place::Value { ty, .. } | Place::Mem { ty, .. } => ty,
         };
         let Some(shape) = self.shape_of(&ty, at) else { return Val::Err };
-        let is_char = |l: &mut Self, t: &TypeRef| matches!(l.env.resolver.shape(t), Ok(Shape::Int { size: 1, .. }));
+        let is_char =
+            |l: &mut Self, t: &TypeRef| matches!(l.env.resolver.shape(t), Ok(Shape::Int { size: 1, .. }));
         match shape {
             Shape::Array { elem, len, .. } if is_char(self, &elem) => {
                 let Place::Mem { reg, off, .. } = place else { return Val::Err };

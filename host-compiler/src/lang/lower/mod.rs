@@ -334,6 +334,9 @@ struct TableUse {
     reported: bool,
 }
 
+/// A named function's specialization: its name and its parameters' kinds.
+type SpecKey = (String, Vec<Ty>);
+
 struct Lower<'a, 'd> {
     src: &'a str,
     env: &'a Env<'a>,
@@ -352,7 +355,7 @@ struct Lower<'a, 'd> {
     decls: HashMap<String, &'a FuncDecl>,
     /// Compiled specializations: (name, parameter types) -> (function id, return kind), `None` when
     /// its body has errors (reported once).
-    specs: HashMap<(String, Vec<Ty>), Option<(u16, RetKind)>>,
+    specs: HashMap<SpecKey, Option<(u16, RetKind)>>,
     /// Functions being compiled, outermost first, with the call that started each.
     compiling: Vec<(String, Span)>,
     /// Deepest frame memory below each compiled function (itself included).
@@ -494,8 +497,11 @@ impl<'a> Lower<'a, '_> {
                 self.f.reported_jump = true;
                 let at = self.prog.funcs.last().map_or(span(0, 0), |f| f.span);
                 self.err(
-                    Diagnostic::error(format!("`{}` is too large: a jump spans {disp} bytes", self.f.spec), at)
-                        .note("jumps reach at most 32 KiB; move parts of the body into functions"),
+                    Diagnostic::error(
+                        format!("`{}` is too large: a jump spans {disp} bytes", self.f.spec),
+                        at,
+                    )
+                    .note("jumps reach at most 32 KiB; move parts of the body into functions"),
                 );
             }
             return;

@@ -58,19 +58,17 @@ impl Lower<'_, '_> {
             None | Some((ExprKind::Error, _)) => 0,
             Some((ExprKind::Nil, _)) => 0,
             Some((ExprKind::Str(_), e)) => {
-                self.err(
-                    Diagnostic::error("string globals are not supported", e.span)
-                        .note("globals are integers or tables; keep strings in block-local `var`s or table keys"),
-                );
+                self.err(Diagnostic::error("string globals are not supported", e.span).note(
+                    "globals are integers or tables; keep strings in block-local `var`s or table keys",
+                ));
                 0
             }
             Some((_, e)) => match e.const_int() {
                 Some(v) => v,
                 None => {
                     self.err(
-                        Diagnostic::error("a global's initial value must be a constant", e.span).note(
-                            "use integer literals and operators; assign other values in `trace_begin`",
-                        ),
+                        Diagnostic::error("a global's initial value must be a constant", e.span)
+                            .note("use integer literals and operators; assign other values in `trace_begin`"),
                     );
                     0
                 }
@@ -364,10 +362,14 @@ impl Lower<'_, '_> {
             let at = self.prog.funcs.first().map_or(span(0, 0), |f| f.span);
             self.err(
                 Diagnostic::error(
-                    format!("the deepest call path needs {deepest} bytes of frames, more than {MAX_FRAME_BUDGET}"),
+                    format!(
+                        "the deepest call path needs {deepest} bytes of frames, more than {MAX_FRAME_BUDGET}"
+                    ),
                     at,
                 )
-                .note("string variables take 129 bytes each in every frame; use fewer, or fewer nested calls"),
+                .note(
+                    "string variables take 129 bytes each in every frame; use fewer, or fewer nested calls",
+                ),
             );
         }
         self.prog.frame_budget = deepest.min(MAX_FRAME_BUDGET);

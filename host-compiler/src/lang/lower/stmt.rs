@@ -13,20 +13,23 @@ impl Lower<'_, '_> {
             }
             StmtKind::Assign { target, op, op_span, value } => self.assign(target, *op, *op_span, value),
             StmtKind::Aggregate { target, op_span, value } => self.aggregate(target, *op_span, value),
-            StmtKind::Expr(e) => match &e.kind {
-                ExprKind::Call { .. } | ExprKind::Error => {
-                    self.call_stmt(e);
+            StmtKind::Expr(e) => {
+                match &e.kind {
+                    ExprKind::Call { .. } | ExprKind::Error => {
+                        self.call_stmt(e);
+                    }
+                    ExprKind::Name(id)
+                        if builtins::is_function(&id.name) || self.decls.contains_key(&id.name) =>
+                    {
+                        self.err(Diagnostic::error(format!("`{}` is a function; call it", id.name), id.span));
+                    }
+                    _ => {
+                        self.err(Diagnostic::error("this expression does nothing", e.span).note(
+                            "a statement is an assignment, a `var` declaration, a call or control flow",
+                        ));
+                    }
                 }
-                ExprKind::Name(id) if builtins::is_function(&id.name) || self.decls.contains_key(&id.name) => {
-                    self.err(Diagnostic::error(format!("`{}` is a function; call it", id.name), id.span));
-                }
-                _ => {
-                    self.err(
-                        Diagnostic::error("this expression does nothing", e.span)
-                            .note("a statement is an assignment, a `var` declaration, a call or control flow"),
-                    );
-                }
-            },
+            }
             StmtKind::If { arms, otherwise } => self.if_stmt(arms, otherwise.as_ref()),
             StmtKind::While { cond, body } => {
                 let top = self.here();
@@ -42,7 +45,9 @@ impl Lower<'_, '_> {
                 self.patch_here(exit);
                 self.patch_here(ctx.breaks);
             }
-            StmtKind::ForRange { var, from, to, step, body } => self.for_range(var, from, to, step.as_ref(), body),
+            StmtKind::ForRange { var, from, to, step, body } => {
+                self.for_range(var, from, to, step.as_ref(), body)
+            }
             StmtKind::ForIn { names, table, body } => self.for_in(names, table, body),
             StmtKind::Break | StmtKind::Continue => {
                 let brk = matches!(s.kind, StmtKind::Break);
@@ -157,19 +162,24 @@ impl Lower<'_, '_> {
         let Some(t) = self.table_of(table) else { return };
         let Some((keys, _)) = self.tables.get(t as usize).and_then(|u| u.keys.clone()) else {
             self.err(
-                Diagnostic::error("this table is never given a key, so its key kinds are unknown here", table.span)
-                    .note("store into the table (e.g. `t[k] = v`) before the loop that reads it"),
+                Diagnostic::error(
+                    "this table is never given a key, so its key kinds are unknown here",
+                    table.span,
+                )
+                .note("store into the table (e.g. `t[k] = v`) before the loop that reads it"),
             );
             return;
         };
         if names.len() != keys.len() + 1 {
             let want = keys.len() + 1;
-            self.err(
-                Diagnostic::error(
-                    format!("this table has {} key part{}: the loop needs {want} names (keys, then the value)", keys.len(), if keys.len() == 1 { "" } else { "s" }),
-                    join(names[0].span, names[names.len() - 1].span),
+            self.err(Diagnostic::error(
+                format!(
+                    "this table has {} key part{}: the loop needs {want} names (keys, then the value)",
+                    keys.len(),
+                    if keys.len() == 1 { "" } else { "s" }
                 ),
-            );
+                join(names[0].span, names[names.len() - 1].span),
+            ));
             return;
         }
         self.open_scope();
@@ -421,7 +431,10 @@ impl Lower<'_, '_> {
                 self.err(
                     Diagnostic::error(format!("cannot assign to table `{}` itself", id.name), id.span)
                         .label(decl, "declared as a table here")
-                        .note(format!("assign to an entry: `{}[key] = ...`; empty it with `delete({})`", id.name, id.name)),
+                        .note(format!(
+                            "assign to an entry: `{}[key] = ...`; empty it with `delete({})`",
+                            id.name, id.name
+                        )),
                 );
                 self.expr(value);
             }

@@ -94,8 +94,10 @@ impl Lower<'_, '_> {
                     u.reported = true;
                     let first_at = *first_at;
                     let shape = |ks: &[KeyKind]| {
-                        let parts: Vec<&str> =
-                            ks.iter().map(|k| if *k == KeyKind::Str { "string" } else { "integer" }).collect();
+                        let parts: Vec<&str> = ks
+                            .iter()
+                            .map(|k| if *k == KeyKind::Str { "string" } else { "integer" })
+                            .collect();
                         format!("[{}]", parts.join(", "))
                     };
                     let (now, then) = (shape(&kinds), shape(first));
@@ -237,8 +239,11 @@ impl Lower<'_, '_> {
             ExprKind::Call { callee, args } if callee.name == "lhist" => {
                 let [v, min, max, step] = args.as_slice() else {
                     self.err(
-                        Diagnostic::error("`lhist` takes a value, a minimum, a maximum and a step", value.span)
-                            .note("e.g. `t[k] <<< lhist(v, 0, 100, 10)`"),
+                        Diagnostic::error(
+                            "`lhist` takes a value, a minimum, a maximum and a step",
+                            value.span,
+                        )
+                        .note("e.g. `t[k] <<< lhist(v, 0, 100, 10)`"),
                     );
                     return;
                 };
@@ -252,9 +257,12 @@ impl Lower<'_, '_> {
             if !u.reported {
                 u.reported = true;
                 self.err(
-                    Diagnostic::error(format!("`{name}` is a plain table; `<<<` needs an aggregation table"), op_span)
-                        .label(first, "used as a plain table here")
-                        .note("use a separate table for aggregations"),
+                    Diagnostic::error(
+                        format!("`{name}` is a plain table; `<<<` needs an aggregation table"),
+                        op_span,
+                    )
+                    .label(first, "used as a plain table here")
+                    .note("use a separate table for aggregations"),
                 );
             }
             return;
@@ -298,8 +306,11 @@ impl Lower<'_, '_> {
         let n = (hi as i128 - lo as i128 + st as i128 - 1) / st as i128;
         if n > i128::from(MAX_LINEAR_BUCKETS) {
             self.err(
-                Diagnostic::error(format!("`lhist` would have {n} buckets; at most {MAX_LINEAR_BUCKETS}"), at)
-                    .note("use a larger step"),
+                Diagnostic::error(
+                    format!("`lhist` would have {n} buckets; at most {MAX_LINEAR_BUCKETS}"),
+                    at,
+                )
+                .note("use a larger step"),
             );
             return None;
         }
@@ -314,7 +325,10 @@ impl Lower<'_, '_> {
             return Val::Err;
         };
         let ExprKind::Index { base, keys } = &arg.kind else {
-            self.err(Diagnostic::error(format!("`{fname}` reads an aggregation entry: `{fname}(t[k])`"), arg.span));
+            self.err(Diagnostic::error(
+                format!("`{fname}` reads an aggregation entry: `{fname}(t[k])`"),
+                arg.span,
+            ));
             return Val::Err;
         };
         let Some(t) = self.table_of(base) else { return Val::Err };
