@@ -205,6 +205,8 @@ fn run(
     }
     if !diags.is_empty() {
         diags.sort_by_key(|d| (d.primary.start, d.primary.end));
+        // a glob probe compiles its body once per tracepoint: report each mistake once
+        diags.dedup();
         return Err(diags);
     }
     let (builder, sidecar) = assemble(&prog, file_name, opts);

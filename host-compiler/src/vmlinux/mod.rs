@@ -37,6 +37,7 @@ pub mod elf;
 mod error;
 pub(crate) mod names;
 pub mod query;
+mod rodata;
 pub mod symmap;
 pub mod symtab;
 

@@ -319,4 +319,22 @@ impl Resolver for Vmlinux {
     fn enum_name(&self, ty: &TypeRef, value: i64) -> Option<String> {
         self.debug().ok()?.enum_name(*ty, value)
     }
+
+    fn tracepoints_matching(&self, subsys: &str, event: &str) -> Result<Vec<(String, String)>, String> {
+        let elf = goblin::elf::Elf::parse(&self.map).map_err(|e| e.to_string())?;
+        let all = super::rodata::tracepoint_events(&elf, &self.map);
+        if all.is_empty() {
+            return Err(format!(
+                "{} has no `_ftrace_events` table to list its tracepoints",
+                self.path.display()
+            ));
+        }
+        let m = crate::lang::glob_match;
+        Ok(all.into_iter().filter(|(s, e)| m(subsys, s) && m(event, e)).collect())
+    }
+
+    fn kernel_release(&self) -> Option<String> {
+        let elf = goblin::elf::Elf::parse(&self.map).ok()?;
+        super::rodata::kernel_release(&elf, &self.map)
+    }
 }

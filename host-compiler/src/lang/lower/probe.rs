@@ -271,6 +271,19 @@ impl Lower<'_, '_> {
                         ));
                         Vec::new()
                     }
+                    Ok(list)
+                        if self.env.need_addresses && list.iter().any(|(s, e)| is_glob(s) || is_glob(e)) =>
+                    {
+                        // a kernel that cannot list its tracepoints (no vmlinux) left the pattern as is
+                        self.err(
+                            Diagnostic::error(
+                                format!("cannot expand tracepoint pattern `{}:{}`", subsys.name, event.name),
+                                at,
+                            )
+                            .note("compiling a tracepoint pattern needs the board kernel's vmlinux: pass `--vmlinux PATH`"),
+                        );
+                        Vec::new()
+                    }
                     Ok(list) => list
                         .into_iter()
                         .map(|(s, e)| {

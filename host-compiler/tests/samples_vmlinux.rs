@@ -1,0 +1,92 @@
+//! Every sample compiles against the board's real vmlinux (Debian armmp `-dbg`): its kprobe
+//! symbols and tracepoints exist on that kernel, tracepoint patterns expand against the kernel's
+//! own event table, and `arg.NAME` chains resolve through its DWARF.
+
+mod symbols;
+
+use std::path::Path;
+
+use ktap_host::board::Arch;
+use ktap_host::lang::{self, CompileOptions, Resolver};
+use ktap_host::vmlinux::Vmlinux;
+use ktap_protocol::image::Image;
+use symbols::{armmp_vmlinux, missing};
+
+fn kernel() -> Option<Vmlinux> {
+    let Some(path) = armmp_vmlinux() else {
+        missing("no armmp -dbg vmlinux in ~/.cache/ktap-rs/kernels (or KTAP_VMLINUX)");
+        return None;
+    };
+    Some(Vmlinux::open_for(&path, Arch::Arm).unwrap_or_else(|e| panic!("{e}")))
+}
+
+fn compile(v: &Vmlinux, name: &str, src: &str) -> Vec<u8> {
+    let opts = CompileOptions { arch: Arch::Arm, build_id: v.build_id().to_vec() };
+    match lang::compile(src, name, &opts, v) {
+        Ok(c) => c.image,
+        Err(d) => {
+            panic!("{name} does not compile against the armmp vmlinux:\n{}", lang::render(&d, name, src))
+        }
+    }
+}
+
+#[test]
+fn every_sample_compiles_against_the_armmp_vmlinux() {
+    let Some(v) = kernel() else { return };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "kp") {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            compile(&v, &name, &std::fs::read_to_string(&p).unwrap());
+            n += 1;
+        }
+    }
+    assert!(n >= 25, "only {n} samples");
+}
+
+#[test]
+fn tracepoint_patterns_expand_against_the_kernels_event_table() {
+    let Some(v) = kernel() else { return };
+    let img = compile(&v, "p.kp", "trace sched:sched_process_* { }\ntrace irq:*irq_entry { }\n");
+    let mut names = Vec::new();
+    Image::parse(&img).unwrap().probes(|p| names.push(String::from_utf8_lossy(p.name).into_owned()));
+    for want in ["sched_process_exec", "sched_process_exit", "sched_process_fork", "softirq_entry"] {
+        assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
+    }
+    // only events of the subsystem: `irq:*` does not match `sched_*` or `raw_syscalls:*`
+    let all = v.tracepoints_matching("irq", "*").unwrap();
+    assert!(all.iter().all(|(s, _)| s == "irq") && all.len() >= 4, "{all:?}");
+    // ftrace-only events have no tracepoint a probe could attach to
+    assert!(v.tracepoints_matching("syscalls", "*").unwrap().is_empty());
+    let e = lang::check(
+        "trace sched:no_such_* { }",
+        "e.kp",
+        &CompileOptions { arch: Arch::Arm, build_id: vec![] },
+        &v,
+    );
+    assert_eq!(e[0].message, "no tracepoint matches `sched:no_such_*`");
+}
+
+#[test]
+fn member_chains_and_kernel_release_resolve_through_the_real_kernel() {
+    let Some(v) = kernel() else { return };
+    let src = r#"
+kprobe:vfs_read {
+    printf("%s %s %d %d\n", kernel_v, arg.file->f_path.dentry->d_name.name, arg.count, arg.file->f_flags)
+}
+trace sched:sched_switch {
+    printf("%s -> %s %d\n", arg.prev->comm, arg.next->comm, arg.next->pid)
+}
+"#;
+    let img = compile(&v, "m.kp", src);
+    let text = lang::disasm::disassemble(&img, None).unwrap();
+    assert!(text.contains("kstr") && text.contains("ldk"), "{text}");
+    let release = v.kernel_release().unwrap();
+    assert!(release.starts_with("6.1.") && release.ends_with("armmp"), "{release}");
+    let opts = CompileOptions { arch: Arch::Arm, build_id: vec![] };
+    let e = lang::check("kprobe:vfs_read { print(arg.file->f_pth) }", "e.kp", &opts, &v);
+    assert!(e[0].message.contains("has no member `f_pth`"), "{e:?}");
+    assert!(e[0].notes.iter().any(|n| n.contains("f_path")), "{e:?}");
+}
