@@ -30,7 +30,10 @@ fn sidecar() -> Sidecar {
             "%-8s pid %-5d opens a file\n".into(),
             "\n%d opens; vfs_read calls by process:\n".into(),
         ],
-        tables: vec![TableInfo { name: "reads".into(), span }, TableInfo { name: "by_pid".into(), span }],
+        tables: vec![
+            TableInfo { name: "reads".into(), span, stack_keys: vec![], hist: false },
+            TableInfo { name: "by_pid".into(), span, stack_keys: vec![], hist: false },
+        ],
         ..Sidecar::default()
     }
 }
