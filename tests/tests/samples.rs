@@ -148,14 +148,6 @@ const CASES: &[Case] = &[
             if o.lines().count() >= 2 { Ok(()) } else { Err("no interrupt counted".into()) }
         },
     },
-    Case {
-        script: "countdown.kp",
-        workload: None,
-        check: |o| {
-            has(o, "tick 3: ")?;
-            has(o, "stopped after 3 ticks")
-        },
-    },
 ];
 
 #[test]
