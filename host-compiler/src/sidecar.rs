@@ -44,9 +44,26 @@ pub struct TableInfo {
     /// Which key components are kernel stacks (`t[stack()]`), for the host to symbolize.
     #[serde(default)]
     pub stack_keys: Vec<bool>,
-    /// The script asked for a histogram (`print_hist`, `hist`, `lhist`).
+    /// The buckets its aggregations keep, for printing histograms (`None`: no buckets).
     #[serde(default)]
-    pub hist: bool,
+    pub hist: Option<Hist>,
+}
+
+/// How an aggregation table's bucket numbers map to value ranges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Hist {
+    /// `hist`: bucket 0 holds values <= 0, bucket i holds [2^(i-1), 2^i).
+    Log2,
+    /// `lhist(v, min, max, step)`: bucket i (0..n) holds [min + i*step, min + (i+1)*step),
+    /// bucket n the values below `min`, bucket n+1 those at or above `min + n*step`.
+    Linear {
+        /// Lower bound of the first in-range bucket.
+        min: i64,
+        /// Width of each bucket.
+        step: i64,
+        /// Number of in-range buckets.
+        nbuckets: u8,
+    },
 }
 
 /// A probe as the script wrote it.

@@ -76,7 +76,7 @@ fn program() -> (Vec<u8>, Sidecar) {
     let sidecar = Sidecar {
         source_file: "demo.kp".into(),
         formats: vec!["%-8s pid %-5d opens a file\n".into()],
-        tables: vec![TableInfo { name: "reads".into(), span: span(), stack_keys: vec![], hist: false }],
+        tables: vec![TableInfo { name: "reads".into(), span: span(), stack_keys: vec![], hist: None }],
         probes: vec![
             ProbeInfo { spec: "kprobe:vfs_read".into(), span: span() },
             ProbeInfo { spec: "kprobe:do_sys_openat2".into(), span: span() },

@@ -31,8 +31,8 @@ fn sidecar() -> Sidecar {
             "\n%d opens; vfs_read calls by process:\n".into(),
         ],
         tables: vec![
-            TableInfo { name: "reads".into(), span, stack_keys: vec![], hist: false },
-            TableInfo { name: "by_pid".into(), span, stack_keys: vec![], hist: false },
+            TableInfo { name: "reads".into(), span, stack_keys: vec![], hist: None },
+            TableInfo { name: "by_pid".into(), span, stack_keys: vec![], hist: None },
         ],
         ..Sidecar::default()
     }

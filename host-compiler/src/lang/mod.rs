@@ -32,7 +32,7 @@ pub use diag::{Diagnostic, Span, emit_stderr, render};
 use crate::board::Arch;
 use crate::ktypes::NEEDS_DWARF;
 pub use crate::ktypes::{Member, Param, ParamLoc, ParamsOf, Shape, TypeRef};
-use crate::sidecar::{FuncInfo, ProbeInfo, Sidecar, TableInfo};
+use crate::sidecar::{FuncInfo, Hist, ProbeInfo, Sidecar, TableInfo};
 
 /// Kernel symbol lookup, injected so the compiler needs no vmlinux in tests or `check`.
 pub trait Resolver {
@@ -284,7 +284,11 @@ fn assemble(prog: &lower::Program, file_name: &str, opts: &CompileOptions) -> (I
             name: t.name.clone(),
             span: t.span,
             stack_keys: t.stack_keys.clone(),
-            hist: !matches!(t.value, ValueKind::Int | ValueKind::Stats),
+            hist: match t.value {
+                ValueKind::Int | ValueKind::Stats => None,
+                ValueKind::Log2 => Some(Hist::Log2),
+                ValueKind::Linear { min, step, nbuckets } => Some(Hist::Linear { min, step, nbuckets }),
+            },
         });
     }
     for p in &prog.probes {
