@@ -28,10 +28,69 @@ pub struct Sidecar {
     pub globals: Vec<String>,
     /// Functions, indexed by function id: name and span (for runtime error reports).
     pub funcs: Vec<FuncInfo>,
-    /// Per format id: which arguments are kernel stacks (`stack()`), raw return addresses the
-    /// host symbolizes. Empty or shorter lists mean "none".
-    #[serde(default)]
-    pub format_stacks: Vec<Vec<bool>>,
+    /// How the renderer shows a table when it differs from the default (an int table as key/value
+    /// lines, an aggregate as its statistics, with its buckets as a histogram).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub views: Vec<TableView>,
+    /// The values that are kernel stacks (`stack()`): the renderer symbolizes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stacks: Vec<StackValue>,
+}
+
+/// How to show one table (`print(t)` at the end, `print_hist(t)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableView {
+    /// Table id.
+    pub table: u16,
+    /// What to show.
+    pub show: Show,
+}
+
+/// What a table's lines show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Show {
+    /// One statistic of an aggregate per key, as a key/value line (`count()`, `sum()`, ...).
+    Count,
+    /// The sum.
+    Sum,
+    /// The smallest value.
+    Min,
+    /// The largest value.
+    Max,
+    /// sum / count.
+    Avg,
+    /// A power-of-two histogram per key (`hist()`).
+    Hist,
+    /// A linear histogram per key (`lhist(v, min, max, step)`): bucket i starts at min + i * step.
+    Lhist {
+        /// Start of bucket 0.
+        min: i64,
+        /// Bucket width.
+        step: i64,
+    },
+    /// An int table as one bar per key (`print_hist(t)`).
+    Bars,
+}
+
+/// A value that holds a kernel stack (little-endian u64 return addresses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StackValue {
+    /// Argument `arg` (0-based) of printf format `format`.
+    FormatArg {
+        /// Format id.
+        format: u16,
+        /// Argument position.
+        arg: u8,
+    },
+    /// Key component `key` (0-based) of table `table`.
+    TableKey {
+        /// Table id.
+        table: u16,
+        /// Key component.
+        key: u8,
+    },
 }
 
 /// A table as the script declared it.
@@ -41,29 +100,6 @@ pub struct TableInfo {
     pub name: String,
     /// Where it was declared.
     pub span: Span,
-    /// Which key components are kernel stacks (`t[stack()]`), for the host to symbolize.
-    #[serde(default)]
-    pub stack_keys: Vec<bool>,
-    /// The buckets its aggregations keep, for printing histograms (`None`: no buckets).
-    #[serde(default)]
-    pub hist: Option<Hist>,
-}
-
-/// How an aggregation table's bucket numbers map to value ranges.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Hist {
-    /// `hist`: bucket 0 holds values <= 0, bucket i holds [2^(i-1), 2^i).
-    Log2,
-    /// `lhist(v, min, max, step)`: bucket i (0..n) holds [min + i*step, min + (i+1)*step),
-    /// bucket n the values below `min`, bucket n+1 those at or above `min + n*step`.
-    Linear {
-        /// Lower bound of the first in-range bucket.
-        min: i64,
-        /// Width of each bucket.
-        step: i64,
-        /// Number of in-range buckets.
-        nbuckets: u8,
-    },
 }
 
 /// A probe as the script wrote it.
