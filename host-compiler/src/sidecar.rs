@@ -68,6 +68,8 @@ pub enum Show {
         min: i64,
         /// Bucket width.
         step: i64,
+        /// In-range buckets (the VM adds an under bucket at this index and an over bucket after it).
+        buckets: u8,
     },
     /// An int table as one bar per key (`print_hist(t)`).
     Bars,

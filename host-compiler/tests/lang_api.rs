@@ -128,3 +128,39 @@ fn the_format_spec_parser_is_what_the_formatter_reuses() {
     assert!(matches!(pieces[0], Piece::Conv(_)));
     assert_eq!(render(&pieces, &[Value::Str(b"dd"), Value::Int(42), Value::Int(255)]), "dd    |   42|0xff\n");
 }
+
+#[test]
+fn sidecar_tells_the_renderer_about_histograms_bars_and_stacks() {
+    use ktap_host::sidecar::{Show, StackValue, TableView};
+    let src = r#"
+var lat = {}
+var lin = {}
+var plain = {}
+var stats = {}
+var stacks = {}
+kprobe:vfs_read {
+    lat[execname] <<< hist(arg2)
+    lin[cpu] <<< lhist(arg2, 0, 100, 10)
+    plain[execname] += 1
+    stats[pid] <<< arg2
+    stacks[stack(), pid] += 1
+    printf("%d %s\n", pid, stack(4))
+}
+trace_end {
+    print_hist(plain)
+}
+"#;
+    let c = lang::compile(src, "v.kp", &opts(), &FakeKernel).unwrap();
+    assert_eq!(
+        c.sidecar.views,
+        [
+            TableView { table: 0, show: Show::Hist },
+            TableView { table: 1, show: Show::Lhist { min: 0, step: 10, buckets: 10 } },
+            TableView { table: 2, show: Show::Bars },
+        ]
+    );
+    assert_eq!(
+        c.sidecar.stacks,
+        [StackValue::TableKey { table: 4, key: 0 }, StackValue::FormatArg { format: 0, arg: 1 }]
+    );
+}

@@ -76,7 +76,7 @@ fn program() -> (Vec<u8>, Sidecar) {
     let sidecar = Sidecar {
         source_file: "demo.kp".into(),
         formats: vec!["%-8s pid %-5d opens a file\n".into()],
-        tables: vec![TableInfo { name: "reads".into(), span: span(), stack_keys: vec![], hist: None }],
+        tables: vec![TableInfo { name: "reads".into(), span: span() }],
         probes: vec![
             ProbeInfo { spec: "kprobe:vfs_read".into(), span: span() },
             ProbeInfo { spec: "kprobe:do_sys_openat2".into(), span: span() },
@@ -86,7 +86,7 @@ fn program() -> (Vec<u8>, Sidecar) {
             FuncInfo { name: "kprobe:vfs_read".into(), span: span() },
             FuncInfo { name: "kprobe:do_sys_openat2".into(), span: span() },
         ],
-        format_stacks: vec![],
+        ..Sidecar::default()
     };
     (b.build(), sidecar)
 }

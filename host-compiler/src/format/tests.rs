@@ -30,10 +30,7 @@ fn sidecar() -> Sidecar {
             "%-8s pid %-5d opens a file\n".into(),
             "\n%d opens; vfs_read calls by process:\n".into(),
         ],
-        tables: vec![
-            TableInfo { name: "reads".into(), span, stack_keys: vec![], hist: None },
-            TableInfo { name: "by_pid".into(), span, stack_keys: vec![], hist: None },
-        ],
+        tables: vec![TableInfo { name: "reads".into(), span }, TableInfo { name: "by_pid".into(), span }],
         ..Sidecar::default()
     }
 }

@@ -32,7 +32,7 @@ pub use diag::{Diagnostic, Span, emit_stderr, render};
 use crate::board::Arch;
 use crate::ktypes::NEEDS_DWARF;
 pub use crate::ktypes::{Member, Param, ParamLoc, ParamsOf, Shape, TypeRef};
-use crate::sidecar::{FuncInfo, Hist, ProbeInfo, Sidecar, TableInfo};
+use crate::sidecar::{FuncInfo, ProbeInfo, Show, Sidecar, StackValue, TableInfo, TableView};
 
 /// Kernel symbol lookup, injected so the compiler needs no vmlinux in tests or `check`.
 pub trait Resolver {
@@ -278,18 +278,22 @@ fn assemble(prog: &lower::Program, file_name: &str, opts: &CompileOptions) -> (I
     b.strings = prog.strings.clone();
     b.globals = prog.globals.len() as u16;
     sidecar.globals = prog.globals.clone();
-    for t in &prog.tables {
+    for (i, t) in prog.tables.iter().enumerate() {
         b.tables.push(TableSpec { keys: KeyShape::of(&t.keys), value: t.value, capacity: t.capacity });
-        sidecar.tables.push(TableInfo {
-            name: t.name.clone(),
-            span: t.span,
-            stack_keys: t.stack_keys.clone(),
-            hist: match t.value {
-                ValueKind::Int | ValueKind::Stats => None,
-                ValueKind::Log2 => Some(Hist::Log2),
-                ValueKind::Linear { min, step, nbuckets } => Some(Hist::Linear { min, step, nbuckets }),
-            },
-        });
+        sidecar.tables.push(TableInfo { name: t.name.clone(), span: t.span });
+        let table = i as u16;
+        let show = match t.value {
+            ValueKind::Log2 => Some(Show::Hist),
+            ValueKind::Linear { min, step, nbuckets } => Some(Show::Lhist { min, step, buckets: nbuckets }),
+            ValueKind::Int if t.bars => Some(Show::Bars),
+            ValueKind::Int | ValueKind::Stats => None,
+        };
+        if let Some(show) = show {
+            sidecar.views.push(TableView { table, show });
+        }
+        for (key, _) in t.stack_keys.iter().enumerate().filter(|(_, s)| **s) {
+            sidecar.stacks.push(StackValue::TableKey { table, key: key as u8 });
+        }
     }
     for p in &prog.probes {
         b.probes.push(OwnedProbe {
@@ -301,13 +305,12 @@ fn assemble(prog: &lower::Program, file_name: &str, opts: &CompileOptions) -> (I
         });
         sidecar.probes.push(ProbeInfo { spec: p.spec.clone(), span: p.span });
     }
-    for (text, kinds, stacks) in &prog.formats {
+    for (id, (text, kinds, stacks)) in prog.formats.iter().enumerate() {
         b.formats.push(kinds.clone());
         sidecar.formats.push(text.clone());
-        sidecar.format_stacks.push(stacks.clone());
-    }
-    if sidecar.format_stacks.iter().all(|s| !s.contains(&true)) {
-        sidecar.format_stacks.clear();
+        for (arg, _) in stacks.iter().enumerate().filter(|(_, s)| **s) {
+            sidecar.stacks.push(StackValue::FormatArg { format: id as u16, arg: arg as u8 });
+        }
     }
     (b, sidecar)
 }

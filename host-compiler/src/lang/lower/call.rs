@@ -215,7 +215,7 @@ impl Lower<'_, '_> {
         }
     }
 
-    /// `print_hist(t)`: an aggregation table, printed with its histogram.
+    /// `print_hist(t)`: an aggregation table with its histograms, or a plain table as bars.
     fn print_hist(&mut self, args: &[Expr], at: Span) {
         let [arg] = args else {
             self.err(Diagnostic::error("`print_hist` takes one aggregation table", at));
@@ -223,10 +223,9 @@ impl Lower<'_, '_> {
         };
         let Some(t) = self.table_of(arg) else { return };
         if let Some(u) = self.tables.get_mut(t as usize) {
+            // an aggregation keeps log2 buckets for it; a plain table prints as bars
             u.log2 = true;
-            if u.agg.is_none() && u.scalar.is_none() {
-                u.agg = Some(arg.span);
-            }
+            u.print_hist = true;
         }
         self.emit(Opcode::Ptable, &[t as i32]);
     }

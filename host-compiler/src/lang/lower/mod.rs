@@ -106,6 +106,8 @@ pub struct TableOut {
     pub stack_keys: Vec<bool>,
     /// Values: integers or an aggregate.
     pub value: ValueKind,
+    /// `print_hist` of a plain table: one bar per key.
+    pub bars: bool,
     /// Capacity.
     pub capacity: u32,
 }
@@ -329,6 +331,8 @@ struct TableUse {
     linear: Option<((i64, i64, u8), Span)>,
     /// `print_hist` or `hist()` seen: keep log2 buckets.
     log2: bool,
+    /// `print_hist` seen.
+    print_hist: bool,
     /// Scalar use (`t[k] = v`, `+=`, read), where first.
     scalar: Option<Span>,
     reported: bool,

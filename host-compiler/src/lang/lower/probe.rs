@@ -48,6 +48,7 @@ impl Lower<'_, '_> {
                 keys: vec![KeyKind::Int],
                 stack_keys: vec![false],
                 value: ValueKind::Int,
+                bars: false,
                 capacity,
             });
             self.tables.push(TableUse::default());
@@ -359,6 +360,7 @@ impl Lower<'_, '_> {
                 t.stack_keys = u.stack_keys.clone();
                 t.stack_keys.resize(k.len(), false);
             }
+            t.bars = u.print_hist && u.agg.is_none();
             t.value = match (u.agg, u.linear, u.log2) {
                 (None, ..) => ValueKind::Int,
                 (Some(_), Some(((min, step, nbuckets), _)), _) => ValueKind::Linear { min, step, nbuckets },
