@@ -15,6 +15,8 @@ use ktap_host::vmlinux::Vmlinux;
 /// The sample corpus: what scripts ask about most.
 const STRUCTS: [&str; 3] = ["sk_buff", "task_struct", "file"];
 const FUNCS: [&str; 3] = ["do_sys_openat2", "vfs_read", "tcp_sendmsg"];
+/// Structs defined only in units late in the link order.
+const LATE_STRUCTS: [&str; 1] = ["tcp_sock"];
 
 fn vmlinux() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("KTAP_VMLINUX") {
@@ -109,4 +111,34 @@ fn main() {
     }
     g.finish();
     c.final_summary();
+    // pahole stops at the first unit defining the struct: fast for structs early in the link order,
+    // slow for late ones; too slow for criterion's ten samples, so three timed runs each.
+    if Command::new("pahole").arg("--version").output().is_ok() {
+        for s in LATE_STRUCTS {
+            let mut runs: Vec<Duration> = (0..3)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    let o = Command::new("pahole")
+                        .args(["-F", "dwarf", "-C", s])
+                        .arg(&path)
+                        .output()
+                        .expect("pahole");
+                    assert!(o.status.success() && !o.stdout.is_empty());
+                    t.elapsed()
+                })
+                .collect();
+            runs.sort();
+            println!("symbols/pahole -F dwarf -C {s} (process): median of 3 {:?}", runs[1]);
+            let t = std::time::Instant::now();
+            let o = Command::new(host)
+                .env("KTAP_CACHE", cache.path())
+                .args(["symbols", "--vmlinux"])
+                .arg(&path)
+                .args(["type", &format!("struct {s}")])
+                .output()
+                .expect("ktap-host");
+            assert!(o.status.success());
+            println!("symbols/ktap-host symbols type 'struct {s}' (cached, process): {:?}", t.elapsed());
+        }
+    }
 }

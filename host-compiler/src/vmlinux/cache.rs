@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::dwarf::index::Index;
 
 /// Version of the file layout; bump when [`Index`] or its meaning changes.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 
 /// What the cached index belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,19 +28,19 @@ pub(crate) struct Key {
     pub abbrev_len: u64,
 }
 
-#[derive(Deserialize)]
+/// The file: a header, then the index's own postcard bytes and their checksum, so a damaged file is
+/// a miss rather than wrong offsets.
+#[derive(Serialize, Deserialize)]
 struct CacheFile {
     format: u32,
     key: Key,
-    index: Index,
+    checksum: u64,
+    index: Vec<u8>,
 }
 
-/// [`CacheFile`] borrowed, for writing (the same postcard bytes).
-#[derive(Serialize)]
-struct CacheFileRef<'a> {
-    format: u32,
-    key: &'a Key,
-    index: &'a Index,
+/// FNV-1a over the index bytes.
+fn checksum(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
 }
 
 /// The user's ktap-rs cache directory.
@@ -63,7 +63,10 @@ pub(crate) fn path_for(root: &Path, key: &Key) -> PathBuf {
 pub(crate) fn load(root: &Path, key: &Key) -> Option<Index> {
     let bytes = std::fs::read(path_for(root, key)).ok()?;
     let file: CacheFile = postcard::from_bytes(&bytes).ok()?;
-    (file.format == FORMAT && file.key == *key).then_some(file.index)
+    if file.format != FORMAT || file.key != *key || checksum(&file.index) != file.checksum {
+        return None;
+    }
+    postcard::from_bytes(&file.index).ok()
 }
 
 /// Store the index for `key` (atomically). Failure only costs time next run, so callers may ignore it.
@@ -71,7 +74,8 @@ pub(crate) fn store(root: &Path, key: &Key, index: &Index) -> std::io::Result<()
     let path = path_for(root, key);
     let dir = path.parent().ok_or_else(|| std::io::Error::other("cache path has no parent"))?;
     std::fs::create_dir_all(dir)?;
-    let file = CacheFileRef { format: FORMAT, key, index };
+    let index = postcard::to_stdvec(index).map_err(std::io::Error::other)?;
+    let file = CacheFile { format: FORMAT, key: key.clone(), checksum: checksum(&index), index };
     let bytes = postcard::to_stdvec(&file).map_err(std::io::Error::other)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(&bytes)?;

@@ -157,7 +157,7 @@ impl Vmlinux {
             Err(e) => return Err(e.to_string()),
         };
         let d = self.debug()?;
-        let die = d.index.funcs_at.get(&addr).or_else(|| d.index.funcs_at.get(&(addr | 1))).copied().ok_or_else(|| {
+        let die = d.index.funcs_at.get(addr).or_else(|| d.index.funcs_at.get(addr | 1)).ok_or_else(|| {
             format!("kernel function `{name}` at {addr:#x} has no DWARF (assembly, or built without -g): its parameters are unknown; use arg0.. instead")
         })?;
         let (unit, entry) = d.die(die)?;
@@ -200,7 +200,7 @@ impl Vmlinux {
         let d = self.debug()?;
         let mut tried = Vec::new();
         for from in [format!("__traceiter_{event}"), format!("trace_event_raw_event_{event}")] {
-            let die = self.function(&from).ok().and_then(|a| d.index.funcs_at.get(&a).copied());
+            let die = self.function(&from).ok().and_then(|a| d.index.funcs_at.get(a));
             let Some(die) = die else {
                 tried.push(from);
                 continue;
@@ -221,8 +221,7 @@ impl Vmlinux {
     /// The record struct of an event: `trace_event_raw_<event>` for a `TRACE_EVENT`, else that of its
     /// class for a `DEFINE_EVENT`, found through the class its `event_<event>` points to.
     fn event_class(&self, d: &Debug<'_>, event: &str) -> Option<TypeRef> {
-        let raw =
-            |name: &str| d.index.types.get(&format!("struct trace_event_raw_{name}")).map(|&o| TypeRef(o));
+        let raw = |name: &str| d.index.types.get(&format!("struct trace_event_raw_{name}")).map(TypeRef);
         if let Some(t) = raw(event) {
             return Some(t);
         }

@@ -26,7 +26,7 @@ impl<'a> Debug<'a> {
                 {
                     let Some(name) = self.name(&unit, &die) else { return Ok(ty) };
                     let key = format!("{} {name}", tag_keyword(die.tag()));
-                    return Ok(self.index.types.get(&key).map_or(ty, |&o| TypeRef(o)));
+                    return Ok(self.index.types.get(&key).map_or(ty, TypeRef));
                 }
                 _ => return Ok(ty),
             }
@@ -338,7 +338,7 @@ impl<'a> Debug<'a> {
     /// a base type.
     pub fn type_by_name(&self, name: &str) -> Result<TypeRef, String> {
         let key = name.split_whitespace().collect::<Vec<_>>().join(" ");
-        if let Some(&o) = self.index.types.get(&key) {
+        if let Some(o) = self.index.types.get(&key) {
             return Ok(TypeRef(o));
         }
         let bare = key.rsplit(' ').next().unwrap_or(&key);
@@ -350,7 +350,7 @@ impl<'a> Debug<'a> {
             .filter(|k| *k != key && self.index.types.contains_key(k))
             .collect();
         let suggest = if others.is_empty() {
-            did_you_mean(closest(&key, self.index.types.keys().map(|s| s.as_str())))
+            did_you_mean(closest(&key, self.index.types.keys()))
         } else {
             did_you_mean(others)
         };
