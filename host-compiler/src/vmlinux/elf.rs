@@ -57,3 +57,56 @@ pub(crate) fn machine_name(m: u16) -> &'static str {
         _ => "unknown",
     }
 }
+
+/// A vmlinux parsed for our queries: goblin's headers and symbols, and the raw symbol string table.
+pub struct Lean<'a> {
+    /// Headers, section names and symbols (`strtab` is left empty: use [`Lean::name`]).
+    pub elf: Elf<'a>,
+    strtab: &'a [u8],
+}
+
+impl<'a> Lean<'a> {
+    /// Parse only what a vmlinux query needs: headers, section names and the symbol table.
+    /// `Elf::parse` also splits the whole 2.7 MB `.strtab` into 200 000 checked strings up front,
+    /// which dominated opening; here a name is read when asked for.
+    pub fn parse(bytes: &'a [u8]) -> goblin::error::Result<Lean<'a>> {
+        use goblin::container::Ctx;
+        use goblin::elf::program_header::ProgramHeader;
+        use goblin::elf::section_header::{SHT_SYMTAB, SectionHeader};
+        use goblin::elf::sym::Symtab;
+        use goblin::strtab::Strtab;
+
+        let header = Elf::parse_header(bytes)?;
+        let ctx = Ctx::new(header.container()?, header.endianness()?);
+        let mut elf = Elf::lazy_parse(header)?;
+        elf.program_headers =
+            ProgramHeader::parse(bytes, header.e_phoff as usize, header.e_phnum as usize, ctx)?;
+        elf.section_headers =
+            SectionHeader::parse(bytes, header.e_shoff as usize, header.e_shnum as usize, ctx)?;
+        if let Some(sh) = elf.section_headers.get(header.e_shstrndx as usize) {
+            elf.shdr_strtab = Strtab::parse(bytes, sh.sh_offset as usize, sh.sh_size as usize, 0)?;
+        }
+        let mut strtab: &[u8] = &[];
+        let symtab = elf.section_headers.iter().find(|s| s.sh_type == SHT_SYMTAB).cloned();
+        if let Some(sh) = symtab {
+            let entsize = if elf.is_64 { 24 } else { 16 };
+            elf.syms = Symtab::parse(bytes, sh.sh_offset as usize, sh.sh_size as usize / entsize, ctx)?;
+            if let Some(str_sh) = elf.section_headers.get(sh.sh_link as usize) {
+                let (off, len) = (str_sh.sh_offset as usize, str_sh.sh_size as usize);
+                strtab = off.checked_add(len).and_then(|end| bytes.get(off..end)).ok_or_else(|| {
+                    goblin::error::Error::Malformed(format!(
+                        "string table at {off:#x}+{len:#x} is beyond the end of the file"
+                    ))
+                })?;
+            }
+        }
+        Ok(Lean { elf, strtab })
+    }
+
+    /// A symbol's name (`st_name`); `None` if out of range, unterminated or not UTF-8.
+    pub fn name(&self, st_name: usize) -> Option<&'a str> {
+        let rest = self.strtab.get(st_name..)?;
+        let end = rest.iter().position(|&b| b == 0)?;
+        std::str::from_utf8(rest.get(..end)?).ok()
+    }
+}

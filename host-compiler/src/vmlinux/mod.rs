@@ -23,7 +23,6 @@ use std::path::{Path, PathBuf};
 
 use std::sync::OnceLock;
 
-use goblin::elf::Elf;
 use goblin::elf::section_header::SHT_SYMTAB;
 use goblin::elf::sym::{STB_GLOBAL, STB_WEAK, STT_FUNC, STT_OBJECT};
 use memmap2::Mmap;
@@ -100,12 +99,13 @@ impl Vmlinux {
         // (the same holds for every debugger and symbolizer that maps its input).
         let map = unsafe { Mmap::map(&file) }.map_err(io)?;
         let bad = |message: String| VmlinuxError::Elf { path: path.to_owned(), message };
-        let elf = Elf::parse(&map).map_err(|e| bad(e.to_string()))?;
+        let lean = elf::Lean::parse(&map).map_err(|e| bad(e.to_string()))?;
+        let elf = &lean.elf;
         if !elf.section_headers.iter().any(|s| s.sh_type == SHT_SYMTAB) || elf.syms.is_empty() {
             return Err(VmlinuxError::NoSymbols { path: path.to_owned() });
         }
         let machine = elf.header.e_machine;
-        let build_id = find_build_id(&elf, &map, elf.little_endian)
+        let build_id = find_build_id(elf, &map, elf.little_endian)
             .ok_or_else(|| VmlinuxError::NoBuildId { path: path.to_owned() })?;
 
         let mut funcs: HashMap<Box<str>, Vec<FuncSym>> = HashMap::new();
@@ -114,7 +114,7 @@ impl Vmlinux {
         let mut text = None;
         let mut stext = None;
         for sym in elf.syms.iter() {
-            let Some(name) = elf.strtab.get_at(sym.st_name) else { continue };
+            let Some(name) = lean.name(sym.st_name) else { continue };
             if name.is_empty() {
                 continue;
             }

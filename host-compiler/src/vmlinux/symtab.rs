@@ -1,10 +1,10 @@
 //! The whole symbol table, for `ktap-host symbols sym`: symbols by name and by address. Read on
 //! demand (opening a vmlinux keeps only functions and tracepoints).
 
-use goblin::elf::Elf;
 use goblin::elf::sym::{STB_GLOBAL, STB_WEAK, STT_FUNC, STT_OBJECT};
 use serde::Serialize;
 
+use super::elf::Lean;
 use super::{EM_ARM, Vmlinux, VmlinuxError};
 
 /// One ELF symbol.
@@ -25,11 +25,12 @@ pub struct SymInfo {
 impl Vmlinux {
     /// Every named symbol with a nonzero address.
     pub fn all_symbols(&self) -> Result<Vec<SymInfo>, VmlinuxError> {
-        let elf = Elf::parse(&self.map)
+        let lean = Lean::parse(&self.map)
             .map_err(|e| VmlinuxError::Elf { path: self.path.clone(), message: e.to_string() })?;
+        let elf = &lean.elf;
         let mut out = Vec::new();
         for s in elf.syms.iter() {
-            let Some(name) = elf.strtab.get_at(s.st_name).filter(|n| !n.is_empty()) else { continue };
+            let Some(name) = lean.name(s.st_name).filter(|n| !n.is_empty()) else { continue };
             if s.st_value == 0 || name.starts_with("$") {
                 continue; // ARM mapping symbols ($a, $d, $t) mark code/data, they name nothing
             }
@@ -72,7 +73,8 @@ impl Vmlinux {
     /// The pointer-sized word the file holds at link-time address `addr` (initialised data, before
     /// any relocation at boot: what static initialisers such as `event_<name>.class` point to).
     pub fn word_at(&self, addr: u64) -> Option<u64> {
-        let elf = Elf::parse(&self.map).ok()?;
+        let lean = Lean::parse(&self.map).ok()?;
+        let elf = &lean.elf;
         let width = if self.is_64 { 8 } else { 4 };
         let sh = elf.section_headers.iter().find(|sh| {
             sh.sh_type == goblin::elf::section_header::SHT_PROGBITS
