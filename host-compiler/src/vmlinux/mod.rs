@@ -59,6 +59,13 @@ struct FuncSym {
     global: bool,
 }
 
+/// All function and tracepoint names, for suggestions.
+#[derive(Debug, Default)]
+struct SymSets {
+    funcs: HashMap<Box<str>, Vec<FuncSym>>,
+    tracepoints: BTreeSet<Box<str>>,
+}
+
 /// An opened vmlinux: identity and symbols. Cheap to query; opening reads only headers and the symtab.
 #[derive(Debug)]
 pub struct Vmlinux {
@@ -71,9 +78,14 @@ pub struct Vmlinux {
     stext: Option<u64>,
     /// Run-time minus link-time address (wrapping): the KASLR offset, 0 until [`Vmlinux::rebase`].
     slide: u64,
-    funcs: HashMap<Box<str>, Vec<FuncSym>>,
-    tracepoints: BTreeSet<Box<str>>,
-    trace_systems: BTreeSet<Box<str>>,
+    /// File range of the symbol table and its entry count, and of its string table: lookups scan
+    /// them in place (a few ms), so opening allocates nothing per symbol.
+    symtab: (usize, usize),
+    strtab: std::ops::Range<usize>,
+    /// Every function and tracepoint name, made only for suggestions and counts.
+    sets: OnceLock<SymSets>,
+    /// `TRACE_SYSTEM` names (`str__<sys>__trace_system_name`), made on the first tracepoint check.
+    trace_systems: OnceLock<BTreeSet<Box<str>>>,
     /// Where the `.debug_*` sections are.
     sections: dwarf::Sections,
     /// The DWARF name index, made on the first type query (from the cache, or built).
@@ -108,40 +120,17 @@ impl Vmlinux {
         let build_id = find_build_id(elf, &map, elf.little_endian)
             .ok_or_else(|| VmlinuxError::NoBuildId { path: path.to_owned() })?;
 
-        let mut funcs: HashMap<Box<str>, Vec<FuncSym>> = HashMap::new();
-        let mut tracepoints = BTreeSet::new();
-        let mut trace_systems = BTreeSet::new();
-        let mut text = None;
-        let mut stext = None;
+        let symtab_sh = elf.section_headers.iter().find(|s| s.sh_type == SHT_SYMTAB);
+        let symtab = symtab_sh.map_or((0, 0), |sh| (sh.sh_offset as usize, elf.syms.len()));
+        let strtab = symtab_sh
+            .and_then(|sh| elf.section_headers.get(sh.sh_link as usize))
+            .map_or(0..0, |s| s.sh_offset as usize..(s.sh_offset + s.sh_size) as usize);
+        let (mut text, mut stext) = (None, None);
         for sym in elf.syms.iter() {
-            let Some(name) = lean.name(sym.st_name) else { continue };
-            if name.is_empty() {
-                continue;
-            }
-            let typ = sym.st_type();
-            if name == "_stext" {
-                stext = Some(sym.st_value);
-            }
-            if name == "_text" {
-                text = Some(sym.st_value);
-            } else if typ == STT_FUNC && sym.st_value != 0 {
-                let mut addr = sym.st_value;
-                if machine == EM_ARM {
-                    addr &= !1;
-                }
-                let global = matches!(sym.st_bind(), STB_GLOBAL | STB_WEAK);
-                let entry = funcs.entry(name.into()).or_default();
-                if !entry.iter().any(|f| f.addr == addr) {
-                    entry.push(FuncSym { addr, global });
-                }
-            } else if let Some(event) = name.strip_prefix("__tracepoint_") {
-                if typ == STT_OBJECT || typ == 0 {
-                    tracepoints.insert(event.into());
-                }
-            } else if let Some(sys) =
-                name.strip_prefix("str__").and_then(|s| s.strip_suffix("__trace_system_name"))
-            {
-                trace_systems.insert(sys.into());
+            match lean.name(sym.st_name) {
+                Some("_text") => text = Some(sym.st_value),
+                Some("_stext") => stext = Some(sym.st_value),
+                _ => {}
             }
         }
         let text = text.ok_or_else(|| VmlinuxError::NoText { path: path.to_owned() })?;
@@ -169,9 +158,10 @@ impl Vmlinux {
             text,
             stext,
             slide: 0,
-            funcs,
-            tracepoints,
-            trace_systems,
+            symtab,
+            strtab,
+            sets: OnceLock::new(),
+            trace_systems: OnceLock::new(),
             sections,
             index: OnceLock::new(),
             cache_dir: cache::cache_root(),
@@ -211,7 +201,103 @@ impl Vmlinux {
 
     /// Number of distinct function names indexed.
     pub fn function_count(&self) -> usize {
-        self.funcs.len()
+        self.sets().funcs.len()
+    }
+
+    /// Call `f` with every symbol's name (raw bytes) and entry, in file order.
+    fn each_symbol(&self, mut f: impl FnMut(&[u8], &goblin::elf::sym::Sym)) {
+        use goblin::container::{Container, Ctx};
+        let container = if self.is_64 { Container::Big } else { Container::Little };
+        let endian = if self.little_endian {
+            goblin::container::Endian::Little
+        } else {
+            goblin::container::Endian::Big
+        };
+        let Ok(syms) = goblin::elf::sym::Symtab::parse(
+            &self.map,
+            self.symtab.0,
+            self.symtab.1,
+            Ctx::new(container, endian),
+        ) else {
+            return;
+        };
+        let strtab = self.map.get(self.strtab.clone()).unwrap_or(&[]);
+        for sym in syms.iter() {
+            let rest = strtab.get(sym.st_name..).unwrap_or(&[]);
+            let name = &rest[..rest.iter().position(|&b| b == 0).unwrap_or(rest.len())];
+            f(name, &sym);
+        }
+    }
+
+    /// A function symbol's address as used everywhere here (ARM's Thumb bit cleared).
+    fn func_sym(&self, sym: &goblin::elf::sym::Sym) -> FuncSym {
+        let addr = if self.machine == EM_ARM { sym.st_value & !1 } else { sym.st_value };
+        FuncSym { addr, global: matches!(sym.st_bind(), STB_GLOBAL | STB_WEAK) }
+    }
+
+    /// Functions called `name` (one scan of the symbol table, or the sets once made).
+    fn funcs_named(&self, name: &str) -> Vec<FuncSym> {
+        if let Some(sets) = self.sets.get() {
+            return sets.funcs.get(name).cloned().unwrap_or_default();
+        }
+        let mut out: Vec<FuncSym> = Vec::new();
+        self.each_symbol(|n, sym| {
+            if n == name.as_bytes() && sym.st_type() == STT_FUNC && sym.st_value != 0 {
+                let f = self.func_sym(sym);
+                if !out.iter().any(|o| o.addr == f.addr) {
+                    out.push(f);
+                }
+            }
+        });
+        out
+    }
+
+    fn sets(&self) -> &SymSets {
+        self.sets.get_or_init(|| {
+            let mut sets = SymSets::default();
+            self.each_symbol(|n, sym| {
+                let Ok(name) = std::str::from_utf8(n) else { return };
+                let typ = sym.st_type();
+                if typ == STT_FUNC && sym.st_value != 0 && !name.is_empty() {
+                    let f = self.func_sym(sym);
+                    let entry = sets.funcs.entry(name.into()).or_default();
+                    if !entry.iter().any(|o| o.addr == f.addr) {
+                        entry.push(f);
+                    }
+                } else if let Some(event) = name.strip_prefix("__tracepoint_")
+                    && (typ == STT_OBJECT || typ == 0)
+                {
+                    sets.tracepoints.insert(event.into());
+                }
+            });
+            sets
+        })
+    }
+
+    fn trace_systems(&self) -> &BTreeSet<Box<str>> {
+        self.trace_systems.get_or_init(|| {
+            let mut systems = BTreeSet::new();
+            self.each_symbol(|n, _| {
+                let sys = n.strip_prefix(b"str__").and_then(|s| s.strip_suffix(b"__trace_system_name"));
+                if let Some(sys) = sys.and_then(|s| std::str::from_utf8(s).ok()) {
+                    systems.insert(sys.into());
+                }
+            });
+            systems
+        })
+    }
+
+    /// Is there a `__tracepoint_<event>` object?
+    fn has_tracepoint(&self, event: &str) -> bool {
+        if let Some(sets) = self.sets.get() {
+            return sets.tracepoints.contains(event);
+        }
+        let want = format!("__tracepoint_{event}");
+        let mut found = false;
+        self.each_symbol(|n, sym| {
+            found |= n == want.as_bytes() && matches!(sym.st_type(), STT_OBJECT | 0);
+        });
+        found
     }
 
     /// Check that the vmlinux is built for the board's architecture.
@@ -262,13 +348,14 @@ impl Vmlinux {
     /// Link-time address of function `name` (Thumb bit cleared). A name shared by several static
     /// functions resolves to the single global one, if any; otherwise it is an error listing them.
     pub fn function(&self, name: &str) -> Result<u64, VmlinuxError> {
-        let Some(syms) = self.funcs.get(name) else {
+        let syms = self.funcs_named(name);
+        if syms.is_empty() {
             return Err(VmlinuxError::NoFunction {
                 path: self.path.clone(),
                 name: name.to_owned(),
                 suggest: did_you_mean(self.function_suggestions(name)),
             });
-        };
+        }
         if let [one] = syms.as_slice() {
             return Ok(one.addr);
         }
@@ -294,24 +381,25 @@ impl Vmlinux {
     /// Check that tracepoint `subsys:event` exists (`__tracepoint_<event>`; the subsystem is checked
     /// against the kernel's `TRACE_SYSTEM` names when the symbol table carries them).
     pub fn check_tracepoint(&self, subsys: &str, event: &str) -> Result<(), VmlinuxError> {
-        if !self.tracepoints.contains(event) {
+        if !self.has_tracepoint(event) {
             return Err(VmlinuxError::NoTracepoint {
                 path: self.path.clone(),
                 subsys: subsys.to_owned(),
                 event: event.to_owned(),
-                suggest: did_you_mean(closest(event, self.tracepoints.iter().map(|s| &**s))),
+                suggest: did_you_mean(closest(event, self.sets().tracepoints.iter().map(|s| &**s))),
             });
         }
         // `TRACE_SYSTEM_VAR` may differ from the system's name (e.g. a leading `_` for names that are
         // not C identifiers), so accept the obvious spellings.
-        let known = |s: &str| self.trace_systems.contains(s);
+        let systems = self.trace_systems();
+        let known = |s: &str| systems.contains(s);
         let var = subsys.replace(['-', '.'], "_");
-        if !self.trace_systems.is_empty() && !known(subsys) && !known(&var) && !known(&format!("_{var}")) {
+        if !systems.is_empty() && !known(subsys) && !known(&var) && !known(&format!("_{var}")) {
             return Err(VmlinuxError::NoTraceSystem {
                 path: self.path.clone(),
                 subsys: subsys.to_owned(),
                 event: event.to_owned(),
-                suggest: did_you_mean(closest(subsys, self.trace_systems.iter().map(|s| &**s))),
+                suggest: did_you_mean(closest(subsys, systems.iter().map(|s| &**s))),
             });
         }
         Ok(())
@@ -320,14 +408,15 @@ impl Vmlinux {
     pub(crate) fn function_suggestions(&self, name: &str) -> Vec<String> {
         // gcc clones first (`foo.isra.0`, `foo.constprop.0`, `foo.part.0`): kprobe those instead.
         let prefix = format!("{name}.");
+        let funcs = &self.sets().funcs;
         let mut clones: Vec<String> =
-            self.funcs.keys().filter(|k| k.starts_with(&prefix)).map(|k| k.to_string()).collect();
+            funcs.keys().filter(|k| k.starts_with(&prefix)).map(|k| k.to_string()).collect();
         if !clones.is_empty() {
             clones.sort();
             clones.truncate(3);
             return clones;
         }
-        closest(name, self.funcs.keys().map(|s| &**s))
+        closest(name, funcs.keys().map(|s| &**s))
     }
 }
 

@@ -66,6 +66,8 @@ pub(crate) struct Debug<'a> {
     pub abi: Abi,
     /// Units parsed so far in this query (a chain of member lookups stays in a handful).
     units: RefCell<Vec<(u64, Rc<Unit<R<'a>>>)>>,
+    /// C spellings made so far (a layout spells the same member types many times).
+    pub(crate) names: RefCell<HashMap<u64, String>>,
 }
 
 /// A failed DWARF read, as text for the resolver's callers.
@@ -75,7 +77,7 @@ pub(crate) fn bad(e: gimli::Error) -> String {
 
 impl<'a> Debug<'a> {
     pub fn new(dwarf: gimli::Dwarf<R<'a>>, index: &'a Index, abi: Abi) -> Debug<'a> {
-        Debug { dwarf, index, abi, units: RefCell::new(Vec::new()) }
+        Debug { dwarf, index, abi, units: RefCell::new(Vec::new()), names: RefCell::default() }
     }
 
     /// The unit holding global offset `off`.

@@ -118,7 +118,12 @@ impl<'a> Debug<'a> {
 
     /// The C spelling of a type: `struct file *`, `const char *`, `u8[16]`.
     pub fn type_name(&self, ty: TypeRef) -> String {
-        self.spell(ty, "", 0).unwrap_or_else(|e| format!("<{e}>"))
+        if let Some(n) = self.names.borrow().get(&ty.0) {
+            return n.clone();
+        }
+        let n = self.spell(ty, "", 0).unwrap_or_else(|e| format!("<{e}>"));
+        self.names.borrow_mut().insert(ty.0, n.clone());
+        n
     }
 
     /// C declarator spelling: `inner` is what is declared so far (`*`, `[16]`, a name).
