@@ -9,6 +9,7 @@
 #include <linux/irqflags.h>
 #include <linux/slab.h>
 
+#include "ktap_stats.h"
 #include "ktap_vm.h"
 
 /*
@@ -18,6 +19,8 @@
  */
 void *ktap_kalloc(size_t size, size_t align)
 {
+	void *ptr;
+
 	if (WARN_ON_ONCE(in_atomic() || irqs_disabled()))
 		return NULL;
 	if (align > PAGE_SIZE)
@@ -25,7 +28,10 @@ void *ktap_kalloc(size_t size, size_t align)
 	/* kmalloc aligns power-of-two sizes naturally; vmalloc (the fallback) aligns to pages */
 	if (align > ARCH_KMALLOC_MINALIGN)
 		size = roundup_pow_of_two(max(size, align));
-	return kvmalloc(size ? size : 1, GFP_KERNEL);
+	ptr = kvmalloc(size ? size : 1, GFP_KERNEL);
+	if (ptr)
+		ktap_stats_alloc();
+	return ptr;
 }
 
 void ktap_kfree(void *ptr)
@@ -33,6 +39,8 @@ void ktap_kfree(void *ptr)
 	/* kvfree may sleep (vfree); leaking is better than sleeping in atomic context */
 	if (WARN_ON_ONCE(in_atomic() || irqs_disabled()))
 		return;
+	if (ptr)
+		ktap_stats_free();
 	kvfree(ptr);
 }
 
