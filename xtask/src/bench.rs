@@ -1,7 +1,12 @@
-//! `cargo xtask bench`: size and latency figures for `docs/benchmarks.md`.
+//! `cargo xtask bench`: size, latency and speed figures for `docs/benchmarks.md`.
 //! Sizes of the static agent, the Rust VM object and the module; the time from an open link to the
-//! first event (median over several pushes to one booted QEMU guest). Speed goals are checked here,
-//! never by timed tests.
+//! first event (median over several pushes to one booted QEMU guest); on that same guest, the cost
+//! per kprobe hit of an empty handler against `t[execname] += 1` ([`kprobe_cost`]); on the host, ns
+//! per hit of our VM against rbpf and Lua ([`vm_speed`]). Speed goals are checked here, never by
+//! timed tests.
+
+mod kprobe_cost;
+mod vm_speed;
 
 use std::process::Command;
 
@@ -19,6 +24,23 @@ pub struct Args {
     /// How many pushes to time.
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
+    /// What to measure: `sizes`, `push` (first event), `kprobe` (in-guest cost per hit), `vm` (host
+    /// ns per hit against rbpf and Lua), separated by commas.
+    #[arg(long, value_delimiter = ',', default_value = "sizes,push,kprobe,vm")]
+    pub parts: Vec<Part>,
+}
+
+/// One part of `cargo xtask bench`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// Sizes of the agent, the VM object and the module.
+    Sizes,
+    /// Push to first event, on a booted guest.
+    Push,
+    /// In-guest cost per kprobe hit: empty handler against `t[execname] += 1`.
+    Kprobe,
+    /// Host: ns per hit of our VM, rbpf and Lua 5.4 (criterion).
+    Vm,
 }
 
 fn size(path: &std::path::Path) -> Result<u64> {
@@ -27,7 +49,30 @@ fn size(path: &std::path::Path) -> Result<u64> {
 
 /// Run the benchmarks and print a Markdown table.
 pub fn run(args: &Args) -> Result<()> {
+    let want = |p: Part| args.parts.contains(&p);
+    if want(Part::Vm) {
+        vm_speed::run()?;
+    }
+    if !(want(Part::Sizes) || want(Part::Push) || want(Part::Kprobe)) {
+        return Ok(());
+    }
     let built = build::run(&build::Args { board: args.board.clone() })?;
+    if want(Part::Sizes) {
+        sizes(&built)?;
+    }
+    if want(Part::Push) {
+        push_latency(&built, args.runs)?;
+    }
+    if want(Part::Kprobe) {
+        let mut guest = kprobe_cost::boot(&built)?;
+        let r = kprobe_cost::run(&built, &mut guest);
+        guest.shutdown();
+        r?;
+    }
+    Ok(())
+}
+
+fn sizes(built: &build::Built) -> Result<()> {
     let a = &built.artifacts;
     let rust_vm = paths::workspace().join("target/kmod").join(&built.board.name).join("rust_vm.o");
     println!("| artifact ({}) | bytes |", built.board.name);
@@ -35,11 +80,16 @@ pub fn run(args: &Args) -> Result<()> {
     println!("| ktap-agent (static, stripped) | {} |", size(&a.agent)?);
     println!("| rust_vm.o (VM object linked into the module) | {} |", size(&rust_vm)?);
     println!("| ktap.ko (debug info stripped) | {} |", size(&a.module)?);
+    Ok(())
+}
 
+/// Median time from an open link to the first event over `runs` pushes to one booted guest.
+fn push_latency(built: &build::Built, runs: usize) -> Result<()> {
+    let a = &built.artifacts;
     let guest = Guest::boot(&built.board, a)?;
     let script = paths::workspace().join("samples/first_event.kp");
     let mut firsts = Vec::new();
-    for _ in 0..args.runs {
+    for _ in 0..runs {
         let out = Command::new(&built.host_bin)
             .args(["push", "--board", &built.board.name, "--timings", "--duration", "1", "--port"])
             .arg(guest.agent_port())

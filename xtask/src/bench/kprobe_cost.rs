@@ -1,0 +1,185 @@
+//! Cost per hit in the guest: the same workload (`dd bs=1`, one `vfs_read` per byte) timed in the
+//! guest with no probe, with a kprobe on `vfs_read` whose handler is empty, and with the kprobe
+//! running `t[execname] += 1`; rounds interleave the three on one booted guest. The empty handler is
+//! the bare price of a ktap kprobe (trap, the C shim's guard and lock, entering the VM for a `ret`);
+//! what `t[execname] += 1` adds on top of it is the VM's work. Goal: VM added / bare kprobe <= 1.
+//!
+//! The guest runs with QEMU's `-icount shift=0` on one vCPU: its clock advances exactly one
+//! nanosecond per guest instruction, so costs come out in guest instructions, and the figures
+//! do not depend on how busy the host is (wall-clock timing under TCG on a shared two-core machine
+//! varied by more than the kprobe cost itself). Time is read from `/proc/timer_list` (ns; the
+//! 10 ms steps of `/proc/uptime` are too coarse).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use ktap_host::qemu::Guest;
+
+use crate::build::Built;
+
+/// Boot the board for this measurement: one vCPU, instruction-counted time.
+pub fn boot(built: &Built) -> Result<Guest> {
+    let mut board = built.board.clone();
+    let q = board.qemu.as_mut().context("the board has no [qemu] section")?;
+    q.smp = 1;
+    q.args.extend(["-icount".to_owned(), "shift=0,sleep=on".to_owned()]);
+    Ok(Guest::boot(&board, &built.artifacts)?)
+}
+
+const T: Duration = Duration::from_secs(300);
+/// Bytes `dd` copies one at a time: that many `vfs_read` hits per timed run.
+const HITS: u64 = 50_000;
+const ROUNDS: usize = 3;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Variant {
+    None,
+    Empty,
+    Count,
+}
+
+impl Variant {
+    fn script(self) -> Option<&'static str> {
+        match self {
+            Variant::None => None,
+            Variant::Empty => Some("kprobe:vfs_read { }\n"),
+            Variant::Count => {
+                Some("var t = {}\nkprobe:vfs_read { t[execname] += 1 }\ntrace_end { print(t) }\n")
+            }
+        }
+    }
+}
+
+/// A `ktap-host push` running in the background; stderr lines arrive on `err`.
+struct Push {
+    child: Child,
+    err: mpsc::Receiver<String>,
+}
+
+impl Push {
+    fn start(built: &Built, port: &Path, script: &Path) -> Result<Push> {
+        let mut child = Command::new(&built.host_bin)
+            .args(["push", "--board", &built.board.name, "--port"])
+            .arg(port)
+            .arg("--vmlinux")
+            .arg(&built.artifacts.vmlinux)
+            .arg(script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting ktap-host push")?;
+        let (tx, err) = mpsc::channel();
+        let stderr = child.stderr.take().context("no stderr pipe")?;
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut p = Push { child, err };
+        p.wait_for("tracing")?;
+        Ok(p)
+    }
+
+    fn wait_for(&mut self, needle: &str) -> Result<()> {
+        loop {
+            match self.err.recv_timeout(T) {
+                Ok(line) if line.contains(needle) => return Ok(()),
+                Ok(_) => {}
+                Err(_) => {
+                    let _ = self.child.kill();
+                    bail!("ktap-host push did not print `{needle}`");
+                }
+            }
+        }
+    }
+
+    /// Ctrl-C, then its stdout.
+    fn stop(self) -> Result<String> {
+        let status = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status()?;
+        if !status.success() {
+            bail!("kill -INT failed");
+        }
+        let out = self.child.wait_with_output().context("waiting for ktap-host push")?;
+        if !out.status.success() {
+            bail!("ktap-host push failed ({})", out.status);
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+/// Seconds the workload takes in the guest, by the guest's monotonic clock.
+fn timed_workload(guest: &mut Guest) -> Result<f64> {
+    let now = "grep -m1 'now at' /proc/timer_list";
+    let out = guest
+        .console
+        .run_ok(&format!("{now}; dd if=/dev/zero of=/dev/null bs=1 count={HITS} 2>/dev/null; {now}"), T)?;
+    // "now at 123456 nsecs"; the last two: the console may echo parts of the typed line first
+    let ns: Vec<f64> = out
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("now at ")?.split_whitespace().next()?.parse().ok())
+        .collect();
+    match ns[..] {
+        [.., a, b] => Ok((b - a) / 1e9),
+        _ => bail!("cannot read the workload's time from `{out}`"),
+    }
+}
+
+/// Measure on `guest` and print the figures.
+pub fn run(built: &Built, guest: &mut Guest) -> Result<()> {
+    let dir = std::env::temp_dir();
+    let mut rounds: Vec<[f64; 3]> = Vec::new();
+    for round in 0..ROUNDS {
+        let mut secs = [0.0f64; 3];
+        for (i, v) in [Variant::None, Variant::Empty, Variant::Count].into_iter().enumerate() {
+            let Some(src) = v.script() else {
+                secs[i] = timed_workload(guest)?;
+                continue;
+            };
+            let script = dir.join(format!("ktap-bench-kprobe-{}-{i}.kp", std::process::id()));
+            std::fs::write(&script, src)?;
+            let push = Push::start(built, guest.agent_port(), &script)?;
+            secs[i] = timed_workload(guest)?;
+            let out = push.stop()?;
+            let _ = std::fs::remove_file(&script);
+            if v == Variant::Count {
+                let dd = out.lines().find(|l| l.split_whitespace().next() == Some("dd"));
+                let n: Option<u64> = dd.and_then(|l| l.split_whitespace().last()?.parse().ok());
+                if n != Some(HITS) {
+                    bail!("the counting program saw {n:?} vfs_read hits by dd, not {HITS}:\n{out}");
+                }
+            }
+        }
+        println!(
+            "bench: kprobe round {round}: no probe {:.4} s, empty handler {:.4} s, t[execname] += 1 {:.4} s",
+            secs[0], secs[1], secs[2]
+        );
+        rounds.push(secs);
+    }
+    let median = |i: usize| {
+        let mut v: Vec<f64> = rounds.iter().map(|r| r[i]).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let [none, empty, count] = [median(0), median(1), median(2)];
+    // one ns of guest time is one guest instruction
+    let per_hit = |t: f64| t * 1e9 / HITS as f64;
+    let bare = per_hit(empty - none);
+    let vm = per_hit(count - empty);
+    println!(
+        "\n| in-guest cost per vfs_read hit ({}, {HITS} hits, median of {ROUNDS} rounds) | guest instructions |",
+        built.board.name
+    );
+    println!("| --- | ---: |");
+    println!("| workload alone (a 1-byte `dd` read + write) | {:.0} |", per_hit(none));
+    println!("| kprobe with an empty handler, over no probe | {bare:.0} |");
+    println!("| `t[execname] += 1`, over the empty handler | {vm:.0} |");
+    println!("| VM added / bare kprobe | {:.2} |", vm / bare);
+    Ok(())
+}
