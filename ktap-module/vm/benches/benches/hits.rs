@@ -18,9 +18,8 @@ fn per_hit(c: &mut Criterion) {
             i = (i + 1) % hs.len();
             black_box(&hs[i])
         };
-        if let Some(mut ours) = Ours::new(w) {
-            g.bench_function("ktap", |b| b.iter(|| ours.run(next())));
-        }
+        let mut ours = Ours::new(w);
+        g.bench_function("ktap", |b| b.iter(|| ours.run(next())));
         let mut ebpf = Rbpf::new(w);
         g.bench_function("rbpf", |b| b.iter(|| ebpf.run(next())));
         let mut lua = LuaEngine::new(w);

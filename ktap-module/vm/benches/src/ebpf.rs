@@ -429,7 +429,7 @@ impl Engine for Rbpf {
         self.run(h);
     }
 
-    fn outcome(&self) -> Outcome {
+    fn outcome(&mut self) -> Outcome {
         let maps = &self.state.maps;
         match self.w {
             Workload::Count | Workload::Loop10 => Outcome::Value(self.globals[0] as i64),

@@ -76,6 +76,12 @@ impl Ring {
         true
     }
 
+    /// The first record written (since the last wrap).
+    pub fn first(&self) -> &[u8] {
+        let len = u16::from_le_bytes([self.buf[0], self.buf[1]]);
+        &self.buf[2..2 + usize::from(len)]
+    }
+
     /// The last record written.
     pub fn last(&self) -> &[u8] {
         &self.buf[self.last.clone()]

@@ -128,7 +128,7 @@ impl Engine for LuaEngine {
         self.run(h);
     }
 
-    fn outcome(&self) -> Outcome {
+    fn outcome(&mut self) -> Outcome {
         let _ = &self.lua;
         match self.w {
             Workload::Count | Workload::Loop10 => Outcome::Value(self.state.call(()).unwrap()),
