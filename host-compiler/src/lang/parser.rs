@@ -347,16 +347,10 @@ impl Parser<'_, '_> {
     /// `function NAME(a, b) { ... }` (the `function` is current).
     fn function(&mut self) -> Option<FuncDecl> {
         self.bump();
-        if !self.at(&Tok::Ident) {
-            self.error_here("a function name after `function`");
+        let Some(name) = self.declared_name("a function name after `function`") else {
             self.recover_item();
             return None;
-        }
-        let nt = self.bump();
-        let name = Ident { name: self.text(&nt).to_owned(), span: nt.span };
-        if KEYWORDS.contains(&name.name.as_str()) {
-            self.diags.push(Diagnostic::error(format!("`{}` is a reserved word", name.name), name.span));
-        }
+        };
         if !self.expect(Tok::LParen, "`(` and the parameter list") {
             self.recover_item();
             return None;
@@ -875,12 +869,11 @@ impl Parser<'_, '_> {
         Some(Stmt { kind, span })
     }
 
-    /// `var NAME [= expr]` (the `var` is current).
-    fn var_decl(&mut self) -> Option<VarDecl> {
-        let kw = self.bump();
+    /// The name a declaration introduces (reserved words are reported but kept, so the rest of the
+    /// declaration is still checked); `None` when there is no name.
+    fn declared_name(&mut self, what: &str) -> Option<Ident> {
         if !self.at(&Tok::Ident) {
-            self.error_here("a variable name after `var`");
-            self.recover_stmt();
+            self.error_here(what);
             return None;
         }
         let nt = self.bump();
@@ -888,6 +881,16 @@ impl Parser<'_, '_> {
         if KEYWORDS.contains(&name.name.as_str()) {
             self.diags.push(Diagnostic::error(format!("`{}` is a reserved word", name.name), name.span));
         }
+        Some(name)
+    }
+
+    /// `var NAME [= expr]` (the `var` is current).
+    fn var_decl(&mut self) -> Option<VarDecl> {
+        let kw = self.bump();
+        let Some(name) = self.declared_name("a variable name after `var`") else {
+            self.recover_stmt();
+            return None;
+        };
         if !self.at(&Tok::Assign) {
             if self.tok().nl_before || matches!(self.tok().tok, Tok::Semi | Tok::RBrace | Tok::Eof) {
                 return Some(VarDecl { span: join(kw.span, name.span), name, init: None });

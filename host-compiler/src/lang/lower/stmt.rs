@@ -116,26 +116,12 @@ impl Lower<'_, '_> {
             },
         };
         self.open_scope();
-        let i = self.alloc_int(var.span);
-        let v = self.expr(from);
-        let Some(r) = self.expect_int(v, from, "a `for` start") else {
+        let (Some(i), Some(end)) =
+            (self.int_in_new_reg(from, "a `for` start"), self.int_in_new_reg(to, "a `for` end"))
+        else {
             self.close_scope();
             return;
         };
-        if r != i {
-            self.emit(Opcode::Mov, &[i as i32, r as i32]);
-        }
-        self.f.int_top = i + 1;
-        let end = self.alloc_int(to.span);
-        let v = self.expr(to);
-        let Some(r) = self.expect_int(v, to, "a `for` end") else {
-            self.close_scope();
-            return;
-        };
-        if r != end {
-            self.emit(Opcode::Mov, &[end as i32, r as i32]);
-        }
-        self.f.int_top = end + 1;
         self.f.locals.push(Local { name: "#end".into(), span: to.span, ty: Ty::Int, reg: end });
         self.declarable(var);
         self.add_local(var, Ty::Int, i);
@@ -155,6 +141,18 @@ impl Lower<'_, '_> {
         self.patch_here(vec![exit]);
         self.patch_here(ctx.breaks);
         self.close_scope();
+    }
+
+    /// Evaluate integer `e` into a register of its own (allocated first, so temporaries stay above it).
+    fn int_in_new_reg(&mut self, e: &Expr, what: &str) -> Option<u8> {
+        let dst = self.alloc_int(e.span);
+        let v = self.expr(e);
+        let r = self.expect_int(v, e, what)?;
+        if r != dst {
+            self.emit(Opcode::Mov, &[dst as i32, r as i32]);
+        }
+        self.f.int_top = dst + 1;
+        Some(dst)
     }
 
     /// `for (k..., v in pairs(t))`: `tnext` over the table's entries.
