@@ -151,6 +151,10 @@ pub struct KernelSpec {
     /// Extra rustc flags for the kernel VM object.
     #[serde(default)]
     pub rustflags: Vec<String>,
+    /// Set when kprobes and kretprobes can crash this kernel: what goes wrong. `push` then refuses
+    /// scripts with kprobes unless the user opts in, and prints this as the warning.
+    #[serde(default)]
+    pub kprobe_hazard: Option<String>,
 }
 
 /// How QEMU emulates the board.
@@ -198,6 +202,32 @@ impl Board {
             return Err(BoardError::Unknown { name: name.to_owned(), known });
         }
         Board::from_file(&path)
+    }
+
+    /// Whether a program with `kprobes` kprobes and kretprobes may run on this board. `Ok(None)`: the
+    /// kernel has no known kprobe hazard (or there are no kprobes). On a board with a
+    /// `kernel.kprobe_hazard`: `Err` naming it unless `allow` (the user's opt-in), else `Ok(Some)` with
+    /// the warning to print.
+    pub fn kprobe_policy(&self, kprobes: usize, allow: bool) -> Result<Option<String>, String> {
+        match &self.kernel.kprobe_hazard {
+            Some(hazard) if kprobes > 0 => {
+                if allow {
+                    Ok(Some(format!(
+                        "WARNING: {kprobes} kprobe(s) on {}, whose kernel may crash under kprobes: {hazard}. \
+                         Tracepoints are safe there; keep processes from exiting while tracing.",
+                        self.name
+                    )))
+                } else {
+                    Err(format!(
+                        "the program has {kprobes} kprobe(s), and kprobes can crash the kernel of board {}: \
+                         {hazard}. Use tracepoints (`trace subsys:event`), or pass --allow-kprobe-hazard \
+                         with a workload that never forks or exits",
+                        self.name
+                    ))
+                }
+            }
+            _ => Ok(None),
+        }
     }
 
     fn validate(&self, path: &Path) -> Result<(), BoardError> {
@@ -297,6 +327,23 @@ mod tests {
         let err = Board::from_file(&path).unwrap_err().to_string();
         assert!(err.contains("qemu-cmdline-words"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn kprobes_on_a_hazardous_kernel_need_the_opt_in_and_warn() {
+        let mips = Board::load(&boards_dir(), "qemu-mipsel").unwrap();
+        assert_eq!(mips.kprobe_policy(0, false), Ok(None));
+        let refused = mips.kprobe_policy(1, false).unwrap_err();
+        assert!(
+            refused.contains("--allow-kprobe-hazard") && refused.contains("kprobe_flush_task"),
+            "{refused}"
+        );
+        let warned = mips.kprobe_policy(2, true).unwrap().unwrap();
+        assert!(
+            warned.starts_with("WARNING: 2 kprobe(s) on qemu-mipsel") && warned.contains("current_kprobe")
+        );
+        let arm = Board::load(&boards_dir(), "qemu-armv7").unwrap();
+        assert_eq!(arm.kprobe_policy(3, false), Ok(None));
     }
 
     #[test]

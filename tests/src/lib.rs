@@ -60,12 +60,88 @@ impl TestEnv {
     }
 
     /// `ktap-host push` to `port` (a booted guest's agent pty) with the board's vmlinux; append the
-    /// script or `--image` and any other options.
+    /// script or `--image` and any other options. On a board whose kernel crashes under kprobes when
+    /// a task exits (`kernel.kprobe_hazard`) it opts in: every test there traces kprobes only while
+    /// the guest runs [`KprobeCase`] workloads and [`read_file`], which never fork or exit.
     pub fn push(&self, port: &Path) -> Command {
         let mut c = self.host();
         c.arg("push").arg("--port").arg(port).arg("--vmlinux").arg(&self.artifacts.vmlinux);
+        if self.board.kernel.kprobe_hazard.is_some() {
+            c.arg("--allow-kprobe-hazard");
+        }
         c
     }
+
+    /// The board's exact-count kprobe test: a script, a guest workload that makes `count` hits keyed
+    /// `key`. Normally `dd` reading `/dev/zero` byte by byte (vfs_read per `dd`); on a board with a
+    /// kprobe hazard, the guest shell's own builtins opening `/dev/null` (`do_filp_open` per `sh`),
+    /// which never fork or exit.
+    pub fn kprobe_case(&self, count: u32) -> KprobeCase {
+        if self.board.kernel.kprobe_hazard.is_some() {
+            KprobeCase {
+                script: write_script("count_opens", COUNT_OPENS),
+                workload: format!("i=0; while [ $i -lt {count} ]; do : </dev/null; i=$((i+1)); done"),
+                key: "sh",
+                function: "do_filp_open",
+                count: count.into(),
+            }
+        } else {
+            KprobeCase {
+                script: workspace().join("tests/scripts/count_reads.kp"),
+                workload: format!("dd if=/dev/zero of=/dev/null bs=1 count={count}"),
+                key: "dd",
+                function: "vfs_read",
+                count: count.into(),
+            }
+        }
+    }
+}
+
+/// Opens per process name, for boards where the kprobe workload must not fork.
+const COUNT_OPENS: &str = "# opens per process name\nvar opens = {}\nkprobe:do_filp_open { opens[execname] += 1 }\ntrace_end { print(opens) }\n";
+
+/// A kprobe script, a workload for the guest console, and the exact count it must report.
+pub struct KprobeCase {
+    /// The script to push.
+    pub script: PathBuf,
+    /// The guest shell command.
+    pub workload: String,
+    /// The table key (process name) whose count is checked.
+    pub key: &'static str,
+    /// The probed kernel function (as `/sys/kernel/debug/kprobes/list` names it).
+    pub function: &'static str,
+    /// The expected count.
+    pub count: u64,
+}
+
+impl KprobeCase {
+    /// The count the pushed script printed for [`KprobeCase::key`].
+    pub fn counted(&self, out: &str) -> Option<u64> {
+        count_for(out, self.key)
+    }
+}
+
+/// The count a `print(table)` line reports for `key`.
+pub fn count_for(out: &str, key: &str) -> Option<u64> {
+    out.lines()
+        .find(|l| l.split_whitespace().next() == Some(key))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|n| n.parse().ok())
+}
+
+/// A guest shell command printing `path` with builtins only (no `cat`: safe while kprobes are armed
+/// on a kernel with a kprobe hazard).
+pub fn read_file(path: &str) -> String {
+    format!("while IFS= read -r l; do echo \"$l\"; done < {path}")
+}
+
+/// Write a script for this test process under `target/e2e-tmp`; returns its path.
+pub fn write_script(name: &str, src: &str) -> PathBuf {
+    let dir = workspace().join("target/e2e-tmp");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    let path = dir.join(format!("{}-{name}.kp", std::process::id()));
+    std::fs::write(&path, src).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    path
 }
 
 #[derive(Default)]

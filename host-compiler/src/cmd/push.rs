@@ -19,7 +19,7 @@ use ktap_host::session::{
 };
 use ktap_host::sidecar::Sidecar;
 use ktap_host::vmlinux::{Vmlinux, hex};
-use ktap_protocol::image::Image;
+use ktap_protocol::image::{Image, ProbeKind};
 
 use super::BoardOpts;
 
@@ -54,6 +54,10 @@ pub struct Cmd {
     /// compiling SCRIPT
     #[arg(long, value_name = "IMAGE", conflicts_with = "script")]
     image: Option<PathBuf>,
+    /// Run kprobes and kretprobes on a board whose kernel is known to crash under them (its board
+    /// file names the hazard; e.g. MIPS Malta): only with a workload that never forks or exits
+    #[arg(long)]
+    allow_kprobe_hazard: bool,
     /// Testing aid: skip the host-side check of the image, so the board's own verifier can be
     /// exercised with corrupt images
     #[arg(long, hide_short_help = true)]
@@ -182,6 +186,7 @@ impl Cmd {
             _ => bail!("give a SCRIPT or --image"),
         };
         check_program(&program, &agent, !self.no_host_verify)?;
+        check_kprobes(&program, &board, self.allow_kprobe_hazard)?;
         let t_compiled = t0.elapsed();
 
         let probes = session.upload(&program.image, Some(&program.sidecar))?;
@@ -329,6 +334,23 @@ fn check_program(p: &Program, agent: &AgentInfo, verify: bool) -> anyhow::Result
         );
     }
     Ok(())
+}
+
+/// Refuse (or, opted in, warn about) kprobes on a board whose kernel crashes under them.
+fn check_kprobes(p: &Program, board: &Board, allow: bool) -> anyhow::Result<()> {
+    let mut kprobes = 0;
+    if let Ok(img) = Image::parse(&p.image) {
+        img.probes(|s| kprobes += usize::from(matches!(s.kind, ProbeKind::Kprobe | ProbeKind::Kretprobe)));
+    }
+    match board.kprobe_policy(kprobes, allow) {
+        Ok(warning) => {
+            if let Some(w) = warning {
+                eprintln!("ktap: {w}");
+            }
+            Ok(())
+        }
+        Err(refusal) => bail!("{}: {refusal}", p.origin.display()),
+    }
 }
 
 /// First Ctrl-C (or SIGTERM) stops the program cleanly; a second one exits at once.

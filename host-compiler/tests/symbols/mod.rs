@@ -15,10 +15,13 @@ pub fn missing(what: &str) {
     eprintln!("\n*** SKIPPED: {msg} ***\n");
 }
 
-/// The Debian armmp `-dbg` vmlinux: `KTAP_VMLINUX`, else the kernel cache.
+/// The Debian armmp `-dbg` vmlinux: `KTAP_VMLINUX` when it is a 32-bit ARM one (`cargo xtask test`
+/// sets it to the first board's, which may be another arch), else the kernel cache.
 pub fn armmp_vmlinux() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("KTAP_VMLINUX") {
-        return Some(PathBuf::from(p));
+    if let Some(p) = std::env::var_os("KTAP_VMLINUX").map(PathBuf::from)
+        && is_arm_elf(&p)
+    {
+        return Some(p);
     }
     let root = PathBuf::from(std::env::var_os("HOME")?).join(".cache/ktap-rs/kernels/armhf-armmp");
     let dirs =
@@ -122,4 +125,13 @@ fn member_name(decl: &str) -> Option<String> {
     let decl = decl.split('[').next()?.trim();
     let name = decl.rsplit(|c: char| c.is_whitespace() || c == '*').next()?;
     (!name.is_empty() && name.chars().all(|c| c.is_alphanumeric() || c == '_')).then(|| name.to_owned())
+}
+
+/// Whether `path` is an ELF file for 32-bit ARM (little-endian `e_machine` 40 at offset 18).
+fn is_arm_elf(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 20];
+    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head)).is_ok()
+        && head[..4] == *b"\x7fELF"
+        && u16::from_le_bytes([head[18], head[19]]) == 40
 }
