@@ -66,10 +66,14 @@ impl TestEnv {
     pub fn push(&self, port: &Path) -> Command {
         let mut c = self.host();
         c.arg("push").arg("--port").arg(port).arg("--vmlinux").arg(&self.artifacts.vmlinux);
-        if self.board.kernel.kprobe_hazard.is_some() {
-            c.arg("--allow-kprobe-hazard");
-        }
+        c.args(self.kprobe_opt_in());
         c
+    }
+
+    /// `--allow-kprobe-hazard` on a board whose kernel has a kprobe hazard, else nothing: for push
+    /// commands built by hand, which must then run only [`KprobeCase`] workloads while armed.
+    pub fn kprobe_opt_in(&self) -> &'static [&'static str] {
+        if self.board.kernel.kprobe_hazard.is_some() { &["--allow-kprobe-hazard"] } else { &[] }
     }
 
     /// The board's exact-count kprobe test: a script, a guest workload that makes `count` hits keyed
@@ -119,14 +123,6 @@ impl KprobeCase {
     pub fn counted(&self, out: &str) -> Option<u64> {
         count_for(out, self.key)
     }
-}
-
-/// The count a `print(table)` line reports for `key`.
-pub fn count_for(out: &str, key: &str) -> Option<u64> {
-    out.lines()
-        .find(|l| l.split_whitespace().next() == Some(key))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|n| n.parse().ok())
 }
 
 /// A guest shell command printing `path` with builtins only (no `cat`: safe while kprobes are armed
@@ -257,7 +253,7 @@ pub fn count_for(out: &str, key: &str) -> Option<u64> {
 pub fn kprobes(guest: &mut Guest) -> String {
     guest
         .console
-        .run_ok("cat /sys/kernel/debug/kprobes/list", Duration::from_secs(60))
+        .run_ok(&read_file("/sys/kernel/debug/kprobes/list"), Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("{e}"))
 }
 

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use ktap_e2e::{HostRun, TestEnv, count_for, kprobes, script};
+use ktap_e2e::{HostRun, TestEnv, kprobes, script};
 use ktap_host::link::{Link, SerialLink};
 
 const T: Duration = Duration::from_secs(90);
@@ -44,18 +44,20 @@ fn push_console_types_the_agent_at_the_prompt_and_gives_the_shell_back() {
     shell_answers(&port, "echo shell$((20+1))", "shell21");
 
     // the default agent command (deploy's directory, else PATH: /bin/ktap-agent in the initramfs)
+    let case = env.kprobe_case(400);
     let mut push = env.host();
     push.args(["push", "--port", &port, "--console", "--vmlinux"])
         .arg(&env.artifacts.vmlinux)
-        .arg(script("count_reads.kp"));
+        .args(env.kprobe_opt_in())
+        .arg(&case.script);
     let mut run = HostRun::spawn(push);
     run.wait_stderr("tracing", T);
-    guest.console.run_ok("dd if=/dev/zero of=/dev/null bs=1 count=400", T).unwrap();
+    guest.console.run_ok(&case.workload, T).unwrap();
     run.signal("INT");
     let (status, out, err) = run.finish(T);
     assert!(status.success(), "push --console failed: {status}\n{out}\n{err}");
-    assert_eq!(count_for(&out, "dd"), Some(400), "stdout:\n{out}\nstderr:\n{err}");
-    assert!(!kprobes(&mut guest).contains("vfs_read"), "probe left armed");
+    assert_eq!(case.counted(&out), Some(case.count), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(!kprobes(&mut guest).contains(case.function), "probe left armed");
 
     // the agent restored the line: the shell echoes the typed text and evaluates it again
     let shown = shell_answers(&port, "echo back$((40+2))", "back42");

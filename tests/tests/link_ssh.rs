@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use ktap_e2e::sshd::Sshd;
-use ktap_e2e::{HostRun, TestEnv, count_for, kprobes, scratch_dir, script};
+use ktap_e2e::{HostRun, TestEnv, kprobes, scratch_dir, script};
 
 const T: Duration = Duration::from_secs(90);
 
@@ -16,27 +16,29 @@ fn push_over_ssh_through_a_real_sshd_counts_exactly_and_leaves_nothing_armed() {
     let sshd = Sshd::start(&scratch_dir("sshd"));
     let mut guest = env.boot();
     let bridge = format!("{} stdio {}", env!("CARGO_BIN_EXE_link_relay"), guest.agent_port().display());
+    let case = env.kprobe_case(700);
     let mut push = env.host();
     push.arg("push")
         .args(sshd.host_args())
         .args(["--agent-command", &bridge, "--vmlinux"])
         .arg(&env.artifacts.vmlinux)
-        .arg(script("count_reads.kp"));
+        .args(env.kprobe_opt_in())
+        .arg(&case.script);
     let mut run = HostRun::spawn(push);
     run.wait_stderr("tracing", T);
-    assert!(kprobes(&mut guest).contains("vfs_read"), "probe not armed over ssh");
-    guest.console.run_ok("dd if=/dev/zero of=/dev/null bs=1 count=700", T).unwrap();
+    assert!(kprobes(&mut guest).contains(case.function), "probe not armed over ssh");
+    guest.console.run_ok(&case.workload, T).unwrap();
     run.signal("INT");
     let (status, out, err) = run.finish(T);
     assert!(status.success(), "push --ssh failed: {status}\n{out}\n{err}");
-    assert_eq!(count_for(&out, "dd"), Some(700), "stdout:\n{out}\nstderr:\n{err}");
+    assert_eq!(case.counted(&out), Some(case.count), "stdout:\n{out}\nstderr:\n{err}");
     // the link is named by its ssh command line, so the user sees which transport was used
     assert!(
         err.contains("connected to")
             && err.contains(&format!("-T {}", sshd.target.split(':').next().unwrap())),
         "{err}"
     );
-    assert!(!kprobes(&mut guest).contains("vfs_read"), "probe left armed after the ssh session");
+    assert!(!kprobes(&mut guest).contains(case.function), "probe left armed after the ssh session");
     guest.shutdown();
 }
 
