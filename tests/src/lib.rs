@@ -47,9 +47,19 @@ impl TestEnv {
         TestEnv { board, artifacts, host_bin: PathBuf::from(var("KTAP_HOST_BIN")) }
     }
 
-    /// Boot a fresh guest.
+    /// Boot a fresh guest (settled: see [`TestEnv::settle`]).
     pub fn boot(&self) -> Guest {
-        Guest::boot(&self.board, &self.artifacts).unwrap_or_else(|e| panic!("boot failed: {e}"))
+        let guest = Guest::boot(&self.board, &self.artifacts).unwrap_or_else(|e| panic!("boot failed: {e}"));
+        self.settle();
+        guest
+    }
+
+    /// On a board with a kprobe hazard, wait until the tasks that exited lately (init's commands, a
+    /// `grep` just run) have been freed: their RCU callbacks are what races with a kprobe hit there.
+    pub fn settle(&self) {
+        if self.board.kernel.kprobe_hazard.is_some() {
+            std::thread::sleep(Duration::from_secs(2));
+        }
     }
 
     /// A `ktap-host` command with the board preset.

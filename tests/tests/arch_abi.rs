@@ -86,6 +86,7 @@ fn kprobes_land_where_a_randomized_kernel_runs() {
     let vmlinux = Vmlinux::open(&env.artifacts.vmlinux).unwrap();
     let mut guest = env.boot();
     let lines = guest.console.run_ok("grep -w -e _text -e _stext /proc/kallsyms", T).unwrap();
+    env.settle();
     let (name, runtime) = kallsyms_base(&lines).unwrap_or_else(|| panic!("no _text or _stext in:\n{lines}"));
     let link = vmlinux.base_symbol(name).unwrap_or_else(|| panic!("vmlinux has no {name}"));
     let slide = runtime.wrapping_sub(link);
