@@ -281,25 +281,24 @@ impl Lower<'_, '_> {
     }
 
     pub(super) fn expect_int(&mut self, v: Val, e: &Expr, what: &str) -> Option<u8> {
-        match v {
-            Val::Int(r) => Some(r),
-            Val::Str(_) => {
-                self.err(Diagnostic::error(format!("{what} needs an integer, but this is a string"), e.span));
-                None
-            }
-            Val::Void => {
-                self.no_value(e);
-                None
-            }
-            Val::Err => None,
-        }
+        self.expect(v, e, what, Ty::Int)
     }
 
     pub(super) fn expect_str(&mut self, v: Val, e: &Expr, what: &str) -> Option<u8> {
+        self.expect(v, e, what, Ty::Str)
+    }
+
+    /// The register of `v` if it is of type `want`; anything else is reported (once).
+    fn expect(&mut self, v: Val, e: &Expr, what: &str, want: Ty) -> Option<u8> {
         match v {
-            Val::Str(r) => Some(r),
-            Val::Int(_) => {
-                self.err(Diagnostic::error(format!("{what} needs a string, but this is an integer"), e.span));
+            Val::Int(r) if want == Ty::Int => Some(r),
+            Val::Str(r) if want == Ty::Str => Some(r),
+            Val::Int(_) | Val::Str(_) => {
+                let found = v.ty().name();
+                self.err(Diagnostic::error(
+                    format!("{what} needs {}, but this is {found}", want.name()),
+                    e.span,
+                ));
                 None
             }
             Val::Void => {
