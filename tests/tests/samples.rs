@@ -206,6 +206,12 @@ const DIFFERENTIAL: &[Differential] = &[
         workload: "dd if=/dev/zero of=/dev/null bs=1024 count=9",
     },
     Differential {
+        sample: "read_sizes_lhist.kp",
+        pred: r#"execname == "dd""#,
+        record: r#"printf("{\"probe\": \"kprobe:vfs_read\", \"pid\": %d, \"comm\": \"%s\", \"args\": [%d, %d, %d]}\n", pid, execname, arg0, arg1, arg2)"#,
+        workload: "dd if=/dev/zero of=/dev/null bs=700 count=5; dd if=/dev/zero of=/dev/null bs=3000 count=2",
+    },
+    Differential {
         sample: "error_returns.kp",
         pred: r#"execname == "cat""#,
         record: r#"printf("{\"probe\": \"kretprobe:vfs_read\", \"pid\": %d, \"comm\": \"%s\", \"retval\": %d}\n", pid, execname, retval)"#,
