@@ -5,7 +5,11 @@
 //! Each measured iteration is what a `ktap-host` run does: open the vmlinux, get the index (built,
 //! or read from the cache), answer the sample queries.
 
-use std::path::{Path, PathBuf};
+// the tests' way of finding the kernel (`KTAP_VMLINUX`, else the kernel cache)
+#[path = "../tests/symbols/mod.rs"]
+mod symbols;
+
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -19,26 +23,6 @@ const STRUCTS: [&str; 3] = ["sk_buff", "task_struct", "file"];
 const FUNCS: [&str; 3] = ["do_sys_openat2", "vfs_read", "tcp_sendmsg"];
 /// Structs defined only in units late in the link order.
 const LATE_STRUCTS: [&str; 1] = ["tcp_sock"];
-
-fn vmlinux() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("KTAP_VMLINUX") {
-        return Some(PathBuf::from(p));
-    }
-    let root = PathBuf::from(std::env::var_os("HOME")?).join(".cache/ktap-rs/kernels/armhf-armmp");
-    let versions = std::fs::read_dir(&root).ok()?.flatten().map(|e| e.path());
-    for v in versions.filter(|v| v.join("complete").exists()) {
-        let boot = v.join("root/usr/lib/debug/boot");
-        let found = std::fs::read_dir(&boot)
-            .ok()?
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("vmlinux-")));
-        if found.is_some() {
-            return found;
-        }
-    }
-    None
-}
 
 /// One compile's worth of symbol work: open, index, the parameters of the sample functions and the
 /// member chains scripts follow (`arg.file->f_path.dentry->d_name.name`, `task->comm`).
@@ -69,7 +53,7 @@ fn layouts(v: &Vmlinux) {
 }
 
 fn main() {
-    let Some(path) = vmlinux() else {
+    let Some(path) = symbols::armmp_vmlinux() else {
         eprintln!("symbols bench: no armmp -dbg vmlinux (run `cargo xtask setup`): skipped");
         return;
     };
