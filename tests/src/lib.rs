@@ -267,12 +267,14 @@ pub fn kprobes(guest: &mut Guest) -> String {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Lines of `dmesg` that mean the kernel is unhappy.
+/// Lines of `dmesg` that mean the kernel is unhappy. A `WARN()` splat reads `WARNING: CPU: n PID: ...`;
+/// other lines that merely start with "WARNING:" are messages (pseries says "WARNING: nvram corruption
+/// detected: 0-length partition" on every boot with QEMU's blank NVRAM).
 pub fn kernel_complaints(dmesg: &str) -> Vec<String> {
     const BAD: [&str; 7] = [
         "Oops",
         "BUG:",
-        "WARNING:",
+        "WARNING: CPU:",
         "Unable to handle",
         "Internal error",
         "Kernel panic",

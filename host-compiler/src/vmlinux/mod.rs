@@ -49,6 +49,17 @@ use names::{closest, did_you_mean};
 
 /// ELF `e_machine` of 32-bit ARM.
 const EM_ARM: u16 = 40;
+/// ELF `e_machine` of 64-bit PowerPC.
+const EM_PPC64: u16 = 21;
+
+/// ELFv2: bytes from a function's global entry to its local entry, from bits 5-7 of `st_other`
+/// (0 and 1 mean none; n means 2^n / 4 instructions: 4, 8, 16, ... bytes).
+fn ppc64_local_entry(st_other: u8) -> u8 {
+    match st_other >> 5 {
+        0 | 1 => 0,
+        n => 1u8 << n >> 2 << 2,
+    }
+}
 
 /// One function symbol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +68,10 @@ struct FuncSym {
     addr: u64,
     /// Global or weak binding (as opposed to a static function).
     global: bool,
+    /// Bytes from `addr` to where a kprobe must go: the ELFv2 local entry point on 64-bit PowerPC
+    /// (calls within the kernel enter there, past the TOC setup, so a probe at the global entry
+    /// would miss them); 0 elsewhere.
+    kprobe_offset: u8,
 }
 
 /// All function and tracepoint names, for suggestions.
@@ -232,7 +247,8 @@ impl Vmlinux {
     /// A function symbol's address as used everywhere here (ARM's Thumb bit cleared).
     fn func_sym(&self, sym: &goblin::elf::sym::Sym) -> FuncSym {
         let addr = if self.machine == EM_ARM { sym.st_value & !1 } else { sym.st_value };
-        FuncSym { addr, global: matches!(sym.st_bind(), STB_GLOBAL | STB_WEAK) }
+        let kprobe_offset = if self.machine == EM_PPC64 { ppc64_local_entry(sym.st_other) } else { 0 };
+        FuncSym { addr, global: matches!(sym.st_bind(), STB_GLOBAL | STB_WEAK), kprobe_offset }
     }
 
     /// Functions called `name` (one scan of the symbol table, or the sets once made).
@@ -348,6 +364,11 @@ impl Vmlinux {
     /// Link-time address of function `name` (Thumb bit cleared). A name shared by several static
     /// functions resolves to the single global one, if any; otherwise it is an error listing them.
     pub fn function(&self, name: &str) -> Result<u64, VmlinuxError> {
+        self.function_sym(name).map(|f| f.addr)
+    }
+
+    /// The one symbol [`Vmlinux::function`] resolves `name` to.
+    fn function_sym(&self, name: &str) -> Result<FuncSym, VmlinuxError> {
         let syms = self.funcs_named(name);
         if syms.is_empty() {
             return Err(VmlinuxError::NoFunction {
@@ -357,11 +378,11 @@ impl Vmlinux {
             });
         }
         if let [one] = syms.as_slice() {
-            return Ok(one.addr);
+            return Ok(*one);
         }
         let globals: Vec<_> = syms.iter().filter(|f| f.global).collect();
         if let [one] = globals.as_slice() {
-            return Ok(one.addr);
+            return Ok(**one);
         }
         let addrs = syms.iter().map(|f| format!("{:#x}", f.addr)).collect::<Vec<_>>().join(", ");
         Err(VmlinuxError::Ambiguous {
@@ -372,10 +393,11 @@ impl Vmlinux {
         })
     }
 
-    /// Run-time address for a kprobe on `name`: its link-time address moved by the KASLR offset.
+    /// Run-time address for a kprobe on `name`: its link-time address (on 64-bit PowerPC, its ELFv2
+    /// local entry) moved by the KASLR offset.
     pub fn kprobe_address(&self, name: &str) -> Result<u64, VmlinuxError> {
-        let addr = self.function(name)?;
-        Ok(addr.wrapping_add(self.slide))
+        let f = self.function_sym(name)?;
+        Ok(f.addr.wrapping_add(u64::from(f.kprobe_offset)).wrapping_add(self.slide))
     }
 
     /// Check that tracepoint `subsys:event` exists (`__tracepoint_<event>`; the subsystem is checked

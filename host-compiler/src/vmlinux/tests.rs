@@ -481,3 +481,14 @@ fn cached_vmlinux() -> Option<PathBuf> {
     }
     None
 }
+
+#[test]
+fn ppc64_kprobes_go_to_the_elfv2_local_entry() {
+    // st_other bits 5-7: 0 and 1 mean no separate local entry; 3 (the kernel's `addis r2; addi r2`) means 8 bytes
+    assert_eq!(super::ppc64_local_entry(0), 0);
+    assert_eq!(super::ppc64_local_entry(1 << 5), 0);
+    assert_eq!(super::ppc64_local_entry(2 << 5), 4);
+    assert_eq!(super::ppc64_local_entry(3 << 5), 8);
+    assert_eq!(super::ppc64_local_entry((3 << 5) | 0x3), 8);
+    assert_eq!(super::ppc64_local_entry(6 << 5), 64);
+}

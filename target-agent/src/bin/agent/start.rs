@@ -78,6 +78,31 @@ core::arch::global_asm!(
     entry = sym entry,
 );
 
+// 64-bit PowerPC, ELFv2: r2 must hold the TOC pointer before any Rust code runs (callees reached
+// through their local entry points assume it); 16-byte aligned stack with a 32-byte minimal frame
+// whose back chain is zero; LR cleared.
+#[cfg(target_arch = "powerpc64")]
+core::arch::global_asm!(
+    ".globl _start",
+    ".type _start, @function",
+    "_start:",
+    "lis 2, .TOC.@highest",
+    "ori 2, 2, .TOC.@higher",
+    "rldicr 2, 2, 32, 31",
+    "oris 2, 2, .TOC.@h",
+    "ori 2, 2, .TOC.@l",
+    "mr 3, 1",
+    "clrrdi 1, 1, 4",
+    "li 0, 0",
+    "stdu 1, -32(1)",
+    "std 0, 0(1)",
+    "mtlr 0",
+    "bl {entry}",
+    "nop",
+    "trap",
+    entry = sym entry,
+);
+
 // Host smoke tests only: the same binary on the build machine.
 #[cfg(target_arch = "x86_64")]
 core::arch::global_asm!(

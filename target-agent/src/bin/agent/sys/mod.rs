@@ -1,7 +1,7 @@
 //! Every syscall the agent makes, behind one small interface.
 //!
-//! Backends: `linux_raw` (rustix's libc-free backend) on arm, aarch64, mipsel, powerpc and x86_64
-//! (host smoke tests), and `mips_o32` (hand-written o32 `syscall`s) on big-endian MIPS, which rustix
+//! Backends: `linux_raw` (rustix's libc-free backend) on arm, aarch64, mipsel, powerpc, powerpc64 and
+//! x86_64, and `mips_o32` (hand-written o32 `syscall`s) on big-endian MIPS, which rustix
 //! does not support. Both provide the same functions; nothing outside this module makes a syscall.
 //!
 //! File descriptors are plain `i32`s: the agent owns few of them and closes them explicitly.
