@@ -12,7 +12,12 @@ use ktap_protocol::image::ArgKind;
 use ktap_protocol::record::{Record, RecordKind, Value, records};
 
 use crate::lang::format_spec::{self, Piece};
-use crate::sidecar::Sidecar;
+use crate::sidecar::{Show, Sidecar, StackValue};
+
+mod hist;
+mod symbolize;
+
+pub use symbolize::kernel_symbolizer;
 
 /// Width of the key column of a printed table.
 pub const TABLE_KEY_WIDTH: usize = 32;
@@ -72,13 +77,27 @@ fn entry(values: &[Value<'_>]) -> Option<Entry> {
 
 /// Streaming renderer: table entries may span several record batches, so it keeps the tables being
 /// printed until their `TableEnd`.
-#[derive(Debug)]
 pub struct Renderer<'s> {
     sidecar: &'s Sidecar,
     /// Each sidecar format, parsed once (`Err`: the reason it does not parse).
     formats: Vec<Result<Vec<Piece<'s>>, String>>,
     tables: BTreeMap<u16, Vec<Entry>>,
     problems: Vec<String>,
+    /// Kernel address to `symbol+0xoff`, for stacks; without one they print as hex.
+    symbolize: Option<Symbolizer<'s>>,
+}
+
+/// Turns a kernel address into `symbol+0xoff` (already rebased for KASLR by its maker).
+pub type Symbolizer<'s> = Box<dyn Fn(u64) -> Option<String> + 's>;
+
+impl std::fmt::Debug for Renderer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Renderer")
+            .field("tables", &self.tables)
+            .field("problems", &self.problems)
+            .field("symbolize", &self.symbolize.is_some())
+            .finish()
+    }
 }
 
 impl<'s> Renderer<'s> {
@@ -86,7 +105,35 @@ impl<'s> Renderer<'s> {
     pub fn new(sidecar: &'s Sidecar) -> Self {
         let formats =
             sidecar.formats.iter().map(|f| format_spec::parse(f).map_err(|e| e.to_string())).collect();
-        Renderer { sidecar, formats, tables: BTreeMap::new(), problems: Vec::new() }
+        Renderer { sidecar, formats, tables: BTreeMap::new(), problems: Vec::new(), symbolize: None }
+    }
+
+    /// Symbolize kernel stacks with `f` (else their addresses print as hex).
+    pub fn with_symbolizer(mut self, f: Symbolizer<'s>) -> Self {
+        self.symbolize = Some(f);
+        self
+    }
+
+    /// A stack value (little-endian u64 return addresses) as one frame per line, each indented.
+    fn stack_text(&self, raw: &[u8]) -> String {
+        let mut out = String::new();
+        for (i, chunk) in raw.chunks_exact(8).enumerate() {
+            let addr = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+            let name = self.symbolize.as_ref().and_then(|f| f(addr)).unwrap_or_else(|| format!("{addr:#x}"));
+            if i > 0 {
+                out.push('\n');
+            }
+            let _ = write!(out, "    {name}");
+        }
+        out
+    }
+
+    fn is_stack(&self, v: StackValue) -> bool {
+        self.sidecar.stacks.contains(&v)
+    }
+
+    fn view(&self, table: u16) -> Option<Show> {
+        self.sidecar.views.iter().find(|v| v.table == table).map(|v| v.show)
     }
 
     /// Render a batch of concatenated records.
@@ -111,7 +158,7 @@ impl<'s> Renderer<'s> {
         for (id, entries) in std::mem::take(&mut self.tables) {
             let name = self.table_name(id);
             self.problems.push(format!("table `{name}` ended without its end record: printed as received"));
-            print_table(&mut out, entries);
+            self.print_table(&mut out, id, entries);
         }
         out
     }
@@ -161,7 +208,7 @@ impl<'s> Renderer<'s> {
                         self.problems.push(format!("table `{name}`: {refused} inserts refused (table full)"));
                     }
                 }
-                print_table(out, entries);
+                self.print_table(out, rec.id, entries);
             }
         }
     }
@@ -182,12 +229,22 @@ impl<'s> Renderer<'s> {
                 return;
             }
         };
-        let mut args = args.iter();
+        let mut args = args.iter().enumerate();
         for piece in pieces {
             match piece {
                 Piece::Text(s) => out.push_str(s),
                 Piece::Conv(c) => match args.next() {
-                    Some(a) => {
+                    Some((i, a)) => {
+                        let stack;
+                        let a = match a {
+                            Value::Str(raw)
+                                if self.is_stack(StackValue::FormatArg { format: id, arg: i as u8 }) =>
+                            {
+                                stack = self.stack_text(raw);
+                                &Value::Str(stack.as_bytes())
+                            }
+                            a => a,
+                        };
                         let is_str = matches!(a, Value::Str(_));
                         if is_str != (c.conv.arg_kind() == ArgKind::Str) {
                             self.problems.push(format!(
@@ -212,33 +269,82 @@ impl<'s> Renderer<'s> {
     }
 }
 
-/// One line per entry, keys left (comma-separated), value right, largest value (or count) first,
-/// then by key. Aggregates show their statistics.
-fn print_table(out: &mut String, mut entries: Vec<Entry>) {
-    entries.sort_by(|a, b| match b.1.weight().cmp(&a.1.weight()) {
-        Ordering::Equal => a.0.cmp(&b.0),
-        o => o,
-    });
-    for (keys, value) in entries {
-        let key = keys
-            .iter()
-            .map(|k| match k {
+impl Renderer<'_> {
+    /// A printed table: one line per entry, keys left (comma-separated), value right, largest value
+    /// (or count) first, then by key; aggregates show their statistics, or the one the sidecar names,
+    /// or a histogram per key; `print_hist` tables one bar per key. Stack keys print as frames.
+    fn print_table(&self, out: &mut String, id: u16, mut entries: Vec<Entry>) {
+        entries.sort_by(|a, b| match b.1.weight().cmp(&a.1.weight()) {
+            Ordering::Equal => a.0.cmp(&b.0),
+            o => o,
+        });
+        let view = self.view(id);
+        let mut bars = Vec::new();
+        for (keys, value) in &entries {
+            let key = self.key_text(id, keys);
+            let stat = |s: &[i64; 4], show: Option<Show>| match show {
+                Some(Show::Count) => Some(s[0]),
+                Some(Show::Sum) => Some(s[1]),
+                Some(Show::Min) => Some(s[2]),
+                Some(Show::Max) => Some(s[3]),
+                Some(Show::Avg) => Some(s[1].checked_div(s[0]).unwrap_or(0)),
+                _ => None,
+            };
+            match value {
+                Val::Int(v) if view == Some(Show::Bars) => bars.push((key, (*v).max(0) as u64)),
+                Val::Int(v) => line(out, &key, *v),
+                Val::Agg { stats, buckets } => match (stat(stats, view), view) {
+                    (Some(v), _) => line(out, &key, v),
+                    (None, Some(Show::Hist)) => self.histogram(out, &key, hist::log2_rows(buckets)),
+                    (None, Some(Show::Lhist { min, step, buckets: nb })) => {
+                        self.histogram(out, &key, hist::linear_rows(buckets, min, step, nb))
+                    }
+                    (None, _) if !buckets.is_empty() => self.histogram(out, &key, hist::raw_rows(buckets)),
+                    (None, _) => {
+                        let [count, sum, min, max] = *stats;
+                        let avg = sum.checked_div(count).unwrap_or(0);
+                        let _ = writeln!(
+                            out,
+                            "{key:<TABLE_KEY_WIDTH$} count={count} sum={sum} min={min} max={max} avg={avg}"
+                        );
+                    }
+                },
+            }
+        }
+        if !bars.is_empty() {
+            hist::rows(out, "key", &bars);
+        }
+    }
+
+    fn histogram(&self, out: &mut String, key: &str, rows: Vec<(String, u64)>) {
+        let _ = writeln!(out, "{key}");
+        hist::rows(out, "value", &rows);
+    }
+
+    fn key_text(&self, table: u16, keys: &[Key]) -> String {
+        keys.iter()
+            .enumerate()
+            .map(|(i, k)| match k {
                 Key::Int(k) => k.to_string(),
+                Key::Str(s) if self.is_stack(StackValue::TableKey { table, key: i as u8 }) => {
+                    format!("\n{}\n", self.stack_text(s))
+                }
                 Key::Str(s) => String::from_utf8_lossy(s).into_owned(),
             })
             .collect::<Vec<_>>()
-            .join(", ");
-        match value {
-            Val::Int(v) => {
-                let _ = writeln!(out, "{key:<TABLE_KEY_WIDTH$} {v:>TABLE_VALUE_WIDTH$}");
-            }
-            Val::Agg { stats: [count, sum, min, max], .. } => {
-                let avg = sum.checked_div(count).unwrap_or(0);
-                let _ = writeln!(
-                    out,
-                    "{key:<TABLE_KEY_WIDTH$} count={count} sum={sum} min={min} max={max} avg={avg}"
-                );
-            }
+            .join(", ")
+    }
+}
+
+/// One key/value line; a key that ends in a newline (a stack) puts the value on a line of its own.
+fn line(out: &mut String, key: &str, v: i64) {
+    match key.strip_suffix('\n') {
+        Some(k) => {
+            let _ = writeln!(out, "{}", k.trim_start_matches('\n'));
+            let _ = writeln!(out, "{:>w$}", v, w = TABLE_KEY_WIDTH + 1 + TABLE_VALUE_WIDTH);
+        }
+        None => {
+            let _ = writeln!(out, "{key:<TABLE_KEY_WIDTH$} {v:>TABLE_VALUE_WIDTH$}");
         }
     }
 }

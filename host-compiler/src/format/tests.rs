@@ -8,6 +8,7 @@ use crate::sidecar::{Span, TableInfo};
 enum V<'a> {
     I(i64),
     S(&'a [u8]),
+    B(&'a [u64]),
 }
 
 fn rec(kind: RecordKind, id: u16, vals: &[V<'_>]) -> Vec<u8> {
@@ -17,6 +18,7 @@ fn rec(kind: RecordKind, id: u16, vals: &[V<'_>]) -> Vec<u8> {
         match v {
             V::I(i) => w.int(*i),
             V::S(s) => w.str(s),
+            V::B(b) => w.buckets(b),
         }
     }
     w.finish().unwrap().to_vec()
@@ -125,4 +127,72 @@ fn kernel_strings_are_bytes() {
     let sc = Sidecar { formats: vec!["[%s]\n".into()], ..Sidecar::default() };
     let (text, _) = render(&sc, &rec(RecordKind::Printf, 0, &[V::S(b"k\xc3worker")]));
     assert_eq!(text, "[k\u{fffd}worker]\n");
+}
+
+#[test]
+fn aggregates_show_stats_a_chosen_stat_or_a_histogram() {
+    use crate::sidecar::{Show, TableView};
+    let mut sc = sidecar();
+    let mut buckets = [0u64; 64];
+    buckets[4] = 2;
+    buckets[6] = 5;
+    let entry = |id| {
+        rec(RecordKind::TableEntry, id, &[V::S(b"dd"), V::I(7), V::I(300), V::I(8), V::I(40), V::B(&buckets)])
+    };
+    let end = |id| rec(RecordKind::TableEnd, id, &[V::I(1), V::I(0)]);
+    let data = [entry(0), end(0)].concat();
+    let (text, problems) = render(&sc, &data);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert!(text.starts_with("dd\n"), "{text}");
+    assert!(text.contains("bucket 4 |"), "{text}");
+    sc.views = vec![TableView { table: 0, show: Show::Hist }, TableView { table: 1, show: Show::Avg }];
+    let (text, _) = render(&sc, &data);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "dd");
+    assert!(lines[2].trim_start().starts_with("8 |@@@@@@@@@@@@@@@@@@@@ "), "{text}");
+    assert!(lines[3].trim_start().starts_with("16 | "), "{text}");
+    assert!(lines[4].ends_with("@ 5"), "{text}");
+    let (text, _) = render(&sc, &[entry(1), end(1)].concat());
+    assert_eq!(text, format!("{:<32} {:>12}\n", "dd", 42));
+}
+
+#[test]
+fn stacks_are_symbolized_in_printf_and_table_keys() {
+    use crate::sidecar::StackValue;
+    let mut sc = sidecar();
+    sc.formats.push("%s\n".into());
+    sc.stacks = vec![StackValue::FormatArg { format: 2, arg: 0 }, StackValue::TableKey { table: 1, key: 0 }];
+    let raw: Vec<u8> = [0xc000_1010u64, 0xc000_2004].iter().flat_map(|a| a.to_le_bytes()).collect();
+    let data = [
+        rec(RecordKind::Printf, 2, &[V::S(&raw)]),
+        rec(RecordKind::TableEntry, 1, &[V::S(&raw), V::I(3)]),
+        rec(RecordKind::TableEnd, 1, &[V::I(1), V::I(0)]),
+    ]
+    .concat();
+    let mut r = Renderer::new(&sc)
+        .with_symbolizer(Box::new(|a| (a < 0xc000_2000).then(|| format!("vfs_read+{:#x}", a - 0xc000_1000))));
+    let text = r.feed(&data);
+    assert_eq!(
+        text,
+        format!("    vfs_read+0x10\n    0xc0002004\n    vfs_read+0x10\n    0xc0002004\n{:>45}\n", 3)
+    );
+}
+
+#[test]
+fn print_hist_bars_and_multi_keys() {
+    use crate::sidecar::{Show, TableView};
+    let mut sc = sidecar();
+    let data = [
+        rec(RecordKind::TableEntry, 0, &[V::S(b"sh"), V::I(1), V::I(4)]),
+        rec(RecordKind::TableEntry, 0, &[V::S(b"dd"), V::I(2), V::I(8)]),
+        rec(RecordKind::TableEnd, 0, &[V::I(2), V::I(0)]),
+    ]
+    .concat();
+    let (text, _) = render(&sc, &data);
+    assert_eq!(text, format!("{:<32} {:>12}\n{:<32} {:>12}\n", "dd, 2", 8, "sh, 1", 4));
+    sc.views = vec![TableView { table: 0, show: Show::Bars }];
+    let (text, _) = render(&sc, &data);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[1].trim_start().starts_with("dd, 2 |") && lines[1].ends_with(" 8"), "{text}");
+    assert_eq!(lines[2].matches('@').count(), 25, "{text}");
 }
