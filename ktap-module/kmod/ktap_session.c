@@ -219,6 +219,7 @@ int ktap_session_stats(struct ktap_session *s, struct ktap_kstats *st)
 	st->table_full = c.table_full;
 	st->ring_dropped = c.ring_dropped;
 	st->kernel_missed = ktap_probes_missed(s);
+	st->mem_faults = c.mem_faults;
 	return 0;
 }
 

@@ -45,6 +45,7 @@ struct ktap_kstats {
 	__u64 table_full;
 	__u64 ring_dropped;
 	__u64 kernel_missed;
+	__u64 mem_faults;
 };
 
 #endif /* KTAP_UAPI_H */

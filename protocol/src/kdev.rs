@@ -64,6 +64,8 @@ pub struct KStats {
     pub ring_dropped: u64,
     /// Sum of the kprobes' and kretprobes' `nmissed`.
     pub kernel_missed: u64,
+    /// Kernel or user memory reads of the program that faulted (they read 0 or "").
+    pub mem_faults: u64,
 }
 
 #[cfg(test)]
@@ -73,6 +75,6 @@ mod tests {
     #[test]
     fn layouts_are_arch_independent() {
         assert_eq!(core::mem::size_of::<LoadArgs>(), 32);
-        assert_eq!(core::mem::size_of::<KStats>(), 56);
+        assert_eq!(core::mem::size_of::<KStats>(), 64);
     }
 }

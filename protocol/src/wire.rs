@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The wire protocol version. Bump on any incompatible change to messages or framing.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The agent disarms a running program when no message arrived from the host for this long. With the
 /// agent's 100 ms poll and a ping every [`HEARTBEAT_INTERVAL_MS`], a host that dies (or a cable pulled)
@@ -83,6 +83,8 @@ pub struct Stats {
     pub link_dropped: u64,
     /// Kprobe/kretprobe misses counted by the kernel (`nmissed`).
     pub kernel_missed: u64,
+    /// Kernel or user memory reads that faulted (`kernel_string` of a bad pointer, ...).
+    pub mem_faults: u64,
 }
 
 /// Agent to host.

@@ -148,6 +148,7 @@ fn to_stats(k: KStats, link_dropped: u64) -> Stats {
         ring_dropped: k.ring_dropped,
         link_dropped,
         kernel_missed: k.kernel_missed,
+        mem_faults: k.mem_faults,
     }
 }
 

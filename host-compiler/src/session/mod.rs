@@ -300,6 +300,7 @@ fn drop_parts(s: &Stats) -> Vec<String> {
         (s.ring_dropped, "records dropped: kernel ring buffer full (ring_dropped)"),
         (s.link_dropped, "records dropped: link too slow (link_dropped)"),
         (s.kernel_missed, "probe hits missed by the kernel (kernel_missed)"),
+        (s.mem_faults, "memory reads faulted and read 0 or \"\" (mem_faults)"),
     ]
     .into_iter()
     .filter(|(n, _)| *n > 0)

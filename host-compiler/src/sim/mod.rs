@@ -210,6 +210,7 @@ pub fn counters_problem(c: Counters) -> Option<String> {
         runtime_errors: c.runtime_errors,
         table_full: c.table_full,
         ring_dropped: c.ring_dropped,
+        mem_faults: c.mem_faults,
         ..Stats::default()
     };
     loss_line(&stats, Vec::new())
