@@ -140,7 +140,12 @@ fn kstack_gives_symbolized_kernel_frames() {
         .probe tracepoint signal_generate -> fn0
         .format f0 (str)
     ";
-    let img = image(&env, "kstack", src, &sidecar(&["stack:\n%s\n"], r#","format_stacks":[[true]]"#));
+    let img = image(
+        &env,
+        "kstack",
+        src,
+        &sidecar(&["stack:\n%s\n"], r#","stacks":[{"format_arg":{"format":0,"arg":0}}]"#),
+    );
     let mut run = push(&env, guest.agent_port(), &img);
     run.wait_stderr(ARMED, T);
     guest.console.run_ok("kill -CONT $$", T).unwrap();

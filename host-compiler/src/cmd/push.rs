@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 use ktap_host::board::Board;
-use ktap_host::format::{Renderer, has_stacks, kernel_symbolizer};
+use ktap_host::format::{Renderer, kernel_symbolizer};
 use ktap_host::lang;
 use ktap_host::link::{Link, SerialLink, SshTarget, console, ssh};
 use ktap_host::qemu::{Artifacts, Guest};
@@ -195,10 +195,10 @@ impl Cmd {
         eprintln!("ktap: tracing {} ({probes} probes); Ctrl-C to stop", program.origin.display());
 
         let mut out = CliOutput {
-            renderer: match has_stacks(&program.sidecar) {
-                false => Renderer::new(&program.sidecar),
+            renderer: match program.sidecar.stacks.is_empty() {
+                true => Renderer::new(&program.sidecar),
                 // stacks print as symbol+offset (the table is built only for programs that have some)
-                true => Renderer::new(&program.sidecar).with_symbolizer(kernel_symbolizer(&vmlinux)?),
+                false => Renderer::new(&program.sidecar).with_symbolizer(kernel_symbolizer(&vmlinux)?),
             },
             stdout: std::io::stdout().lock(),
             first_event: None,

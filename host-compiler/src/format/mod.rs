@@ -12,12 +12,12 @@ use ktap_protocol::image::ArgKind;
 use ktap_protocol::record::{Record, RecordKind, Value, records};
 
 use crate::lang::format_spec::{self, Piece};
-use crate::sidecar::{Hist, Sidecar};
+use crate::sidecar::{Show, Sidecar, StackValue};
 
 mod hist;
 mod symbolize;
 
-pub use symbolize::{has_stacks, kernel_symbolizer};
+pub use symbolize::kernel_symbolizer;
 
 /// Width of the key column of a printed table.
 pub const TABLE_KEY_WIDTH: usize = 32;
@@ -131,21 +131,12 @@ impl<'s> Renderer<'s> {
         out
     }
 
-    /// Whether argument `arg` of format `format` is a kernel stack.
-    fn stack_arg(&self, format: u16, arg: usize) -> bool {
-        let f = self.sidecar.format_stacks.get(usize::from(format));
-        f.and_then(|a| a.get(arg)).copied().unwrap_or(false)
+    fn is_stack(&self, v: StackValue) -> bool {
+        self.sidecar.stacks.contains(&v)
     }
 
-    /// Whether key component `key` of table `table` is a kernel stack.
-    fn stack_key(&self, table: u16, key: usize) -> bool {
-        let t = self.sidecar.tables.get(usize::from(table));
-        t.and_then(|t| t.stack_keys.get(key)).copied().unwrap_or(false)
-    }
-
-    /// How table `table`'s buckets map to values, if it keeps any.
-    fn hist(&self, table: u16) -> Option<Hist> {
-        self.sidecar.tables.get(usize::from(table)).and_then(|t| t.hist)
+    fn view(&self, table: u16) -> Option<Show> {
+        self.sidecar.views.iter().find(|v| v.table == table).map(|v| v.show)
     }
 
     /// Render a batch of concatenated records.
@@ -249,7 +240,9 @@ impl<'s> Renderer<'s> {
                     Some((i, a)) => {
                         let stack;
                         let a = match a {
-                            Value::Str(raw) if self.stack_arg(id, i) => {
+                            Value::Str(raw)
+                                if self.is_stack(StackValue::FormatArg { format: id, arg: i as u8 }) =>
+                            {
                                 stack = self.stack_text(raw);
                                 &Value::Str(stack.as_bytes())
                             }
@@ -281,37 +274,44 @@ impl<'s> Renderer<'s> {
 
 impl Renderer<'_> {
     /// A printed table: one line per entry, keys left (comma-separated), value right, largest value
-    /// (or count) first, then by key. Aggregates show their statistics, or a histogram per key when
-    /// the table keeps buckets; a plain table with buckets asked for (`print_hist`) one bar per key.
-    /// Stack keys print as frames.
+    /// (or count) first, then by key; aggregates show their statistics, or the one the sidecar names,
+    /// or a histogram per key; `print_hist` tables one bar per key. Stack keys print as frames.
     fn print_table(&self, out: &mut String, id: u16, mut entries: Vec<Entry>) {
         entries.sort_by(|a, b| match b.1.weight().cmp(&a.1.weight()) {
             Ordering::Equal => a.0.cmp(&b.0),
             o => o,
         });
-        let hist = self.hist(id);
+        let view = self.view(id);
         let mut bars = Vec::new();
         for (keys, value) in &entries {
             let key = self.key_text(id, keys);
-            match (value, hist) {
-                (Val::Int(v), Some(_)) => bars.push((key, (*v).max(0) as u64)),
-                (Val::Int(v), None) => line(out, &key, *v),
-                (Val::Agg { buckets, .. }, Some(Hist::Log2)) => {
-                    self.histogram(out, &key, hist::log2_rows(buckets))
-                }
-                (Val::Agg { buckets, .. }, Some(Hist::Linear { min, step, nbuckets })) => {
-                    self.histogram(out, &key, hist::linear_rows(buckets, min, step, nbuckets))
-                }
-                (Val::Agg { buckets, .. }, None) if !buckets.is_empty() => {
-                    self.histogram(out, &key, hist::raw_rows(buckets))
-                }
-                (Val::Agg { stats: [count, sum, min, max], .. }, None) => {
-                    let avg = sum.checked_div(*count).unwrap_or(0);
-                    let _ = writeln!(
-                        out,
-                        "{key:<TABLE_KEY_WIDTH$} count={count} sum={sum} min={min} max={max} avg={avg}"
-                    );
-                }
+            let stat = |s: &[i64; 4], show: Option<Show>| match show {
+                Some(Show::Count) => Some(s[0]),
+                Some(Show::Sum) => Some(s[1]),
+                Some(Show::Min) => Some(s[2]),
+                Some(Show::Max) => Some(s[3]),
+                Some(Show::Avg) => Some(s[1].checked_div(s[0]).unwrap_or(0)),
+                _ => None,
+            };
+            match value {
+                Val::Int(v) if view == Some(Show::Bars) => bars.push((key, (*v).max(0) as u64)),
+                Val::Int(v) => line(out, &key, *v),
+                Val::Agg { stats, buckets } => match (stat(stats, view), view) {
+                    (Some(v), _) => line(out, &key, v),
+                    (None, Some(Show::Hist)) => self.histogram(out, &key, hist::log2_rows(buckets)),
+                    (None, Some(Show::Lhist { min, step, buckets: nb })) => {
+                        self.histogram(out, &key, hist::linear_rows(buckets, min, step, nb))
+                    }
+                    (None, _) if !buckets.is_empty() => self.histogram(out, &key, hist::raw_rows(buckets)),
+                    (None, _) => {
+                        let [count, sum, min, max] = *stats;
+                        let avg = sum.checked_div(count).unwrap_or(0);
+                        let _ = writeln!(
+                            out,
+                            "{key:<TABLE_KEY_WIDTH$} count={count} sum={sum} min={min} max={max} avg={avg}"
+                        );
+                    }
+                },
             }
         }
         if !bars.is_empty() {
@@ -329,7 +329,7 @@ impl Renderer<'_> {
             .enumerate()
             .map(|(i, k)| match k {
                 Key::Int(k) => k.to_string(),
-                Key::Str(s) if self.stack_key(table, i) => {
+                Key::Str(s) if self.is_stack(StackValue::TableKey { table, key: i as u8 }) => {
                     format!("\n{}\n", self.stack_text(s))
                 }
                 Key::Str(s) => String::from_utf8_lossy(s).into_owned(),

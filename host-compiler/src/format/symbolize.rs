@@ -1,6 +1,5 @@
 //! Kernel addresses to `symbol+0xoff` for printed stacks, from the board's vmlinux.
 
-use crate::sidecar::Sidecar;
 use crate::vmlinux::{Vmlinux, VmlinuxError};
 
 use super::Symbolizer;
@@ -24,10 +23,4 @@ pub fn kernel_symbolizer<'s>(vmlinux: &Vmlinux) -> Result<Symbolizer<'s>, Vmlinu
         let off = addr - start;
         (*size == 0 || off < *size).then(|| format!("{name}+{off:#x}"))
     }))
-}
-
-/// Whether any value the program prints is a kernel stack (so a symbolizer is worth building).
-pub fn has_stacks(sidecar: &Sidecar) -> bool {
-    sidecar.format_stacks.iter().flatten().any(|s| *s)
-        || sidecar.tables.iter().flat_map(|t| &t.stack_keys).any(|s| *s)
 }

@@ -130,41 +130,38 @@ fn kernel_strings_are_bytes() {
 }
 
 #[test]
-fn aggregates_show_stats_or_a_histogram() {
-    use crate::sidecar::Hist;
+fn aggregates_show_stats_a_chosen_stat_or_a_histogram() {
+    use crate::sidecar::{Show, TableView};
     let mut sc = sidecar();
     let mut buckets = [0u64; 64];
     buckets[4] = 2;
     buckets[6] = 5;
-    let entry = |id, b: &[u64]| {
-        rec(RecordKind::TableEntry, id, &[V::S(b"dd"), V::I(7), V::I(300), V::I(8), V::I(40), V::B(b)])
+    let entry = |id| {
+        rec(RecordKind::TableEntry, id, &[V::S(b"dd"), V::I(7), V::I(300), V::I(8), V::I(40), V::B(&buckets)])
     };
     let end = |id| rec(RecordKind::TableEnd, id, &[V::I(1), V::I(0)]);
-    let (text, problems) = render(&sc, &[entry(0, &[]), end(0)].concat());
+    let data = [entry(0), end(0)].concat();
+    let (text, problems) = render(&sc, &data);
     assert!(problems.is_empty(), "{problems:?}");
-    assert_eq!(text, format!("{:<32} count=7 sum=300 min=8 max=40 avg=42\n", "dd"));
-    let data = [entry(0, &buckets), end(0)].concat();
-    let (text, _) = render(&sc, &data);
-    assert!(text.starts_with("dd\n") && text.contains("bucket 4 |"), "{text}");
-    sc.tables[0].hist = Some(Hist::Log2);
+    assert!(text.starts_with("dd\n"), "{text}");
+    assert!(text.contains("bucket 4 |"), "{text}");
+    sc.views = vec![TableView { table: 0, show: Show::Hist }, TableView { table: 1, show: Show::Avg }];
     let (text, _) = render(&sc, &data);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], "dd");
     assert!(lines[2].trim_start().starts_with("8 |@@@@@@@@@@@@@@@@@@@@ "), "{text}");
     assert!(lines[3].trim_start().starts_with("16 | "), "{text}");
     assert!(lines[4].ends_with("@ 5"), "{text}");
-    sc.tables[0].hist = Some(Hist::Linear { min: 0, step: 10, nbuckets: 5 });
-    let (text, _) = render(&sc, &data);
-    let labels: Vec<&str> = text.lines().skip(2).map(|l| l.split('|').next().unwrap().trim()).collect();
-    assert_eq!(labels, ["40", ">= 50"], "{text}");
+    let (text, _) = render(&sc, &[entry(1), end(1)].concat());
+    assert_eq!(text, format!("{:<32} {:>12}\n", "dd", 42));
 }
 
 #[test]
 fn stacks_are_symbolized_in_printf_and_table_keys() {
+    use crate::sidecar::StackValue;
     let mut sc = sidecar();
     sc.formats.push("%s\n".into());
-    sc.format_stacks = vec![vec![], vec![], vec![true]];
-    sc.tables[1].stack_keys = vec![true];
+    sc.stacks = vec![StackValue::FormatArg { format: 2, arg: 0 }, StackValue::TableKey { table: 1, key: 0 }];
     let raw: Vec<u8> = [0xc000_1010u64, 0xc000_2004].iter().flat_map(|a| a.to_le_bytes()).collect();
     let data = [
         rec(RecordKind::Printf, 2, &[V::S(&raw)]),
@@ -183,7 +180,7 @@ fn stacks_are_symbolized_in_printf_and_table_keys() {
 
 #[test]
 fn print_hist_bars_and_multi_keys() {
-    use crate::sidecar::Hist;
+    use crate::sidecar::{Show, TableView};
     let mut sc = sidecar();
     let data = [
         rec(RecordKind::TableEntry, 0, &[V::S(b"sh"), V::I(1), V::I(4)]),
@@ -193,7 +190,7 @@ fn print_hist_bars_and_multi_keys() {
     .concat();
     let (text, _) = render(&sc, &data);
     assert_eq!(text, format!("{:<32} {:>12}\n{:<32} {:>12}\n", "dd, 2", 8, "sh, 1", 4));
-    sc.tables[0].hist = Some(Hist::Log2);
+    sc.views = vec![TableView { table: 0, show: Show::Bars }];
     let (text, _) = render(&sc, &data);
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines[1].trim_start().starts_with("dd, 2 |") && lines[1].ends_with(" 8"), "{text}");
