@@ -36,6 +36,8 @@ struct ktap_probe {
 	struct kretprobe krp;
 	struct tracepoint *tp;
 	bool registered;
+	void *timers;			/* timer probes: struct ktap_timer[ntimers] (ktap_timer.c) */
+	u32 ntimers;
 };
 
 enum ktap_state {
@@ -91,6 +93,12 @@ int ktap_probes_check(struct ktap_session *s, struct ktap_load_args *args);
 int ktap_probes_arm(struct ktap_session *s);
 void ktap_probes_disarm(struct ktap_session *s);
 u64 ktap_probes_missed(struct ktap_session *s);
+
+/* ktap_timer.c: timer probes (hrtimers) */
+int ktap_timers_alloc(struct ktap_session *s);
+void ktap_timers_arm(struct ktap_session *s);
+void ktap_timers_disarm(struct ktap_session *s);
+void ktap_timers_free(struct ktap_session *s);
 
 /* ktap_session.c: the program's life cycle (callers hold s->mutex) */
 extern struct ktap_session ktap_session;

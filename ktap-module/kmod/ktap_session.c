@@ -38,6 +38,8 @@ static void ktap_session_free(struct ktap_session *s)
 	unsigned long flags;
 	struct ktap_vm *vm;
 
+	if (s->probes)
+		ktap_timers_free(s);	/* cancels them: no callback runs after this */
 	irq_work_sync(&s->wake_work);
 	/* unreachable from probes now; the lock orders this against a process-context reader */
 	if (ktap_enter(s, &flags)) {
@@ -128,6 +130,11 @@ int ktap_session_load(struct ktap_session *s, struct ktap_load_args *args)
 		else
 			attach++;
 	}
+	ret = ktap_timers_alloc(s);
+	if (ret) {
+		ktap_session_free(s);
+		return ktap_session_refuse(args, KTAP_E_NO_MEMORY, -ENOMEM);
+	}
 	ret = ktap_probes_check(s, args);
 	if (ret) {
 		ktap_session_free(s);
@@ -169,6 +176,7 @@ int ktap_session_start(struct ktap_session *s)
 	ret = ktap_probes_arm(s);
 	if (ret)
 		return ret;
+	ktap_timers_arm(s);
 	WRITE_ONCE(s->state, KTAP_RUNNING);
 	return 0;
 }
@@ -182,6 +190,7 @@ int ktap_session_stop(struct ktap_session *s)
 		return 0;
 	case KTAP_RUNNING:
 		ktap_probes_disarm(s);	/* returns once no handler runs any more */
+		ktap_timers_disarm(s);	/* likewise: hrtimer_cancel() waits for a running callback */
 		ktap_session_run_special(s, s->end_func, KTAP_PROBE_END);
 		break;
 	case KTAP_LOADED:

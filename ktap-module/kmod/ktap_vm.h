@@ -14,6 +14,8 @@
  * C provides (ktap_rt.c, ktap_run.c):
  *   ktap_kalloc/ktap_kfree  the Rust global allocator (kvmalloc/kvfree; refuse in atomic context)
  *   ktap_hit_ctx/_comm      context of the current hit
+ *   ktap_hit_stack          kernel return addresses of the current hit (ktap_mem.c)
+ *   ktap_read_kernel/_str   no-fault reads of kernel or user memory (ktap_mem.c)
  *   ktap_emit               append one record to the ring (under the program lock)
  *   ktap_rust_panic         the Rust panic handler's target; never referenced by a good build
  */
@@ -29,6 +31,9 @@
 #define KTAP_PROBE_BEGIN	4
 #define KTAP_PROBE_END		5
 #define KTAP_PROBE_TIMER	6
+
+/* ktap_protocol::image::PROBE_EVERY_CPU: a timer on every online CPU */
+#define KTAP_PROBE_EVERY_CPU	1
 
 /* ktap_protocol::isa::CtxField */
 #define KTAP_CTX_PID		0
@@ -67,6 +72,7 @@ struct ktap_vm_probe {
 	__u64 addr;		/* kprobe/kretprobe address (already rebased by the host), else 0 */
 	__u16 func;		/* handler: the func argument of ktap_vm_run */
 	__u8 kind;		/* KTAP_PROBE_* */
+	__u8 flags;		/* KTAP_PROBE_EVERY_CPU (timers) */
 	__u8 name_len;
 	char name[KTAP_MAX_PROBE_NAME + 1];	/* NUL-terminated, printable ASCII */
 };
@@ -77,6 +83,7 @@ struct ktap_vm_counters {
 	__u64 runtime_errors;
 	__u64 table_full;
 	__u64 ring_dropped;
+	__u64 mem_faults;	/* kernel/user reads that faulted */
 };
 
 struct ktap_vm *ktap_vm_load(const u8 *image, size_t len, struct ktap_vm_status *status);
@@ -95,6 +102,9 @@ void ktap_kfree(void *ptr);
 s64 ktap_hit_ctx(void *hit, u32 field);
 u32 ktap_hit_comm(void *hit, u8 *buf, u32 len);
 int ktap_emit(void *hit, const u8 *rec, u32 len);
+u32 ktap_hit_stack(void *hit, u64 *out, u32 max);
+int ktap_read_kernel(u64 addr, u8 *dst, u32 len);		/* 0, or -EFAULT */
+int ktap_read_str(int user, u64 addr, u8 *dst, u32 max);	/* length without NUL, or -EFAULT */
 void __noreturn ktap_rust_panic(void);
 
 #endif /* KTAP_VM_H */

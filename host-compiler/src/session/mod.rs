@@ -249,6 +249,15 @@ pub enum StopReason {
     Trigger,
     /// The agent stopped the program by itself.
     Agent,
+    /// The program called `exit()` (an Exit record arrived): stopped like any other stop, so
+    /// `trace_end` runs and its output is drained.
+    Exit,
+}
+
+/// Whether a batch of records holds an Exit record.
+fn has_exit(data: &[u8]) -> bool {
+    ktap_protocol::record::records(data)
+        .any(|r| r.is_ok_and(|r| r.kind == ktap_protocol::record::RecordKind::Exit))
 }
 
 /// The outcome of a run.
@@ -553,12 +562,17 @@ impl<L: Link> Session<L> {
         let mut last_heard = started;
         let mut shown_losses = 0u64;
         let mut shown_bad_frames = 0u64;
+        let mut exited = false;
         for data in std::mem::take(&mut self.early_records) {
             out.records(&data).map_err(SessionError::Output)?;
+            exited |= has_exit(&data);
         }
 
         let mut final_stats = None;
         let reason = loop {
+            if exited {
+                break StopReason::Exit;
+            }
             if opts.stop.is_set() {
                 break StopReason::Interrupted;
             }
@@ -581,7 +595,10 @@ impl<L: Link> Session<L> {
             };
             last_heard = Instant::now();
             match wire::decode::<AgentMsg<'_>>(&payload) {
-                Ok(AgentMsg::Records { data }) => out.records(data).map_err(SessionError::Output)?,
+                Ok(AgentMsg::Records { data }) => {
+                    out.records(data).map_err(SessionError::Output)?;
+                    exited = has_exit(data);
+                }
                 Ok(AgentMsg::Pong { .. }) => hb.pongs += 1,
                 Ok(AgentMsg::Stats(s)) => {
                     if losses(&s) > shown_losses {

@@ -33,6 +33,9 @@ impl Env for EventEnv<'_> {
             CtxField::Cpu => e.cpu,
             CtxField::Uid => e.uid,
             CtxField::Retval => e.retval,
+            CtxField::WallNs => e.wall_ns,
+            CtxField::NumCpus => e.num_cpus,
+            CtxField::InInterrupt => i64::from(e.in_interrupt),
             _ => 0,
         }
     }
@@ -47,5 +50,41 @@ impl Env for EventEnv<'_> {
     fn emit(&mut self, record: &[u8]) -> bool {
         self.records.extend_from_slice(record);
         true
+    }
+
+    fn read_kernel(&mut self, addr: u64, out: &mut [u8]) -> bool {
+        match self.read(false, addr, out.len()) {
+            Some(b) => {
+                out.copy_from_slice(b);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn read_str(&mut self, user: bool, addr: u64, out: &mut [u8]) -> Option<usize> {
+        // byte by byte, like the kernel's page-piece copies: a string may end right before a hole
+        for (i, d) in out.iter_mut().enumerate() {
+            let b = *self.read(user, addr.wrapping_add(i as u64), 1)?.first()?;
+            if b == 0 {
+                return Some(i);
+            }
+            *d = b;
+        }
+        Some(out.len())
+    }
+
+    fn kstack(&mut self, out: &mut [u64]) -> usize {
+        let Some(e) = self.event else { return 0 };
+        let n = out.len().min(e.stack.len());
+        out[..n].copy_from_slice(&e.stack[..n]);
+        n
+    }
+}
+
+impl EventEnv<'_> {
+    /// `len` bytes at `addr` from the event's memory, if one piece holds them all.
+    fn read(&self, user: bool, addr: u64, len: usize) -> Option<&[u8]> {
+        self.event?.mem.iter().find_map(|m| m.read(user, addr, len))
     }
 }

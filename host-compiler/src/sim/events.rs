@@ -36,8 +36,51 @@ pub struct Event {
     pub retval: i64,
     /// How many identical hits this line stands for; default 1 (time advances for each one).
     pub repeat: u64,
+    /// Kernel return addresses `stack()` sees, innermost first; default none.
+    pub stack: Vec<u64>,
+    /// Memory `kernel_string`, `user_string` and struct field reads see; everything else faults.
+    pub mem: Vec<Memory>,
+    /// Wall-clock time in ns; default `time_ns`.
+    pub wall_ns: i64,
+    /// Online CPUs; default 1.
+    pub num_cpus: i64,
+    /// Whether the hit is in interrupt context; default false.
+    pub in_interrupt: bool,
     /// 1-based line number in the file, for messages.
     pub line: usize,
+}
+
+/// A piece of memory an event makes readable: `{"addr": N, "str": "text"}` (the text and its NUL) or
+/// `{"addr": N, "bytes": [1, 2]}`, kernel memory unless `"user": true`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Memory {
+    /// First address.
+    pub addr: u64,
+    /// The bytes from `addr` on.
+    pub bytes: Vec<u8>,
+    /// User memory of the current task (else kernel memory).
+    pub user: bool,
+}
+
+impl Memory {
+    /// `len` bytes at `addr`, if this piece holds all of them (and is the right kind).
+    pub fn read(&self, user: bool, addr: u64, len: usize) -> Option<&[u8]> {
+        if user != self.user {
+            return None;
+        }
+        let off = usize::try_from(addr.checked_sub(self.addr)?).ok()?;
+        self.bytes.get(off..off.checked_add(len)?)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMemory {
+    addr: Int,
+    str: Option<String>,
+    bytes: Option<Vec<u8>>,
+    #[serde(default)]
+    user: bool,
 }
 
 /// An integer as JSON may write it: signed, or unsigned beyond `i64::MAX` (wraps).
@@ -71,6 +114,14 @@ struct Raw {
     args: Vec<Int>,
     retval: Option<Int>,
     repeat: Option<u64>,
+    #[serde(default)]
+    stack: Vec<Int>,
+    #[serde(default)]
+    mem: Vec<RawMemory>,
+    wall_ns: Option<Int>,
+    num_cpus: Option<Int>,
+    #[serde(default)]
+    in_interrupt: bool,
 }
 
 /// A line that is not a valid event.
@@ -108,6 +159,15 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<Event>, EventError> {
             return Err(err(format!("{} args given; probes have at most 10 (arg0..arg9)", raw.args.len())));
         }
         let pid = raw.pid.map_or(1, Int::get);
+        let mut mem = Vec::new();
+        for m in raw.mem {
+            let bytes = match (m.str, m.bytes) {
+                (Some(s), None) => s.into_bytes().into_iter().chain([0]).collect(),
+                (None, Some(b)) => b,
+                _ => return Err(err("each `mem` entry has exactly one of `str` and `bytes`".into())),
+            };
+            mem.push(Memory { addr: m.addr.get() as u64, bytes, user: m.user });
+        }
         time = match raw.time_ns {
             Some(t) => t.get(),
             None if out.is_empty() => 0,
@@ -124,6 +184,11 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<Event>, EventError> {
             args: raw.args.into_iter().map(Int::get).collect(),
             retval: raw.retval.map_or(0, Int::get),
             repeat,
+            stack: raw.stack.into_iter().map(|a| a.get() as u64).collect(),
+            mem,
+            wall_ns: raw.wall_ns.map_or(time, Int::get),
+            num_cpus: raw.num_cpus.map_or(1, Int::get),
+            in_interrupt: raw.in_interrupt,
             line: line_no,
         });
         // The repeated hits advance the clock too.
@@ -167,6 +232,20 @@ mod tests {
         assert_eq!((e.file.as_str(), e.line), ("ev.jsonl", 2));
         assert!(parse("{\"probe\":\"kprobe:f\",\"color\":1}", "e").unwrap_err().problem.contains("color"));
         assert!(parse("{\"probe\":\"kprobe:f\",\"repeat\":0}", "e").is_err());
+    }
+
+    #[test]
+    fn stacks_and_memory() {
+        let ev = parse(
+            r#"{"probe":"kprobe:f","stack":[3221225472,1],"mem":[{"addr":16,"str":"hi"},{"addr":32,"bytes":[1,2],"user":true}]}"#,
+            "e",
+        )
+        .unwrap();
+        assert_eq!(ev[0].stack, [0xc000_0000, 1]);
+        assert_eq!(ev[0].mem[0].read(false, 17, 2), Some(&b"i\0"[..]));
+        assert_eq!(ev[0].mem[1].read(true, 32, 2), Some(&[1, 2][..]));
+        assert_eq!(ev[0].mem[1].read(false, 32, 2), None);
+        assert!(parse(r#"{"probe":"kprobe:f","mem":[{"addr":1}]}"#, "e").is_err());
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub struct Probe {
     pub func: u16,
     /// `ktap_protocol::image::ProbeKind` as a number.
     pub kind: u8,
+    /// `ktap_protocol::image::PROBE_EVERY_CPU` for a timer on every CPU.
+    pub flags: u8,
     /// Length of `name` without its NUL.
     pub name_len: u8,
     /// Symbol or tracepoint name, NUL-terminated.
@@ -44,6 +46,8 @@ pub struct Counters {
     pub table_full: u64,
     /// Records the ring had no room for.
     pub ring_dropped: u64,
+    /// Kernel or user memory reads that faulted.
+    pub mem_faults: u64,
 }
 
 unsafe extern "C" {
@@ -57,6 +61,13 @@ unsafe extern "C" {
     pub fn ktap_hit_comm(hit: *mut c_void, buf: *mut u8, len: u32) -> u32;
     /// Append one record to the ring; nonzero if it fit.
     pub fn ktap_emit(hit: *mut c_void, rec: *const u8, len: u32) -> i32;
+    /// Up to `max` kernel return addresses of the hit into `out`; how many.
+    pub fn ktap_hit_stack(hit: *mut c_void, out: *mut u64, max: u32) -> u32;
+    /// `copy_from_kernel_nofault` of `len` bytes at `addr`: 0, or negative on a fault.
+    pub fn ktap_read_kernel(addr: u64, dst: *mut u8, len: u32) -> i32;
+    /// The NUL-terminated string at `addr` (user memory if `user` != 0), at most `max` bytes, without
+    /// faulting: its length, or negative on a fault.
+    pub fn ktap_read_str(user: i32, addr: u64, dst: *mut u8, max: u32) -> i32;
     /// Called only by the panic handler, which must not be linked: BUG().
     pub fn ktap_rust_panic() -> !;
 }

@@ -96,6 +96,7 @@ pub unsafe extern "C" fn ktap_vm_probe_get(vm: *const Program, index: u32, out: 
         addr: info.addr,
         func: info.func,
         kind: info.kind as u8,
+        flags: info.flags,
         name_len: 0,
         name: [0; MAX_PROBE_NAME + 1],
     };
@@ -127,6 +128,26 @@ impl Env for Hit {
         let len = u32::try_from(record.len()).unwrap_or(u32::MAX);
         // SAFETY: `record` is `len` readable bytes.
         unsafe { ffi::ktap_emit(self.0, record.as_ptr(), len) != 0 }
+    }
+
+    fn read_kernel(&mut self, addr: u64, out: &mut [u8]) -> bool {
+        let len = u32::try_from(out.len()).unwrap_or(0);
+        // SAFETY: `out` is `len` writable bytes; the C side never writes more.
+        unsafe { ffi::ktap_read_kernel(addr, out.as_mut_ptr(), len) == 0 }
+    }
+
+    fn read_str(&mut self, user: bool, addr: u64, out: &mut [u8]) -> Option<usize> {
+        let max = u32::try_from(out.len()).unwrap_or(0);
+        // SAFETY: `out` is `max` writable bytes; the C side never writes more.
+        let n = unsafe { ffi::ktap_read_str(i32::from(user), addr, out.as_mut_ptr(), max) };
+        usize::try_from(n).ok().map(|n| n.min(out.len()))
+    }
+
+    fn kstack(&mut self, out: &mut [u64]) -> usize {
+        let max = u32::try_from(out.len()).unwrap_or(0);
+        // SAFETY: `out` is `max` writable u64s; `hit` is the pointer the C side passed.
+        let n = unsafe { ffi::ktap_hit_stack(self.0, out.as_mut_ptr(), max) };
+        (n as usize).min(out.len())
     }
 }
 
@@ -161,6 +182,7 @@ pub unsafe extern "C" fn ktap_vm_counters(vm: *const Program, out: *mut Counters
             runtime_errors: c.runtime_errors,
             table_full: c.table_full,
             ring_dropped: c.ring_dropped,
+            mem_faults: c.mem_faults,
         };
         // SAFETY: checked non-NULL; caller contract.
         unsafe { out.write(c) };

@@ -271,6 +271,7 @@ fn vm_header_matches_the_glue_and_the_protocol() {
             ("KTAP_PROBE_BEGIN", ProbeKind::Begin as i64),
             ("KTAP_PROBE_END", ProbeKind::End as i64),
             ("KTAP_PROBE_TIMER", ProbeKind::Timer as i64),
+            ("KTAP_PROBE_EVERY_CPU", ktap_protocol::image::PROBE_EVERY_CPU.into()),
             ("KTAP_CTX_PID", ctx(CtxField::Pid)),
             ("KTAP_CTX_TID", ctx(CtxField::Tid)),
             ("KTAP_CTX_CPU", ctx(CtxField::Cpu)),
