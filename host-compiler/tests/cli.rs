@@ -118,9 +118,9 @@ fn push_an_image_and_print_its_records() {
         w.str(b"dd");
         w.int(1000);
         let r = w.finish().unwrap().to_vec();
-        peer.send(&AgentMsg::Records { data: &r });
+        peer.records(&r);
         assert_eq!(peer.recv_no_ping(SECS5), Some(Got::Stop));
-        peer.send(&AgentMsg::Stopped(Stats { hits: 1, budget_exhausted: 2, ..Stats::default() }));
+        peer.stopped(Stats { hits: 1, budget_exhausted: 2, ..Stats::default() });
         assert_eq!(peer.recv_no_ping(SECS5), Some(Got::Bye));
     });
     let o = push(&port, &vml, &img, &[]).output().unwrap();
@@ -163,9 +163,9 @@ fn push_a_script_compiled_against_the_vmlinux() {
         w.str(b"cat");
         w.int(42);
         let r = w.finish().unwrap().to_vec();
-        peer.send(&AgentMsg::Records { data: &r });
+        peer.records(&r);
         assert_eq!(peer.recv_no_ping(SECS5), Some(Got::Stop));
-        peer.send(&AgentMsg::Stopped(Stats { hits: 1, ..Stats::default() }));
+        peer.stopped(Stats { hits: 1, ..Stats::default() });
         assert_eq!(peer.recv_no_ping(SECS5), Some(Got::Bye));
     });
     let mut c = Command::new(BIN);
@@ -201,7 +201,7 @@ fn kprobes_are_rebased_by_the_base_symbol_the_agent_reports() {
         assert_eq!(peer.recv(SECS5), Some(Got::Start));
         peer.send(&AgentMsg::Started);
         assert_eq!(peer.recv_no_ping(SECS5), Some(Got::Stop));
-        peer.send(&AgentMsg::Stopped(Stats::default()));
+        peer.stopped(Stats::default());
         assert_eq!(peer.recv_no_ping(SECS5), Some(Got::Bye));
     });
     let run = |script: &Path, vml: &Path, port: &str| {

@@ -302,16 +302,19 @@ fn full_run_records_heartbeat_stop_and_drain() {
         p.upload();
         p.send(&AgentMsg::Loaded { probes: 2 });
         assert_eq!(p.recv(SECS5), Some(Got::Start));
-        // BEGIN output may overtake Started
-        let early = rec(RecordKind::Printf, 0, Some(b"init"), &[1]);
-        p.send(&AgentMsg::Records { data: &early });
         p.send(&AgentMsg::Started);
+        // no record before the host's first credit
+        assert_eq!(p.recv(SECS5), Some(Got::Ack { next: 0, window: ktap_host::session::stream::WINDOW }));
+        let early = rec(RecordKind::Printf, 0, Some(b"init"), &[1]);
+        p.records(&early);
         let batch = [
             rec(RecordKind::Printf, 0, Some(b"cat"), &[42]),
             rec(RecordKind::TableEntry, 0, Some(b"sh"), &[3]),
         ]
         .concat();
-        p.send(&AgentMsg::Records { data: &batch });
+        // a record may be cut anywhere between pieces
+        p.records(&batch[..5]);
+        p.records(&batch[5..]);
         p.send(&AgentMsg::Stats(Stats { hits: 5, ..Stats::default() })); // nothing lost: no notice
         p.send(&AgentMsg::Stats(Stats { hits: 9, ring_dropped: 1, ..Stats::default() }));
         // a corrupted frame: counted, never fatal
@@ -326,19 +329,20 @@ fn full_run_records_heartbeat_stop_and_drain() {
                     pings += 1;
                     p.send(&AgentMsg::Pong { seq });
                 }
+                Some(Got::Ack { .. }) => {}
                 Some(Got::Stop) => break,
                 other => panic!("unexpected {other:?}"),
             }
         }
-        assert!(pings >= 2, "pings every 500 ms: {pings} in ~1.2 s");
+        assert!(pings >= 4, "pings every 250 ms: {pings} in ~1.2 s");
         // the drain: the table's last entry and end, then Stopped
         let rest = [
             rec(RecordKind::TableEntry, 0, Some(b"dd"), &[1000]),
             rec(RecordKind::TableEnd, 0, None, &[2, 0]),
         ]
         .concat();
-        p.send(&AgentMsg::Records { data: &rest });
-        p.send(&AgentMsg::Stopped(Stats { hits: 10, ring_dropped: 2, ..Stats::default() }));
+        p.records(&rest);
+        p.stopped(Stats { hits: 10, ring_dropped: 2, ..Stats::default() });
         assert_eq!(p.recv_no_ping(SECS5), Some(Got::Bye));
     });
     let mut s = connect(&path).unwrap();
@@ -365,7 +369,10 @@ fn full_run_records_heartbeat_stop_and_drain() {
         notices.contains("live: 9 hits; 1 records dropped: kernel ring buffer full (ring_dropped)"),
         "{notices}"
     );
-    assert!(notices.contains(&format!("1 corrupted frames dropped so far on {path}")), "{notices}");
+    assert!(
+        notices.contains(&format!("1 corrupted frames dropped so far on {path} (lost records are resent)")),
+        "{notices}"
+    );
     assert_eq!(out.notices.iter().filter(|n| n.starts_with("live")).count(), 1, "{notices}");
     assert_eq!(
         sum.problems().unwrap(),
@@ -385,6 +392,7 @@ fn running(
         p.send(&AgentMsg::Loaded { probes: 2 });
         assert_eq!(p.recv(SECS5), Some(Got::Start));
         p.send(&AgentMsg::Started);
+        assert!(matches!(p.recv(SECS5), Some(Got::Ack { next: 0, .. })));
         then(p);
     });
     let mut s = connect(&path).unwrap();
@@ -395,7 +403,7 @@ fn running(
 
 fn stop_and_bye(p: &mut Peer) {
     assert_eq!(p.recv_no_ping(SECS5), Some(Got::Stop));
-    p.send(&AgentMsg::Stopped(Stats::default()));
+    p.stopped(Stats::default());
     assert_eq!(p.recv_no_ping(SECS5), Some(Got::Bye));
 }
 
@@ -416,7 +424,7 @@ fn stop_flag_and_trigger() {
     // an external trigger, e.g. "the guest command finished"
     let (mut s, a, sc) = running(|p| {
         let r = rec(RecordKind::Printf, 0, Some(b"done"), &[0]);
-        p.send(&AgentMsg::Records { data: &r });
+        p.records(&r);
         stop_and_bye(p);
     });
     let done = Arc::new(AtomicBool::new(false));
@@ -437,7 +445,7 @@ fn stop_flag_and_trigger() {
 #[test]
 fn the_agent_may_stop_by_itself() {
     let (mut s, a, sc) = running(|p| {
-        p.send(&AgentMsg::Stopped(Stats { hits: 3, table_full: 4, ..Stats::default() }));
+        p.stopped(Stats { hits: 3, table_full: 4, ..Stats::default() });
         assert_eq!(p.recv_no_ping(SECS5), Some(Got::Bye), "no Stop after the agent stopped");
     });
     let sum = s.run(&mut Collect::new(&sc), RunOptions::default()).unwrap();
@@ -493,4 +501,53 @@ fn agent_errors_while_running() {
     assert!(e.contains("reported: no session on the agent"), "{e}");
     assert_eq!(out.notices, ["agent: kernel error: EIO (errno 5)"]);
     a.join().unwrap();
+}
+
+#[test]
+fn lost_pieces_are_asked_for_again_and_the_output_is_complete() {
+    let r1 = rec(RecordKind::Printf, 0, Some(b"one"), &[1]);
+    let r2 = rec(RecordKind::Printf, 0, Some(b"two"), &[2]);
+    let r3 = rec(RecordKind::Printf, 0, Some(b"three"), &[3]);
+    let (l1, l2) = (r1.len() as u64, r2.len() as u64);
+    let (mut s, a, sc) = running(move |p| {
+        p.records(&r1);
+        // r2 is "lost on the link": skip it in the stream
+        p.stream_end += l2;
+        p.records(&r3);
+        // the host asks for everything from the gap
+        match p.recv_no_ping(SECS5) {
+            Some(Got::Nak { next, .. }) => assert_eq!(next, l1),
+            other => panic!("expected a Nak, got {other:?}"),
+        }
+        p.send(&AgentMsg::Records { offset: l1, data: &[r2.clone(), r3.clone()].concat() });
+        // the tail after Stopped is missing too: Stopped says how long the stream is
+        assert_eq!(p.recv_no_ping(SECS5), Some(Got::Stop));
+        let r4 = rec(RecordKind::Printf, 0, Some(b"four"), &[4]);
+        let at = p.stream_end;
+        p.stream_end += r4.len() as u64;
+        p.stopped(Stats::default());
+        loop {
+            match p.recv_no_ping(SECS5) {
+                Some(Got::Nak { next, .. }) if next == at => break,
+                Some(Got::Nak { .. } | Got::Stop) => {}
+                other => panic!("expected a Nak for the tail, got {other:?}"),
+            }
+        }
+        p.send(&AgentMsg::Records { offset: at, data: &r4 });
+        loop {
+            match p.recv_no_ping(SECS5) {
+                Some(Got::Bye) => break,
+                Some(Got::Nak { .. } | Got::Stop) => {}
+                other => panic!("expected Bye, got {other:?}"),
+            }
+        }
+    });
+    let mut out = Collect::new(&sc);
+    let opts = RunOptions { duration: Some(Duration::from_millis(600)), ..RunOptions::default() };
+    let sum = s.run(&mut out, opts).unwrap();
+    a.join().unwrap();
+    let pids: Vec<&str> = out.text.lines().map(|l| l.split_whitespace().nth(2).unwrap()).collect();
+    assert_eq!(pids, ["1", "2", "3", "4"], "{}", out.text);
+    assert_eq!(sum.resend_requests, 2);
+    assert!(sum.problems().unwrap().contains("2 resend requests (all lost records recovered)"), "{sum:?}");
 }

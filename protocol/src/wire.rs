@@ -7,6 +7,8 @@
 use serde::{Deserialize, Serialize};
 
 /// The wire protocol version. Bump on any incompatible change to messages or framing.
+/// 3: the record stream is reliable and flow-controlled (`Records{offset}`, `Ack`, `Nak`,
+/// `Stopped{end}`), uploads are acknowledged chunk by chunk (`LoadAck`).
 pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The agent disarms a running program when no message arrived from the host for this long. With the
@@ -18,8 +20,15 @@ pub const HEARTBEAT_TIMEOUT_MS: u32 = 1200;
 pub const HEARTBEAT_INTERVAL_MS: u32 = 250;
 /// Largest image chunk in one [`HostMsg::LoadChunk`].
 pub const CHUNK: usize = 512;
-/// Largest record batch in one [`AgentMsg::Records`].
+/// Smallest image chunk the host falls back to on a noisy link (a frame this short usually survives).
+pub const MIN_CHUNK: usize = 48;
+/// Largest piece of the record stream in one [`AgentMsg::Records`].
 pub const RECORD_BATCH: usize = 768;
+/// Smallest piece of the record stream the agent falls back to after retransmissions.
+pub const MIN_RECORD_BATCH: usize = 48;
+/// The agent resends unacknowledged record bytes (go-back-N) when no acknowledgement advanced for
+/// this long.
+pub const RESEND_TIMEOUT_MS: u32 = 500;
 
 /// The symbols the agent may report as the kernel's run-time base, in order of preference. `_text`
 /// is the image start but ARM32 and arm64 leave it out of `/proc/kallsyms` (it lies below `_stext`,
@@ -62,6 +71,23 @@ pub enum HostMsg<'a> {
     },
     /// The host is leaving: unload any program and close the session.
     Bye,
+    /// Credit and acknowledgement for the record stream: every byte before `next` arrived; the agent
+    /// may send bytes up to `next + window`. Sent on progress and with every ping (a lost one costs
+    /// nothing).
+    Ack {
+        /// Offset of the first record-stream byte not yet received.
+        next: u64,
+        /// Bytes the host accepts beyond `next`.
+        window: u32,
+    },
+    /// Like [`HostMsg::Ack`], and bytes from `next` on were lost (a later piece arrived first):
+    /// resend everything from `next`.
+    Nak {
+        /// Offset of the first missing byte.
+        next: u64,
+        /// Bytes the host accepts beyond `next`.
+        window: u32,
+    },
 }
 
 /// Counters a running program accumulates; never silently dropped.
@@ -124,15 +150,26 @@ pub enum AgentMsg<'a> {
     },
     /// The program is armed.
     Started,
-    /// Records from the kernel, concatenated (see [`crate::record`]).
+    /// A piece of the program's record stream: the kernel's records concatenated (see
+    /// [`crate::record`]) and cut anywhere, so a record may span pieces. The stream starts at offset 0
+    /// with each loaded program; pieces are resent after a [`HostMsg::Nak`] or a silence of
+    /// [`RESEND_TIMEOUT_MS`], and only sent within the host's credit ([`HostMsg::Ack`]).
     Records {
-        /// The record bytes.
+        /// Stream offset of `data[0]`.
+        offset: u64,
+        /// The bytes.
         data: &'a [u8],
     },
     /// Live counters, sent periodically while running.
     Stats(Stats),
-    /// The program was stopped and `trace_end` ran; all its records were sent before this.
-    Stopped(Stats),
+    /// The program was stopped and `trace_end` ran; the record stream is complete at `end` bytes
+    /// (resent on request until the host has them all). Answered again to a repeated `Stop`.
+    Stopped {
+        /// Final counters.
+        stats: Stats,
+        /// Length of the whole record stream.
+        end: u64,
+    },
     /// Answers [`HostMsg::Ping`].
     Pong {
         /// The ping's sequence number.
@@ -144,6 +181,13 @@ pub enum AgentMsg<'a> {
         code: u16,
         /// Errno or extra detail.
         detail: i32,
+    },
+    /// Upload progress: every image byte before `next` arrived in order. Answers `LoadBegin` (with 0)
+    /// and every `LoadChunk`; a chunk at any other offset than `next` is ignored, so the host resends
+    /// from `next` (stop-and-wait, one chunk in flight: a slow agent is never overrun).
+    LoadAck {
+        /// The next image offset the agent expects.
+        next: u32,
     },
 }
 
@@ -263,9 +307,18 @@ mod tests {
             let b = encode(&m, &mut buf).unwrap();
             assert_eq!(decode::<HostMsg<'_>>(b).unwrap(), m);
         }
-        let m = AgentMsg::Stopped(Stats { hits: 1000, ring_dropped: 2, ..Stats::default() });
-        let b = encode(&m, &mut buf).unwrap();
-        assert_eq!(decode::<AgentMsg<'_>>(b).unwrap(), m);
+        for m in [
+            AgentMsg::Stopped { stats: Stats { hits: 1000, ring_dropped: 2, ..Stats::default() }, end: 77 },
+            AgentMsg::Records { offset: 1 << 40, data: &data },
+            AgentMsg::LoadAck { next: 4096 },
+        ] {
+            let b = encode(&m, &mut buf).unwrap();
+            assert_eq!(decode::<AgentMsg<'_>>(b).unwrap(), m);
+        }
+        for m in [HostMsg::Ack { next: 5, window: 8192 }, HostMsg::Nak { next: 0, window: 1 }] {
+            let b = encode(&m, &mut buf).unwrap();
+            assert_eq!(decode::<HostMsg<'_>>(b).unwrap(), m);
+        }
     }
 
     #[test]

@@ -1,15 +1,10 @@
-//! Cutting the kernel's record stream into `Records` messages.
+//! Checking and counting the whole records of a kernel read.
 //!
 //! A `read()` of `/dev/ktap` returns whole records back to back. A batch holds as many whole records as
-//! fit in `max` bytes; a record longer than `max` travels alone. Records are never split, so the host
-//! can decode every message on its own.
+//! fit in `max` bytes; a record longer than `max` stands alone. The session uses batches to find the
+//! whole-record prefix of a read (what joins the record stream) and to count records it must drop.
 
-use ktap_protocol::frame::MAX_PAYLOAD;
 use ktap_protocol::record;
-
-/// The most record bytes one `AgentMsg::Records` can carry: the frame payload minus the variant
-/// index (1 byte) and the length varint (2 bytes). A record longer than this cannot be sent at all.
-pub const MAX_RECORDS_DATA: usize = MAX_PAYLOAD - 3;
 
 /// One batch of whole records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,13 +81,5 @@ mod tests {
         data.extend_from_slice(&[50, 0, 1]); // claims 50 bytes, has 3
         assert_eq!(collect(&data, 768), [Ok((20, 1)), Err(Malformed { offset: 20 })]);
         assert_eq!(collect(&[2, 0, 0, 0, 0, 0], 768), [Err(Malformed { offset: 0 })]);
-    }
-
-    #[test]
-    fn max_records_data_fits_one_frame() {
-        let data = rec(MAX_RECORDS_DATA, 1);
-        let mut buf = [0u8; MAX_PAYLOAD + 8];
-        let msg = ktap_protocol::wire::AgentMsg::Records { data: &data };
-        assert_eq!(ktap_protocol::wire::encode(&msg, &mut buf).unwrap().len(), MAX_PAYLOAD);
     }
 }

@@ -38,6 +38,7 @@ pub mod batch;
 pub mod kinfo;
 pub mod outq;
 pub mod session;
+pub mod stream;
 pub mod upload;
 
 #[cfg(test)]

@@ -101,7 +101,7 @@ mod tests {
     fn frames_round_trip_in_order() {
         let mut q = OutQueue::<4096>::new();
         q.push(&AgentMsg::Pong { seq: 1 }).unwrap();
-        q.push(&AgentMsg::Records { data: &[7; 700] }).unwrap();
+        q.push(&AgentMsg::Records { offset: 0, data: &[7; 700] }).unwrap();
         q.push(&AgentMsg::Started).unwrap();
         let frames = decode_all(q.pending());
         assert_eq!(frames.len(), 3);
@@ -112,7 +112,7 @@ mod tests {
     #[test]
     fn full_then_drains_and_compacts() {
         let mut q = OutQueue::<1500>::new();
-        let big = AgentMsg::Records { data: &[1; 1000] };
+        let big = AgentMsg::Records { offset: 0, data: &[1; 1000] };
         q.push(&big).unwrap();
         q.push(&big).unwrap_err();
         assert!(q.room() < frame_len(1003));
@@ -125,7 +125,7 @@ mod tests {
         q.push(&big).unwrap();
         q.consume(500);
         q.push(&AgentMsg::Pong { seq: 9 }).unwrap();
-        q.push(&AgentMsg::Records { data: &[2; 600] }).unwrap(); // needs compaction
+        q.push(&AgentMsg::Records { offset: 0, data: &[2; 600] }).unwrap(); // needs compaction
         let frames = decode_all(q.pending());
         assert_eq!(frames.len(), 2, "the half-consumed first frame resyncs away, then two whole frames");
     }
@@ -133,7 +133,7 @@ mod tests {
     #[test]
     fn too_big_is_reported() {
         let mut q = OutQueue::<4096>::new();
-        assert_eq!(q.push(&AgentMsg::Records { data: &[0; MAX_PAYLOAD] }), Err(PushError::TooBig));
+        assert_eq!(q.push(&AgentMsg::Records { offset: 0, data: &[0; MAX_PAYLOAD] }), Err(PushError::TooBig));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! AwaitHello --Hello(ours)--> Idle --LoadEnd ok--> Loaded --Start--> Running
-//!     |                        ^                     ^  <----Stop------ |
+//!     |                        ^                     ^                   | Stop
+//!     |                        |                     +--Stopped{end}-- Draining
 //!     +--Hello(other)--> Mismatch                    +--LoadEnd (replaces the program)
 //!
 //! any state --Hello--> disarm + unload, then Idle or Mismatch
@@ -16,23 +17,35 @@
 //!   `Error{VERSION_MISMATCH, detail: agent version}`; every later message except a new `Hello` gets
 //!   that error again.
 //! - Without a session, messages other than `Hello` get `Error{NO_SESSION}` (`Bye` is ignored).
-//! - While running, a host silent for [`HEARTBEAT_TIMEOUT_MS`] ends the session: stop, unload, and
-//!   back to `AwaitHello`.
+//! - While running or draining, a host silent for [`HEARTBEAT_TIMEOUT_MS`] ends the session: stop,
+//!   unload, and back to `AwaitHello`.
+//! - Records travel as a reliable byte stream ([`RecordStream`]): pieces go out within the host's
+//!   credit (`Ack{next, window}`) and at most [`IN_FLIGHT`] unacknowledged bytes; a `Nak` or
+//!   [`RESEND_TIMEOUT_MS`] without progress resends from the oldest unacknowledged byte and halves
+//!   the piece size (a short frame survives a noisy line), which grows back as acknowledgements come.
+//!   `Stop` disarms and moves to `Draining`: the kernel's last records (trace_end) join the stream,
+//!   and `Stopped{end}` follows once all of it was sent; retransmissions are still served after that.
+//! - Every request may be repeated by a host that lost the answer: `LoadBegin`/`LoadChunk` are
+//!   answered with `LoadAck{next}`, a repeated `LoadEnd` with the same `Loaded`/`Rejected`, `Start`
+//!   with `Started`, `Stop` with `Stopped`.
 //!
 //! Architecture invariant: the kernel's record ring is never left unread for longer than
-//! [`LINK_STALL_MS`] while a program runs. Records that the link cannot take are read anyway and
-//! counted in `link_dropped`, so a stalled link shows up as a number rather than as a stuck ring.
+//! [`LINK_STALL_MS`] while a program runs. Records that the stream has no room for (the host gives no
+//! credit, or the link is too slow) are read anyway and counted in `link_dropped`, so a stalled link
+//! shows up as a number rather than as a stuck ring. After `Stop` nothing is dropped: the drain waits
+//! for the link.
 
 use ktap_protocol::frame::{Deframer, FrameError};
 use ktap_protocol::image::{Image, SectionKind};
 use ktap_protocol::kdev::KStats;
 use ktap_protocol::limits::MAX_RECORD;
 use ktap_protocol::wire::{
-    self, AgentMsg, HEARTBEAT_TIMEOUT_MS, HostMsg, PROTOCOL_VERSION, RECORD_BATCH, Stats, codes,
+    self, AgentMsg, HEARTBEAT_TIMEOUT_MS, HostMsg, MIN_RECORD_BATCH, PROTOCOL_VERSION, RECORD_BATCH,
+    RESEND_TIMEOUT_MS, Stats, codes,
 };
 
-use crate::batch::{self, MAX_RECORDS_DATA};
-use crate::outq::frame_len;
+use crate::batch;
+use crate::stream::RecordStream;
 use crate::upload::{Refusal, Step, Upload};
 use crate::{AGENT_VERSION, BoardInfo, Device, Errno, Link, LoadError};
 
@@ -47,13 +60,19 @@ pub const READS_PER_POLL: usize = 4;
 /// Upper bound of reads while draining after `Stop` (a kernel that never ends its stream cannot hang
 /// the agent).
 pub const DRAIN_MAX_READS: usize = 1 << 16;
+/// Record-stream bytes held for retransmission: the most the host can be behind.
+pub const STREAM_BUF: usize = 8 * 1024;
+/// At most this many stream bytes are sent and not yet acknowledged: about 0.35 s of a 115200-baud
+/// line, so an acknowledgement normally comes back before [`RESEND_TIMEOUT_MS`] even on a slow link
+/// and the agent never resends what is merely queued.
+pub const IN_FLIGHT: usize = 4 * 1024;
 
 /// `detail` of `Error{BAD_MESSAGE}` for a frame that failed its CRC or COBS decoding.
 pub const DETAIL_BAD_FRAME: i32 = 1;
 /// `detail` of `Error{BAD_MESSAGE}` for a good frame whose payload is not a `HostMsg`.
 pub const DETAIL_UNDECODABLE: i32 = 2;
 
-const _: () = assert!(READ_BUF >= MAX_RECORD);
+const _: () = assert!(READ_BUF >= MAX_RECORD && STREAM_BUF >= READ_BUF);
 
 /// Where the session is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +87,8 @@ pub enum State {
     Loaded,
     /// A program is armed; records and stats stream to the host.
     Running,
+    /// Stopped in the kernel; its last records are still going to the host (then `Loaded`).
+    Draining,
 }
 
 /// Things the agent counts for its own diagnostics (not sent on the wire).
@@ -83,6 +104,8 @@ pub struct Counters {
     pub malformed_reads: u64,
     /// Sessions opened (accepted `Hello`s).
     pub sessions: u64,
+    /// Times the record stream was resent from its oldest unacknowledged byte (`Nak` or timeout).
+    pub resends: u64,
 }
 
 /// One agent: a deframer, the session state and the device and link it drives.
@@ -108,26 +131,27 @@ struct Core<'a, D, L> {
     link_dropped: u64,
     counters: Counters,
     rbuf: [u8; READ_BUF],
+    /// The loaded program's record stream.
+    stream: RecordStream<STREAM_BUF>,
+    /// The host's credit: stream bytes before this offset may be sent.
+    credit: u64,
+    /// The current piece size, between `MIN_RECORD_BATCH` and `RECORD_BATCH`.
+    piece: usize,
+    /// When the stream last made progress (an acknowledgement, or the first unacknowledged send).
+    last_progress: u64,
+    /// Draining: reads so far, and whether the kernel's stream ended.
+    drain_reads: usize,
+    kernel_done: bool,
+    /// The answer to the last `LoadEnd`, repeated if the host asks again.
+    last_load: Option<LoadReply>,
 }
 
-/// How a batch of records is sent.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Delivery {
-    /// Wait for the link (draining after `Stop`).
-    Wait,
-    /// Queue only if there is room; otherwise count the records as dropped.
-    IfRoom,
-    /// Drop and count (the link stalled).
-    Drop,
-}
-
-/// How many record bytes can be read so that every batch they make fits in `room` queued bytes.
-/// Two consecutive batches hold more than `RECORD_BATCH` bytes, so `n` bytes make at most
-/// `2n / RECORD_BATCH + 1` batches, each costing at most its frame overhead.
-fn record_budget(room: usize) -> usize {
-    let per_batch = frame_len(3) + 3;
-    let batches = 2 * room / RECORD_BATCH + 1;
-    room.saturating_sub(batches * per_batch)
+/// What a `LoadEnd` was answered with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LoadReply {
+    Loaded(u16),
+    Rejected(Refusal),
+    Error(u16, i32),
 }
 
 /// The version of a payload that starts like a `Hello` (variant 0, then the version), whatever follows.
@@ -170,6 +194,13 @@ impl<'a, D: Device, L: Link> Session<'a, D, L> {
                 link_dropped: 0,
                 counters: Counters::default(),
                 rbuf: [0; READ_BUF],
+                stream: RecordStream::new(),
+                credit: 0,
+                piece: RECORD_BATCH,
+                last_progress: 0,
+                drain_reads: 0,
+                kernel_done: false,
+                last_load: None,
             },
         }
     }
@@ -309,25 +340,38 @@ impl<D: Device, L: Link> Core<'_, D, L> {
             (State::AwaitHello, _) => self.error(codes::NO_SESSION, 0),
             (State::Mismatch, _) => self.error(codes::VERSION_MISMATCH, i32::from(PROTOCOL_VERSION)),
             (_, HostMsg::LoadBegin { len }) => {
-                if let Step::Refuse(r) = self.upload.begin(len) {
-                    self.reject(r);
+                self.last_load = None;
+                match self.upload.begin(len) {
+                    Step::Refuse(r) => self.reject(r),
+                    _ => self.link.send(&AgentMsg::LoadAck { next: 0 }),
                 }
             }
-            (_, HostMsg::LoadChunk { offset, data }) => {
-                if let Step::Refuse(r) = self.upload.chunk(offset, data) {
-                    self.reject(r);
+            (_, HostMsg::LoadChunk { offset, data }) => match self.upload.chunk(offset, data) {
+                Step::Refuse(r) => self.reject(r),
+                Step::Continue | Step::Stale => {
+                    if let Some(next) = self.upload.next() {
+                        self.link.send(&AgentMsg::LoadAck { next });
+                    }
                 }
-            }
-            (_, HostMsg::LoadEnd) => self.load_end(),
+                Step::Ignored | Step::Complete(_) => {}
+            },
+            (_, HostMsg::LoadEnd) => match self.last_load {
+                Some(reply) if !self.upload.in_progress() => self.answer_load(reply),
+                _ => self.load_end(),
+            },
             (_, HostMsg::Start) => self.start(now),
             (_, HostMsg::Stop) => self.stop(),
             (_, HostMsg::Ping { seq }) => self.link.send(&AgentMsg::Pong { seq }),
+            (_, HostMsg::Ack { next, window }) => self.ack(next, window, false, now),
+            (_, HostMsg::Nak { next, window }) => self.ack(next, window, true, now),
         }
     }
 
     fn hello(&mut self, version: u16) {
         self.disarm_and_unload();
         self.upload.reset();
+        self.last_load = None;
+        self.new_stream();
         self.link_dropped = 0;
         let info = self.info;
         self.link.send(&AgentMsg::Hello {
@@ -348,46 +392,116 @@ impl<D: Device, L: Link> Core<'_, D, L> {
         }
     }
 
+    fn answer_load(&mut self, reply: LoadReply) {
+        match reply {
+            LoadReply::Loaded(probes) => self.link.send(&AgentMsg::Loaded { probes }),
+            LoadReply::Rejected(r) => self.reject(r),
+            LoadReply::Error(code, detail) => self.error(code, detail),
+        }
+    }
+
     fn load_end(&mut self) {
+        let reply = self.load_image();
+        if let Some(reply) = reply {
+            self.last_load = Some(reply);
+            self.answer_load(reply);
+        }
+    }
+
+    /// Load a completely uploaded image; `None` when there is nothing to answer.
+    fn load_image(&mut self) -> Option<LoadReply> {
         let image = match self.upload.end() {
             Step::Complete(image) => image,
-            Step::Refuse(r) => return self.reject(r),
-            Step::Continue | Step::Ignored => return,
+            Step::Refuse(r) => return Some(LoadReply::Rejected(r)),
+            Step::Continue | Step::Stale | Step::Ignored => return None,
         };
-        let refusal = |code, offset: usize| AgentMsg::Rejected {
-            code,
-            offset: u32::try_from(offset).unwrap_or(u32::MAX),
-            detail: 0,
+        let refusal = |code, offset: usize| {
+            LoadReply::Rejected(Refusal {
+                code,
+                offset: u32::try_from(offset).unwrap_or(u32::MAX),
+                detail: 0,
+            })
         };
-        if self.state == State::Running {
-            return self.link.send(&refusal(codes::BUSY, 0));
+        if matches!(self.state, State::Running | State::Draining) {
+            return Some(refusal(codes::BUSY, 0));
         }
         let parsed = match Image::parse(image) {
             Ok(img) => img,
-            Err(e) => return self.link.send(&refusal(e.code(), e.offset())),
+            Err(e) => return Some(refusal(e.code(), e.offset())),
         };
         if parsed.build_id.is_empty() || parsed.build_id != self.info.build_id {
             let at = parsed.section_offset(SectionKind::BuildId);
-            return self.link.send(&refusal(codes::BUILD_ID_MISMATCH, at));
+            return Some(refusal(codes::BUILD_ID_MISMATCH, at));
         }
         if self.state == State::Loaded {
             // The host replaces its program; the kernel holds one at a time.
             let _ = self.dev.unload();
             self.state = State::Idle;
         }
-        match self.dev.load(image) {
+        Some(match self.dev.load(image) {
             Ok(probes) => {
                 self.state = State::Loaded;
                 self.link_dropped = 0;
-                self.link.send(&AgentMsg::Loaded { probes });
+                self.new_stream();
+                LoadReply::Loaded(probes)
             }
-            Err(LoadError::NoDevice { errno }) => self.error(codes::NO_DEVICE, errno),
+            Err(LoadError::NoDevice { errno }) => LoadReply::Error(codes::NO_DEVICE, errno),
             Err(LoadError::Refused { code, offset, detail }) => {
                 // Nothing is loaded now; unloading releases the device, which is held only while a
                 // program is loaded (else `rmmod ktap` and a second agent find it busy).
                 let _ = self.dev.unload();
-                self.link.send(&AgentMsg::Rejected { code, offset, detail })
+                LoadReply::Rejected(Refusal { code, offset, detail })
             }
+        })
+    }
+
+    /// A fresh record stream for a new program: nothing sent, no credit until the host's first `Ack`.
+    fn new_stream(&mut self) {
+        self.stream.reset();
+        self.credit = 0;
+        self.piece = RECORD_BATCH;
+        self.drain_reads = 0;
+        self.kernel_done = false;
+    }
+
+    /// `Ack` or (`resend`) `Nak` from the host.
+    fn ack(&mut self, next: u64, window: u32, resend: bool, now: u64) {
+        if self.stream.ack(next) {
+            self.last_progress = now;
+            if !resend {
+                self.piece = (self.piece * 2).min(RECORD_BATCH);
+            }
+        }
+        // a corrupted acknowledgement cannot move the credit beyond what the host could have seen
+        self.credit = next.min(self.stream.end()).saturating_add(u64::from(window));
+        if resend {
+            self.resend(now);
+        }
+        self.send_pieces(now);
+    }
+
+    /// Go back to the oldest unacknowledged byte with smaller pieces.
+    fn resend(&mut self, now: u64) {
+        self.stream.rewind();
+        self.piece = (self.piece / 2).max(MIN_RECORD_BATCH);
+        self.last_progress = now;
+        self.counters.resends += 1;
+    }
+
+    /// Queue stream pieces while the host's credit, [`IN_FLIGHT`] and the link allow.
+    fn send_pieces(&mut self, now: u64) {
+        let Core { stream, link, piece, credit, last_progress, .. } = self;
+        let limit = (*credit).min(stream.acked() + IN_FLIGHT as u64);
+        while let Some((offset, data)) = stream.next_piece(*piece, limit) {
+            let len = data.len();
+            let first = !stream.unacked();
+            if !link.try_send(&AgentMsg::Records { offset, data }) {
+                break;
+            }
+            if first {
+                *last_progress = now;
+            }
+            stream.sent(len);
         }
     }
 
@@ -396,6 +510,7 @@ impl<D: Device, L: Link> Core<'_, D, L> {
             State::Running => self.link.send(&AgentMsg::Started),
             State::Loaded => match self.dev.start() {
                 Ok(()) => {
+                    self.new_stream();
                     self.state = State::Running;
                     self.last_stats = now;
                     self.last_room = now;
@@ -413,63 +528,33 @@ impl<D: Device, L: Link> Core<'_, D, L> {
                 if let Err(errno) = self.dev.stop() {
                     return self.kernel_error(errno);
                 }
-                self.state = State::Loaded;
-                for _ in 0..DRAIN_MAX_READS {
-                    match self.dev.read_records(&mut self.rbuf) {
-                        Ok(0) => break,
-                        Ok(n) => self.send_records(n, Delivery::Wait),
-                        Err(errno) => {
-                            self.kernel_error(errno);
-                            break;
-                        }
-                    }
-                }
-                let stats = self.stats();
-                self.link.send(&AgentMsg::Stopped(stats));
+                self.state = State::Draining;
+                self.drain_reads = 0;
+                self.kernel_done = false;
             }
-            State::Loaded => {
-                let stats = self.stats();
-                self.link.send(&AgentMsg::Stopped(stats));
-            }
+            // `Stopped` follows when the drain is complete
+            State::Draining => {}
+            State::Loaded => self.stopped(),
             _ => self.error(codes::NOT_LOADED, 0),
         }
+    }
+
+    fn stopped(&mut self) {
+        let stats = self.stats();
+        self.link.send(&AgentMsg::Stopped { stats, end: self.stream.end() });
     }
 
     fn stats(&mut self) -> Stats {
         to_stats(self.dev.stats().unwrap_or_default(), self.link_dropped)
     }
 
-    /// Send the first `n` bytes of the read buffer as batches.
-    fn send_records(&mut self, n: usize, how: Delivery) {
-        let Core { rbuf, link, link_dropped, counters, .. } = self;
-        let data = rbuf.get(..n).unwrap_or(&[]);
-        for b in batch::batches(data, RECORD_BATCH) {
-            let Ok(b) = b else {
-                counters.malformed_reads += 1;
-                *link_dropped += 1;
-                break;
-            };
-            let msg = AgentMsg::Records { data: b.data };
-            let sent = match how {
-                _ if b.data.len() > MAX_RECORDS_DATA => false,
-                Delivery::Wait => {
-                    link.send(&msg);
-                    true
-                }
-                Delivery::IfRoom => link.try_send(&msg),
-                Delivery::Drop => false,
-            };
-            if !sent {
-                *link_dropped += u64::from(b.records);
-            }
-        }
-    }
-
     fn poll(&mut self, now: u64) {
-        if self.state != State::Running {
-            return;
-        }
-        if now.saturating_sub(self.last_rx) >= u64::from(HEARTBEAT_TIMEOUT_MS) {
+        let streaming = match self.state {
+            State::Running | State::Draining => true,
+            State::Loaded => false,
+            _ => return,
+        };
+        if streaming && now.saturating_sub(self.last_rx) >= u64::from(HEARTBEAT_TIMEOUT_MS) {
             // The host vanished: leave nothing armed.
             self.counters.heartbeat_timeouts += 1;
             self.disarm_and_unload();
@@ -477,7 +562,17 @@ impl<D: Device, L: Link> Core<'_, D, L> {
             self.state = State::AwaitHello;
             return;
         }
-        self.pump(now);
+        if streaming {
+            self.pump(now);
+        }
+        if self.stream.unacked() && now.saturating_sub(self.last_progress) >= u64::from(RESEND_TIMEOUT_MS) {
+            self.resend(now);
+        }
+        self.send_pieces(now);
+        if self.state == State::Draining && self.kernel_done && self.stream.all_sent() {
+            self.state = State::Loaded;
+            self.stopped();
+        }
         if self.state == State::Running && now.saturating_sub(self.last_stats) >= STATS_INTERVAL_MS {
             self.last_stats = now;
             if let Ok(k) = self.dev.stats() {
@@ -486,24 +581,62 @@ impl<D: Device, L: Link> Core<'_, D, L> {
         }
     }
 
-    /// Move records from the kernel to the link, at most [`READS_PER_POLL`] reads.
+    /// Move records from the kernel into the stream, at most [`READS_PER_POLL`] reads.
     fn pump(&mut self, now: u64) {
         for _ in 0..READS_PER_POLL {
-            let budget = record_budget(self.link.room()).min(READ_BUF);
-            let (len, how) = if budget >= MAX_RECORD {
+            let free = self.stream.free().min(READ_BUF);
+            let keep = if free >= MAX_RECORD {
                 self.last_room = now;
-                (budget, Delivery::IfRoom)
-            } else if now.saturating_sub(self.last_room) >= LINK_STALL_MS {
-                (READ_BUF, Delivery::Drop)
+                true
+            } else if self.state == State::Running && now.saturating_sub(self.last_room) >= LINK_STALL_MS {
+                false
             } else {
                 return; // let the kernel ring hold them while the link catches up
             };
+            let len = if keep { free } else { READ_BUF };
             let Some(buf) = self.rbuf.get_mut(..len) else { return };
-            match self.dev.read_records(buf) {
-                Ok(0) => return,
-                Ok(n) => self.send_records(n, how),
-                Err(errno) => return self.kernel_error(errno),
+            let n = match self.dev.read_records(buf) {
+                Ok(0) => {
+                    self.kernel_done = self.state == State::Draining;
+                    return;
+                }
+                Ok(n) => n,
+                Err(errno) => {
+                    self.kernel_done = self.state == State::Draining;
+                    return self.kernel_error(errno);
+                }
+            };
+            if self.state == State::Draining {
+                self.drain_reads += 1;
+                self.kernel_done = self.drain_reads >= DRAIN_MAX_READS;
             }
+            self.take_records(n, keep);
+        }
+    }
+
+    /// The first `n` bytes of the read buffer: whole records go into the stream (`keep`) or are
+    /// counted as dropped; a read that is not whole records is cut at the last whole one.
+    fn take_records(&mut self, n: usize, keep: bool) {
+        let Core { rbuf, stream, link_dropped, counters, .. } = self;
+        let data = rbuf.get(..n).unwrap_or(&[]);
+        let mut whole = 0usize;
+        let mut records = 0u64;
+        for b in batch::batches(data, READ_BUF) {
+            match b {
+                Ok(b) => {
+                    whole += b.data.len();
+                    records += u64::from(b.records);
+                }
+                Err(_) => {
+                    counters.malformed_reads += 1;
+                    *link_dropped += 1;
+                    break;
+                }
+            }
+        }
+        let whole = data.get(..whole).unwrap_or(&[]);
+        if !(keep && stream.append(whole)) {
+            *link_dropped += records;
         }
     }
 
@@ -513,12 +646,12 @@ impl<D: Device, L: Link> Core<'_, D, L> {
                 let _ = self.dev.stop();
                 let _ = self.dev.unload();
             }
-            State::Loaded => {
+            State::Loaded | State::Draining => {
                 let _ = self.dev.unload();
             }
             State::AwaitHello | State::Mismatch | State::Idle => {}
         }
-        if matches!(self.state, State::Running | State::Loaded) {
+        if matches!(self.state, State::Running | State::Loaded | State::Draining) {
             self.state = State::Idle;
         }
     }

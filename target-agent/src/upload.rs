@@ -1,9 +1,12 @@
 //! Image upload: `LoadBegin{len}`, `LoadChunk{offset, data}`... in order, `LoadEnd`, reassembled into a
 //! fixed buffer the caller owns (the binary passes a static `[u8; MAX_IMAGE]`).
 //!
-//! Every upload attempt gets exactly one answer: the first bad chunk is refused and the rest of that
-//! upload (its remaining chunks and its `LoadEnd`) is ignored until the next `LoadBegin`. So a host
-//! that streams all chunks and then waits never sees a stale refusal for its next request.
+//! The link may lose or corrupt any message, so the host resends: a chunk at another offset than the
+//! next expected one (a repeat, or one after a lost chunk) is not an error but [`Step::Stale`], and
+//! the session answers with the offset it wants (`LoadAck{next}`). Refused are only uploads that can
+//! never succeed (too large, a chunk overrunning the announced length, `LoadEnd` before the last
+//! byte); after a refusal the rest of that upload is ignored until the next `LoadBegin`, so one
+//! attempt gets one refusal.
 
 use ktap_protocol::wire::codes;
 
@@ -23,6 +26,8 @@ pub struct Refusal {
 pub enum Step<'b> {
     /// Accepted; nothing to answer yet.
     Continue,
+    /// A chunk at another offset than the next expected (a repeat or a gap): not taken.
+    Stale,
     /// Part of an upload that was already refused: say nothing.
     Ignored,
     /// Refuse the upload.
@@ -68,6 +73,14 @@ impl<'b> Upload<'b> {
         matches!(self.phase, Phase::Receiving { .. })
     }
 
+    /// The next image offset expected, while an upload is in progress.
+    pub fn next(&self) -> Option<u32> {
+        match self.phase {
+            Phase::Receiving { got, .. } => u32::try_from(got).ok(),
+            _ => None,
+        }
+    }
+
     /// `LoadBegin{len}`: start over (replacing any unfinished upload).
     pub fn begin(&mut self, len: u32) -> Step<'_> {
         let len = len as usize;
@@ -83,15 +96,15 @@ impl<'b> Upload<'b> {
         Step::Continue
     }
 
-    /// `LoadChunk{offset, data}`: must continue exactly where the last chunk ended.
+    /// `LoadChunk{offset, data}`: taken when it continues exactly where the last chunk ended.
     pub fn chunk(&mut self, offset: u32, data: &[u8]) -> Step<'_> {
         let (len, got) = match self.phase {
             Phase::Receiving { len, got } => (len, got),
-            Phase::Failed => return Step::Ignored,
-            Phase::Idle => return self.fail(0, sat(offset as usize)),
+            // a late repeat of a finished or refused upload's chunk
+            Phase::Failed | Phase::Idle => return Step::Ignored,
         };
         if offset as usize != got {
-            return self.fail(got, sat(offset as usize));
+            return Step::Stale;
         }
         let end = got.saturating_add(data.len());
         let Some(dst) = self.buf.get_mut(got..end).filter(|_| end <= len) else {
@@ -173,23 +186,18 @@ mod tests {
     }
 
     #[test]
-    fn out_of_order_refused_once() {
+    fn gaps_and_repeats_are_stale_and_the_upload_goes_on() {
         let mut buf = [0u8; 16];
         let mut up = Upload::new(&mut buf);
         up.begin(9);
         assert_eq!(up.chunk(0, b"abc"), Step::Continue);
-        assert_eq!(up.chunk(6, b"ghi"), bad(3, 6));
-        assert_eq!(up.chunk(3, b"def"), Step::Ignored);
-        assert_eq!(up.end(), Step::Ignored);
-    }
-
-    #[test]
-    fn repeated_chunk_is_out_of_order() {
-        let mut buf = [0u8; 16];
-        let mut up = Upload::new(&mut buf);
-        up.begin(6);
-        up.chunk(0, b"abc");
-        assert_eq!(up.chunk(0, b"abc"), bad(3, 0));
+        assert_eq!(up.chunk(6, b"ghi"), Step::Stale);
+        assert_eq!(up.chunk(0, b"abc"), Step::Stale);
+        assert_eq!(up.next(), Some(3));
+        assert_eq!(up.chunk(3, b"def"), Step::Continue);
+        assert_eq!(up.chunk(6, b"ghi"), Step::Continue);
+        assert_eq!(up.end(), Step::Complete(b"abcdefghi"));
+        assert_eq!(up.chunk(6, b"ghi"), Step::Ignored, "a late repeat after the end");
     }
 
     #[test]
@@ -204,7 +212,7 @@ mod tests {
         assert_eq!(up.end(), bad(2, 4));
 
         let mut up = Upload::new(&mut buf);
-        assert_eq!(up.chunk(0, b"ab"), bad(0, 0));
+        assert_eq!(up.chunk(0, b"ab"), Step::Ignored);
         let mut up = Upload::new(&mut buf);
         assert_eq!(up.end(), bad(0, 0));
     }
@@ -214,7 +222,8 @@ mod tests {
         let mut buf = [0u8; 16];
         let mut up = Upload::new(&mut buf);
         up.begin(4);
-        assert_eq!(up.chunk(u32::MAX, b"a"), bad(0, i32::MAX));
+        assert_eq!(up.chunk(u32::MAX, b"a"), Step::Stale);
+        assert_eq!(up.chunk(0, b"abcde"), bad(0, 5));
     }
 
     #[test]

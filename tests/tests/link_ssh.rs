@@ -61,3 +61,46 @@ fn an_unreachable_ssh_target_fails_fast_with_sshs_own_reason() {
     assert!(err.contains("closed its output"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
 }
+
+#[test]
+fn deploy_copies_the_agent_and_module_through_ssh() {
+    let env = TestEnv::get();
+    let scratch = scratch_dir("deploy");
+    let sshd = Sshd::start(&scratch.join("sshd"));
+    let dest = scratch.join("board dir");
+    let mut deploy = env.host();
+    deploy
+        .arg("deploy")
+        .args(sshd.host_args())
+        .arg("--artifacts")
+        .arg(env.artifacts.agent.parent().unwrap())
+        .arg("--dest")
+        .arg(&dest)
+        // the only machine a test reaches over ssh is this x86 host: copy, never insmod an ARM module here
+        .arg("--no-load");
+    let (status, _, err) = HostRun::spawn(deploy).finish(T);
+    assert!(status.success(), "deploy failed: {err}");
+    for f in [&env.artifacts.agent, &env.artifacts.module] {
+        let copied = dest.join(f.file_name().unwrap());
+        assert_eq!(
+            std::fs::read(&copied).unwrap(),
+            std::fs::read(f).unwrap(),
+            "{} differs",
+            copied.display()
+        );
+    }
+    assert!(err.contains("installed in"), "{err}");
+
+    // a board that is not there: ssh's own reason, naming the step
+    let mut deploy = env.host();
+    deploy.args(["deploy", "--ssh", "127.0.0.1:1", "--no-load"]);
+    for o in &sshd.client_options {
+        deploy.args(["--ssh-option", o]);
+    }
+    let (status, _, err) = HostRun::spawn(deploy).finish(T);
+    assert!(!status.success());
+    assert!(
+        err.contains("creating /tmp/ktap on 127.0.0.1:1 failed") && err.contains("Connection refused"),
+        "{err}"
+    );
+}

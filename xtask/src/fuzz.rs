@@ -85,6 +85,8 @@ fn link_seeds(framed: bool) -> Vec<(String, Vec<u8>)> {
         HostMsg::Stop,
         HostMsg::Ping { seq: 7 },
         HostMsg::Bye,
+        HostMsg::Ack { next: 4096, window: 32768 },
+        HostMsg::Nak { next: 300, window: 32768 },
     ] {
         add(wire::encode(&m, &mut buf).unwrap_or_default());
     }
@@ -101,11 +103,12 @@ fn link_seeds(framed: bool) -> Vec<(String, Vec<u8>)> {
         AgentMsg::Loaded { probes: 2 },
         AgentMsg::Rejected { code: 0x201, offset: 40, detail: -22 },
         AgentMsg::Started,
-        AgentMsg::Records { data: &chunk },
+        AgentMsg::Records { offset: 1 << 33, data: &chunk },
         AgentMsg::Stats(Stats { hits: 1000, ring_dropped: 3, ..Stats::default() }),
-        AgentMsg::Stopped(Stats::default()),
+        AgentMsg::Stopped { stats: Stats::default(), end: 12345 },
         AgentMsg::Pong { seq: 7 },
         AgentMsg::Error { code: 0x406, detail: 1 },
+        AgentMsg::LoadAck { next: 512 },
     ] {
         add(wire::encode(&m, &mut buf).unwrap_or_default());
     }

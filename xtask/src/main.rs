@@ -3,6 +3,7 @@
 //! main job end to end and `test` runs the whole suite (what `.ci/run` calls).
 
 mod bench;
+mod bench_link;
 mod build;
 mod build_agent;
 mod build_module;

@@ -5,6 +5,7 @@ pub mod asm;
 pub mod boards;
 pub mod check;
 pub mod compile;
+pub mod deploy;
 pub mod disasm;
 pub mod push;
 pub mod sim;
@@ -32,6 +33,8 @@ pub enum Command {
     Verify(verify::Cmd),
     /// Push a script to a board and print what it reports until stopped.
     Push(push::Cmd),
+    /// Install the agent and the module on a board over SSH and load the module.
+    Deploy(deploy::Cmd),
     /// Run a script or image on the host against an events file (JSON lines), printing what push would.
     Sim(sim::Cmd),
     /// List the boards ktap-host knows.
@@ -50,6 +53,7 @@ impl Command {
             Command::Asm(c) => c.run(),
             Command::Verify(c) => c.run(),
             Command::Push(c) => c.run(),
+            Command::Deploy(c) => c.run(),
             Command::Sim(c) => c.run(),
             Command::Boards(c) => c.run(),
             Command::Symbols(c) => c.run(),

@@ -99,10 +99,12 @@ impl SshTarget {
         c
     }
 
-    /// `scp -q [-P PORT] [-o OPT]... FILES... DEST:DIR/`.
+    /// `scp -O -q [-P PORT] [-o OPT]... FILES... DEST:'DIR'/`. `-O`: the original scp protocol, which
+    /// needs only a shell on the board (dropbear and busybox boards have no sftp-server); it hands the
+    /// path to that shell, hence the quoting.
     pub fn scp(&self, options: &[String], files: &[&std::path::Path], dir: &str) -> Command {
         let mut c = Command::new(ssh_program("KTAP_SCP", "scp"));
-        c.arg("-q");
+        c.args(["-O", "-q"]);
         if let Some(p) = self.port {
             c.arg("-P").arg(p.to_string());
         }
@@ -111,6 +113,7 @@ impl SshTarget {
         }
         c.args(files);
         let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        let dir = sh_quote(dir);
         let dest = match &self.user {
             Some(u) => format!("{u}@{host}:{dir}/"),
             None => format!("{host}:{dir}/"),
@@ -123,6 +126,11 @@ impl SshTarget {
     pub fn open(&self, options: &[String], remote_cmd: &str) -> io::Result<ChildLink> {
         ChildLink::spawn(self.ssh(options, remote_cmd))
     }
+}
+
+/// `s` quoted for a POSIX shell (the board's login shell runs every remote command).
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 /// The ssh or scp binary: an environment override (a wrapper script, another build), else the one on
@@ -175,6 +183,7 @@ mod tests {
         assert_eq!(args, ["-p", "2200", "-o", "BatchMode=yes", "-T", "root@b", "--", "ktap-agent -"]);
         let c = t("[::1]:2200").scp(&[], &[std::path::Path::new("a")], "/tmp/ktap");
         let args: Vec<String> = c.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
-        assert_eq!(args, ["-q", "-P", "2200", "a", "[::1]:/tmp/ktap/"]);
+        assert_eq!(args, ["-O", "-q", "-P", "2200", "a", "[::1]:'/tmp/ktap'/"]);
+        assert_eq!(sh_quote("a b'c"), r"'a b'\''c'");
     }
 }

@@ -4,22 +4,26 @@
 //! host                         agent
 //! Hello{version}        ->                     (resent every second until answered)
 //!                       <-  Hello{version, machine, release, build_id, base_symbol, base_addr}
-//! LoadBegin, LoadChunk*, LoadEnd ->
-//!                       <-  Loaded{probes} | Rejected{code, offset, detail}
-//! Start                 ->
-//!                       <-  Started
-//! Ping (every 500 ms)   ->  <- Pong, Records, Stats
-//! Stop                  ->
-//!                       <-  Records..., Stopped(stats)
+//! LoadBegin             ->  <- LoadAck{0}      (every request below is resent until answered)
+//! LoadChunk{offset}     ->  <- LoadAck{next}   (one chunk in flight; smaller chunks after a loss)
+//! LoadEnd               ->  <- Loaded{probes} | Rejected{code, offset, detail}
+//! Start                 ->  <- Started
+//! Ack{next, window}, Ping (every 250 ms) -> <- Pong, Stats, Records{offset, data}
+//! Nak{next} (a gap)     ->  <- Records from `next` again
+//! Stop                  ->  <- Records..., Stopped{stats, end}
 //! Bye                   ->
 //! ```
 //!
-//! Nothing is silent: corrupted frames and undecodable messages are counted and reported in the
-//! [`RunSummary`]; drop counters are shown live (via [`Output::notice`]) when they grow.
+//! The link may corrupt or drop any frame. Requests are repeated until answered (the agent answers
+//! repeats the same way); records travel as a byte stream with offsets, acknowledged with credit and
+//! resent after a gap ([`stream::RecordRx`]), so the final output is complete even on a noisy line.
+//! Nothing is silent: corrupted frames, undecodable messages and resend requests are counted and
+//! reported in the [`RunSummary`]; drop counters are shown live (via [`Output::notice`]) when they grow.
 //! Architecture invariant: this module never prints; everything for the user goes through [`Output`].
 
 mod errno;
 mod reject;
+pub mod stream;
 
 use std::collections::VecDeque;
 use std::io;
@@ -30,11 +34,12 @@ use std::time::{Duration, Instant};
 
 use ktap_protocol::frame::{self, Deframer, MAX_PAYLOAD};
 use ktap_protocol::wire::{
-    self, AgentMsg, CHUNK, HEARTBEAT_INTERVAL_MS, HostMsg, PROTOCOL_VERSION, Stats, codes,
+    self, AgentMsg, CHUNK, HEARTBEAT_INTERVAL_MS, HostMsg, MIN_CHUNK, PROTOCOL_VERSION, Stats, codes,
 };
 
 pub use reject::{ImageContext, agent_error, function_at, reason, rejection};
 
+use self::stream::RecordRx;
 use crate::link::Link;
 use crate::sidecar::Sidecar;
 use crate::vmlinux::hex;
@@ -269,6 +274,12 @@ pub struct RunSummary {
     pub bad_frames: u64,
     /// Frames with a good CRC whose message could not be decoded.
     pub bad_messages: u64,
+    /// Frames from the host that reached the agent corrupted (it said so).
+    pub agent_bad_frames: u64,
+    /// Requests to resend lost record-stream bytes (each recovered what a corrupted frame lost).
+    pub resend_requests: u64,
+    /// Bytes of a record that never completed (the stream ended inside it): lost.
+    pub incomplete_bytes: u64,
     /// Why the run ended.
     pub reason: StopReason,
     /// Pings sent.
@@ -286,6 +297,15 @@ impl RunSummary {
         }
         if self.bad_messages > 0 {
             link.push(format!("{} undecodable messages", self.bad_messages));
+        }
+        if self.agent_bad_frames > 0 {
+            link.push(format!("{} frames to the board corrupted on the link", self.agent_bad_frames));
+        }
+        if self.resend_requests > 0 {
+            link.push(format!("{} resend requests (all lost records recovered)", self.resend_requests));
+        }
+        if self.incomplete_bytes > 0 {
+            link.push(format!("{} bytes of an incomplete last record lost", self.incomplete_bytes));
         }
         loss_line(&self.stats, link)
     }
@@ -328,15 +348,22 @@ fn losses(s: &Stats) -> u64 {
         + s.kernel_missed
 }
 
+/// How long a request (`LoadBegin`, a chunk) waits for its answer before it is sent again.
+const REQUEST_RETRY: Duration = Duration::from_millis(500);
+/// The same for requests the kernel takes longer over (`LoadEnd`, `Start`, `Stop`).
+const LOAD_RETRY: Duration = Duration::from_secs(1);
+
 /// A connected session.
 pub struct Session<L: Link> {
     link: L,
     port: String,
     deframer: Deframer,
     inbox: VecDeque<Vec<u8>>,
-    early_records: Vec<Vec<u8>>,
+    rx: RecordRx,
     bad_frames: u64,
     bad_messages: u64,
+    /// Our frames the agent reported corrupted (`Error{BAD_MESSAGE}`).
+    agent_bad_frames: u64,
     agent: AgentInfo,
     timeouts: Timeouts,
     bye_sent: bool,
@@ -367,9 +394,10 @@ fn msg_name(m: &AgentMsg<'_>) -> String {
         AgentMsg::Loaded { probes } => format!("Loaded({probes} probes)"),
         AgentMsg::Rejected { code, .. } => format!("Rejected({code:#06x})"),
         AgentMsg::Started => "Started".into(),
-        AgentMsg::Records { data } => format!("Records({} bytes)", data.len()),
+        AgentMsg::Records { offset, data } => format!("Records({} bytes at {offset})", data.len()),
         AgentMsg::Stats(_) => "Stats".into(),
-        AgentMsg::Stopped(_) => "Stopped".into(),
+        AgentMsg::Stopped { .. } => "Stopped".into(),
+        AgentMsg::LoadAck { next } => format!("LoadAck({next})"),
         AgentMsg::Pong { seq } => format!("Pong({seq})"),
         AgentMsg::Error { code, .. } => format!("Error({code:#06x})"),
     }
@@ -385,9 +413,10 @@ impl<L: Link> Session<L> {
             port,
             deframer: Deframer::new(),
             inbox: VecDeque::new(),
-            early_records: Vec::new(),
+            rx: RecordRx::new(),
             bad_frames: 0,
             bad_messages: 0,
+            agent_bad_frames: 0,
             agent: AgentInfo {
                 version: 0,
                 agent: String::new(),
@@ -442,6 +471,8 @@ impl<L: Link> Session<L> {
                 Ok(AgentMsg::Error { code: codes::VERSION_MISMATCH, detail }) => {
                     return Err(s.version_error(detail as u16));
                 }
+                // a Hello (or an earlier session's frame) corrupted on the way: Hello is resent anyway
+                Ok(AgentMsg::Error { code: codes::BAD_MESSAGE, .. }) => {}
                 Ok(AgentMsg::Error { code, detail }) => {
                     return Err(SessionError::Agent {
                         port: s.port.clone(),
@@ -456,6 +487,7 @@ impl<L: Link> Session<L> {
         // garbage before the agent answered (a console, a previous session) is not a link problem
         s.bad_frames = 0;
         s.bad_messages = 0;
+        s.agent_bad_frames = 0;
         s.bye_sent = false;
         Ok(s)
     }
@@ -497,49 +529,107 @@ impl<L: Link> Session<L> {
 
     /// Upload an image; the kernel verifies it and attaches its probes (disarmed). Returns the number
     /// of probes. A refusal is rendered with the sidecar's names.
+    ///
+    /// One chunk is in flight at a time, so a slow agent is never overrun; a chunk not acknowledged
+    /// within [`REQUEST_RETRY`] is resent at half the size (down to `MIN_CHUNK`), since on a noisy
+    /// line a shorter frame is likelier to arrive whole.
     pub fn upload(&mut self, image: &[u8], sidecar: Option<&Sidecar>) -> Result<u16, SessionError> {
         let len = u32::try_from(image.len()).map_err(|_| SessionError::ImageTooLarge(image.len()))?;
-        self.send(&HostMsg::LoadBegin { len })?;
-        for (i, data) in image.chunks(CHUNK).enumerate() {
-            self.send(&HostMsg::LoadChunk { offset: (i * CHUNK) as u32, data })?;
-        }
-        self.send(&HostMsg::LoadEnd)?;
         let deadline = Instant::now() + self.timeouts.reply;
+        // None until LoadBegin is acknowledged; then the offset the agent wants next
+        let mut next: Option<u32> = None;
+        let mut chunk = CHUNK;
         loop {
-            let payload = self.expect(deadline, "an answer to the upload")?;
-            match wire::decode::<AgentMsg<'_>>(&payload) {
-                Ok(AgentMsg::Loaded { probes }) => return Ok(probes),
-                Ok(AgentMsg::Rejected { code, offset, detail }) => {
-                    let ctx = ImageContext { image: Some(image), sidecar };
-                    let text = rejection(code, offset, detail, &self.agent.machine, ctx);
-                    return Err(SessionError::Rejected { code, offset, detail, text });
+            if Instant::now() >= deadline {
+                return Err(self.timeout("an answer to the upload"));
+            }
+            let (retry, what) = match next {
+                None => {
+                    self.send(&HostMsg::LoadBegin { len })?;
+                    (REQUEST_RETRY, "LoadAck")
                 }
-                Ok(m) => self.unexpected_while_waiting(m, "an answer to the upload")?,
-                Err(_) => self.bad_messages += 1,
+                Some(at) if at < len => {
+                    let from = at as usize;
+                    let data = &image[from..(from + chunk).min(image.len())];
+                    self.send(&HostMsg::LoadChunk { offset: at, data })?;
+                    (REQUEST_RETRY, "LoadAck")
+                }
+                // the kernel verifies and attaches probes before answering: give it longer
+                Some(_) => {
+                    self.send(&HostMsg::LoadEnd)?;
+                    (LOAD_RETRY, "Loaded")
+                }
+            };
+            let until = (Instant::now() + retry).min(deadline);
+            loop {
+                let Some(payload) = self.next_payload(until)? else {
+                    if next.is_some_and(|at| at < len) {
+                        chunk = (chunk / 2).max(MIN_CHUNK);
+                    }
+                    break;
+                };
+                match wire::decode::<AgentMsg<'_>>(&payload) {
+                    Ok(AgentMsg::LoadAck { next: n }) if what == "LoadAck" => {
+                        if next.is_some_and(|at| n > at) {
+                            chunk = (chunk * 2).min(CHUNK);
+                        }
+                        next = Some(n.min(len));
+                        break;
+                    }
+                    Ok(AgentMsg::Loaded { probes }) if what == "Loaded" => return Ok(probes),
+                    Ok(AgentMsg::Rejected { code, offset, detail }) => {
+                        let ctx = ImageContext { image: Some(image), sidecar };
+                        let text = rejection(code, offset, detail, &self.agent.machine, ctx);
+                        return Err(SessionError::Rejected { code, offset, detail, text });
+                    }
+                    // late answers to requests that were repeated
+                    Ok(AgentMsg::LoadAck { .. } | AgentMsg::Loaded { .. }) => {}
+                    Ok(m) => self.unexpected_while_waiting(m, "an answer to the upload")?,
+                    Err(_) => self.bad_messages += 1,
+                }
             }
         }
     }
 
-    /// Arm the loaded program.
+    /// Arm the loaded program (`Start` is repeated until `Started` comes).
     pub fn start(&mut self) -> Result<(), SessionError> {
-        self.send(&HostMsg::Start)?;
         let deadline = Instant::now() + self.timeouts.reply;
+        self.rx = RecordRx::new();
         loop {
-            let payload = self.expect(deadline, "Started")?;
-            match wire::decode::<AgentMsg<'_>>(&payload) {
-                Ok(AgentMsg::Started) => return Ok(()),
-                Ok(AgentMsg::Records { data }) => self.early_records.push(data.to_vec()),
-                Ok(m) => self.unexpected_while_waiting(m, "Started")?,
-                Err(_) => self.bad_messages += 1,
+            if Instant::now() >= deadline {
+                return Err(self.timeout("Started"));
+            }
+            self.send(&HostMsg::Start)?;
+            let until = (Instant::now() + LOAD_RETRY).min(deadline);
+            while let Some(payload) = self.next_payload(until)? {
+                match wire::decode::<AgentMsg<'_>>(&payload) {
+                    Ok(AgentMsg::Started) => {
+                        // the first credit: the agent sends no record before it
+                        let ack = self.rx.ack();
+                        return self.send(&ack);
+                    }
+                    Ok(AgentMsg::LoadAck { .. } | AgentMsg::Loaded { .. }) => {}
+                    Ok(m) => self.unexpected_while_waiting(m, "Started")?,
+                    Err(_) => self.bad_messages += 1,
+                }
             }
         }
+    }
+
+    fn timeout(&self, what: &'static str) -> SessionError {
+        SessionError::Timeout { port: self.port.clone(), what, secs: self.timeouts.reply.as_secs() }
     }
 
     /// Messages that may arrive at any time are ignored; an `Error` ends the wait; the rest is a
     /// protocol violation.
     fn unexpected_while_waiting(&mut self, m: AgentMsg<'_>, what: &'static str) -> Result<(), SessionError> {
         match m {
-            AgentMsg::Pong { .. } | AgentMsg::Stats(_) | AgentMsg::Hello { .. } => Ok(()),
+            AgentMsg::Pong { .. } | AgentMsg::Stats(_) | AgentMsg::Hello { .. } | AgentMsg::Started => Ok(()),
+            // one of our frames was corrupted on the way: the request is repeated anyway
+            AgentMsg::Error { code: codes::BAD_MESSAGE, .. } => {
+                self.agent_bad_frames += 1;
+                Ok(())
+            }
             AgentMsg::Error { code, detail } => Err(SessionError::Agent {
                 port: self.port.clone(),
                 code,
@@ -550,7 +640,8 @@ impl<L: Link> Session<L> {
     }
 
     /// Stream records to `out` until a stop condition, then stop the program, drain its last records
-    /// and say goodbye. Pings keep the agent's heartbeat fed throughout.
+    /// and say goodbye. Pings (with the record stream's acknowledgement) keep the agent's heartbeat fed
+    /// throughout.
     pub fn run(
         &mut self,
         out: &mut dyn Output,
@@ -563,10 +654,6 @@ impl<L: Link> Session<L> {
         let mut shown_losses = 0u64;
         let mut shown_bad_frames = 0u64;
         let mut exited = false;
-        for data in std::mem::take(&mut self.early_records) {
-            out.records(&data).map_err(SessionError::Output)?;
-            exited |= has_exit(&data);
-        }
 
         let mut final_stats = None;
         let reason = loop {
@@ -595,10 +682,7 @@ impl<L: Link> Session<L> {
             };
             last_heard = Instant::now();
             match wire::decode::<AgentMsg<'_>>(&payload) {
-                Ok(AgentMsg::Records { data }) => {
-                    out.records(data).map_err(SessionError::Output)?;
-                    exited = has_exit(data);
-                }
+                Ok(AgentMsg::Records { offset, data }) => exited |= self.take_records(offset, data, out)?,
                 Ok(AgentMsg::Pong { .. }) => hb.pongs += 1,
                 Ok(AgentMsg::Stats(s)) => {
                     if losses(&s) > shown_losses {
@@ -606,8 +690,8 @@ impl<L: Link> Session<L> {
                         out.notice(&format!("live: {} hits; {}", s.hits, drop_parts(&s).join(", ")));
                     }
                 }
-                Ok(AgentMsg::Stopped(s)) => {
-                    final_stats = Some(s);
+                Ok(AgentMsg::Stopped { stats, end }) => {
+                    final_stats = Some((stats, end));
                     break StopReason::Agent;
                 }
                 // The agent dropped our session (e.g. its heartbeat timed out): nothing runs any more.
@@ -618,11 +702,18 @@ impl<L: Link> Session<L> {
                         text: agent_error(code, detail, &self.agent.machine),
                     });
                 }
-                // The program keeps running (a corrupted ping, a failed ring read): tell the user.
+                // One of our frames arrived corrupted: counted (it is repeated or its loss is harmless).
+                Ok(AgentMsg::Error { code: codes::BAD_MESSAGE, .. }) => self.agent_bad_frames += 1,
+                // The program keeps running (a failed ring read): tell the user.
                 Ok(AgentMsg::Error { code, detail }) => {
                     out.notice(&format!("agent: {}", agent_error(code, detail, &self.agent.machine)));
                 }
-                Ok(AgentMsg::Hello { .. } | AgentMsg::Started | AgentMsg::Loaded { .. }) => {}
+                Ok(
+                    AgentMsg::Hello { .. }
+                    | AgentMsg::Started
+                    | AgentMsg::Loaded { .. }
+                    | AgentMsg::LoadAck { .. },
+                ) => {}
                 Ok(m @ AgentMsg::Rejected { .. }) => {
                     return Err(SessionError::Unexpected {
                         port: self.port.clone(),
@@ -634,35 +725,60 @@ impl<L: Link> Session<L> {
             }
             if self.bad_frames > shown_bad_frames {
                 shown_bad_frames = self.bad_frames;
-                out.notice(&format!("{} corrupted frames dropped so far on {}", self.bad_frames, self.port));
+                out.notice(&format!(
+                    "{} corrupted frames dropped so far on {} (lost records are resent)",
+                    self.bad_frames, self.port
+                ));
             }
         };
 
-        let stats = match final_stats {
+        let (stats, end) = match final_stats {
             Some(s) => s,
             None => self.stop(out, &mut hb, interval)?,
         };
+        self.complete(end, out, &mut hb, interval)?;
         self.bye()?;
         Ok(RunSummary {
             stats,
             bad_frames: self.bad_frames,
             bad_messages: self.bad_messages,
+            agent_bad_frames: self.agent_bad_frames,
+            resend_requests: self.rx.naks,
+            incomplete_bytes: self.rx.leftover() as u64 + self.rx.malformed_bytes,
             reason,
             pings: hb.seq,
             pongs: hb.pongs,
         })
     }
 
-    /// Send `Stop` and format records until `Stopped`.
+    /// One piece of the record stream: whole records to `out`, and the acknowledgement or resend
+    /// request to the agent. Returns whether the records hold an Exit record.
+    fn take_records(&mut self, offset: u64, data: &[u8], out: &mut dyn Output) -> Result<bool, SessionError> {
+        let (whole, reply) = self.rx.piece(offset, data, Instant::now());
+        if let Some(reply) = reply {
+            self.send(&reply)?;
+        }
+        if whole.is_empty() {
+            return Ok(false);
+        }
+        out.records(&whole).map_err(SessionError::Output)?;
+        Ok(has_exit(&whole))
+    }
+
+    /// Send `Stop` (repeated every [`LOAD_RETRY`] until answered) and format records until `Stopped`.
     fn stop(
         &mut self,
         out: &mut dyn Output,
         hb: &mut Heartbeat,
         interval: Duration,
-    ) -> Result<Stats, SessionError> {
-        self.send(&HostMsg::Stop)?;
+    ) -> Result<(Stats, u64), SessionError> {
         let mut deadline = Instant::now() + self.timeouts.stop;
+        let mut resend = Instant::now();
         loop {
+            if Instant::now() >= resend {
+                self.send(&HostMsg::Stop)?;
+                resend = Instant::now() + LOAD_RETRY;
+            }
             hb.tick(self, interval)?;
             if Instant::now() >= deadline {
                 return Err(SessionError::Timeout {
@@ -671,15 +787,17 @@ impl<L: Link> Session<L> {
                     secs: self.timeouts.stop.as_secs(),
                 });
             }
-            let Some(payload) = self.next_payload(hb.next.min(deadline))? else { continue };
+            let Some(payload) = self.next_payload(hb.next.min(deadline).min(resend))? else { continue };
             deadline = Instant::now() + self.timeouts.stop;
             match wire::decode::<AgentMsg<'_>>(&payload) {
-                Ok(AgentMsg::Stopped(s)) => return Ok(s),
-                Ok(AgentMsg::Records { data }) => out.records(data).map_err(SessionError::Output)?,
+                Ok(AgentMsg::Stopped { stats, end }) => return Ok((stats, end)),
+                Ok(AgentMsg::Records { offset, data }) => {
+                    self.take_records(offset, data, out)?;
+                }
                 Ok(AgentMsg::Pong { .. }) => hb.pongs += 1,
                 // e.g. a ring read failing while draining: the agent still answers Stopped
                 Ok(AgentMsg::Error { code, detail })
-                    if !matches!(code, codes::NO_SESSION | codes::NOT_LOADED) =>
+                    if !matches!(code, codes::NO_SESSION | codes::NOT_LOADED | codes::BAD_MESSAGE) =>
                 {
                     out.notice(&format!("agent: {}", agent_error(code, detail, &self.agent.machine)));
                 }
@@ -689,11 +807,54 @@ impl<L: Link> Session<L> {
         }
     }
 
+    /// After `Stopped{end}`: ask for whatever part of the stream before `end` is still missing.
+    fn complete(
+        &mut self,
+        end: u64,
+        out: &mut dyn Output,
+        hb: &mut Heartbeat,
+        interval: Duration,
+    ) -> Result<(), SessionError> {
+        let mut deadline = Instant::now() + self.timeouts.stop;
+        while self.rx.next() < end {
+            if Instant::now() >= deadline {
+                return Err(SessionError::Timeout {
+                    port: self.port.clone(),
+                    what: "the last records after Stopped",
+                    secs: self.timeouts.stop.as_secs(),
+                });
+            }
+            if let Some(nak) = self.rx.nak(Instant::now()) {
+                self.send(&nak)?;
+            }
+            hb.tick(self, interval)?;
+            let until = hb.next.min(deadline).min(Instant::now() + Duration::from_millis(100));
+            let Some(payload) = self.next_payload(until)? else { continue };
+            match wire::decode::<AgentMsg<'_>>(&payload) {
+                Ok(AgentMsg::Records { offset, data }) => {
+                    deadline = Instant::now() + self.timeouts.stop;
+                    self.take_records(offset, data, out)?;
+                }
+                Ok(AgentMsg::Pong { .. }) => hb.pongs += 1,
+                Ok(AgentMsg::Stopped { .. }) => {}
+                Ok(m) => self.unexpected_while_waiting(m, "the last records")?,
+                Err(_) => self.bad_messages += 1,
+            }
+        }
+        Ok(())
+    }
+
     /// Tell the agent to unload and close (also done on drop, best effort).
     pub fn bye(&mut self) -> Result<(), SessionError> {
         if !self.bye_sent {
             self.bye_sent = true;
-            self.send(&HostMsg::Bye)?;
+            // `Bye` has no answer; on a line that corrupted frames, say it thrice so the program is
+            // unloaded now rather than when the next host says Hello. Not on a clean line: after the
+            // first one a console agent has exited and the shell would read the rest.
+            let times = if self.bad_frames + self.agent_bad_frames > 0 { 3 } else { 1 };
+            for _ in 0..times {
+                self.send(&HostMsg::Bye)?;
+            }
         }
         Ok(())
     }
@@ -714,22 +875,6 @@ impl<L: Link> Session<L> {
 
     fn io_error(&self, source: io::Error) -> SessionError {
         SessionError::Io { port: self.port.clone(), source }
-    }
-
-    /// The next payload, or a timeout error naming `what`.
-    fn expect(&mut self, deadline: Instant, what: &'static str) -> Result<Vec<u8>, SessionError> {
-        loop {
-            if let Some(p) = self.next_payload(deadline)? {
-                return Ok(p);
-            }
-            if Instant::now() >= deadline {
-                return Err(SessionError::Timeout {
-                    port: self.port.clone(),
-                    what,
-                    secs: self.timeouts.reply.as_secs(),
-                });
-            }
-        }
     }
 
     /// The next good frame's payload, waiting until `deadline` at most. Bad frames are counted.
@@ -774,6 +919,9 @@ impl Heartbeat {
     fn tick<L: Link>(&mut self, s: &mut Session<L>, interval: Duration) -> Result<(), SessionError> {
         let now = Instant::now();
         if now >= self.next {
+            // the acknowledgement rides along, so a lost one is repaired within one interval
+            let ack = s.rx.ack();
+            s.send(&ack)?;
             s.send(&HostMsg::Ping { seq: self.seq })?;
             self.seq = self.seq.wrapping_add(1);
             self.next = now + interval;

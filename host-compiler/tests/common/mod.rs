@@ -27,12 +27,16 @@ pub enum Got {
     Stop,
     Ping { seq: u32 },
     Bye,
+    Ack { next: u64, window: u32 },
+    Nak { next: u64, window: u32 },
 }
 
 pub struct Peer {
     master: File,
     deframer: Deframer,
     inbox: VecDeque<Got>,
+    /// Length of the record stream sent so far (the next `Records` offset).
+    pub stream_end: u64,
     /// Keeps the slave open so the master never reads EIO between host opens.
     _slave: OwnedFd,
 }
@@ -50,6 +54,7 @@ pub fn pty_peer() -> (Peer, String) {
             master: File::from(p.master),
             deframer: Deframer::new(),
             inbox: VecDeque::new(),
+            stream_end: 0,
             _slave: p.slave,
         },
         path,
@@ -90,21 +95,36 @@ impl Peer {
                     HostMsg::Stop => Got::Stop,
                     HostMsg::Ping { seq } => Got::Ping { seq },
                     HostMsg::Bye => Got::Bye,
+                    HostMsg::Ack { next, window } => Got::Ack { next, window },
+                    HostMsg::Nak { next, window } => Got::Nak { next, window },
                 };
                 inbox.push_back(m);
             });
         }
     }
 
-    /// The next message that is not a ping (pings are answered with pongs on the way).
+    /// The next message that is not a ping or a plain acknowledgement (pings are answered with pongs
+    /// on the way).
     pub fn recv_no_ping(&mut self, timeout: Duration) -> Option<Got> {
         let deadline = Instant::now() + timeout;
         loop {
             match self.recv(deadline.saturating_duration_since(Instant::now()))? {
                 Got::Ping { seq } => self.send(&AgentMsg::Pong { seq }),
+                Got::Ack { .. } => {}
                 m => return Some(m),
             }
         }
+    }
+
+    /// Send the next piece of the record stream.
+    pub fn records(&mut self, data: &[u8]) {
+        self.send(&AgentMsg::Records { offset: self.stream_end, data });
+        self.stream_end += data.len() as u64;
+    }
+
+    /// `Stopped` with the stream's length.
+    pub fn stopped(&mut self, stats: ktap_protocol::wire::Stats) {
+        self.send(&AgentMsg::Stopped { stats, end: self.stream_end });
     }
 
     pub fn send(&mut self, msg: &AgentMsg<'_>) {
@@ -136,9 +156,10 @@ impl Peer {
         });
     }
 
-    /// Receive a whole upload; returns the image.
+    /// Receive a whole upload, acknowledging each step; returns the image.
     pub fn upload(&mut self) -> Vec<u8> {
         let Some(Got::LoadBegin { len }) = self.recv(Duration::from_secs(5)) else { panic!("no LoadBegin") };
+        self.send(&AgentMsg::LoadAck { next: 0 });
         let mut image = Vec::new();
         loop {
             match self.recv(Duration::from_secs(5)) {
@@ -146,6 +167,7 @@ impl Peer {
                     assert_eq!(offset as usize, image.len(), "chunks in order");
                     assert!(data.len() <= wire::CHUNK);
                     image.extend(data);
+                    self.send(&AgentMsg::LoadAck { next: image.len() as u32 });
                 }
                 Some(Got::LoadEnd) => break,
                 other => panic!("unexpected during upload: {other:?}"),

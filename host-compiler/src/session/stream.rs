@@ -1,0 +1,159 @@
+//! The host's end of the reliable record stream: pieces (`Records{offset, data}`) are taken in order,
+//! joined into whole records, acknowledged with credit; a gap is answered with `Nak` so the agent
+//! resends from the first missing byte. See `target-agent/src/stream.rs` for the other end.
+
+use std::time::{Duration, Instant};
+
+use ktap_protocol::record::{self, RECORD_HEADER_LEN};
+use ktap_protocol::wire::HostMsg;
+
+/// Credit the host grants beyond what it has: the agent holds itself to less anyway (its
+/// retransmission ring and in-flight bound), so this only says "the host keeps up".
+pub const WINDOW: u32 = 32 * 1024;
+/// At most one `Nak` per this long: the agent's resend is already on its way.
+const NAK_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Reassembly state of one program's record stream.
+#[derive(Debug, Default)]
+pub struct RecordRx {
+    /// Every stream byte before this arrived.
+    next: u64,
+    /// Bytes of a record not yet complete.
+    partial: Vec<u8>,
+    last_nak: Option<Instant>,
+    /// `Nak`s sent (pieces lost or corrupted on the link, then resent).
+    pub naks: u64,
+    /// Stream bytes that arrived twice (resends of what had arrived).
+    pub repeated_bytes: u64,
+    /// Bytes that could not be records (a broken record header): dropped.
+    pub malformed_bytes: u64,
+}
+
+impl RecordRx {
+    /// A stream at offset 0.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Offset of the first byte not received.
+    pub fn next(&self) -> u64 {
+        self.next
+    }
+
+    /// The acknowledgement to send now (with every ping, so a lost one costs nothing).
+    pub fn ack(&self) -> HostMsg<'static> {
+        HostMsg::Ack { next: self.next, window: WINDOW }
+    }
+
+    /// A `Nak` for the first missing byte, unless one went out in the last [`NAK_INTERVAL`].
+    pub fn nak(&mut self, now: Instant) -> Option<HostMsg<'static>> {
+        if self.last_nak.is_some_and(|t| now.duration_since(t) < NAK_INTERVAL) {
+            return None;
+        }
+        self.last_nak = Some(now);
+        self.naks += 1;
+        Some(HostMsg::Nak { next: self.next, window: WINDOW })
+    }
+
+    /// One piece from the agent: returns the whole records it completes (possibly none) and what to
+    /// answer.
+    pub fn piece(&mut self, offset: u64, data: &[u8], now: Instant) -> (Vec<u8>, Option<HostMsg<'static>>) {
+        let end = offset.saturating_add(data.len() as u64);
+        if offset > self.next {
+            // a piece before this one was lost: everything from `next` must come again
+            return (Vec::new(), self.nak(now));
+        }
+        if end <= self.next {
+            self.repeated_bytes += data.len() as u64;
+            return (Vec::new(), None);
+        }
+        let skip = (self.next - offset) as usize;
+        self.repeated_bytes += skip as u64;
+        self.partial.extend_from_slice(data.get(skip..).unwrap_or(&[]));
+        self.next = end;
+        (self.whole_records(), Some(self.ack()))
+    }
+
+    /// Take the complete records off the front of `partial`.
+    fn whole_records(&mut self) -> Vec<u8> {
+        let mut at = 0;
+        loop {
+            let rest = self.partial.get(at..).unwrap_or(&[]);
+            if let Some(n) = record::first_len(rest) {
+                at += n;
+                continue;
+            }
+            // a header that can never start a record: the agent sends whole records only, so this
+            // is a broken agent or kernel; drop what is there rather than wait forever
+            if let [a, b, ..] = rest
+                && usize::from(u16::from_le_bytes([*a, *b])) < RECORD_HEADER_LEN
+            {
+                self.malformed_bytes += rest.len() as u64;
+                let whole = self.partial[..at].to_vec();
+                self.partial.clear();
+                return whole;
+            }
+            break;
+        }
+        self.partial.drain(..at).collect()
+    }
+
+    /// Bytes of an incomplete record left over (at the end of a run: lost).
+    pub fn leftover(&self) -> usize {
+        self.partial.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(len: usize, id: u8) -> Vec<u8> {
+        let mut r = vec![id; len];
+        r[..2].copy_from_slice(&(len as u16).to_le_bytes());
+        r
+    }
+
+    #[test]
+    fn pieces_join_into_whole_records_and_are_acknowledged() {
+        let stream = [rec(10, 1), rec(300, 2), rec(7, 3)].concat();
+        let now = Instant::now();
+        let mut rx = RecordRx::new();
+        let mut got = Vec::new();
+        for (i, piece) in stream.chunks(64).enumerate() {
+            let (whole, reply) = rx.piece(i as u64 * 64, piece, now);
+            got.extend(whole);
+            assert_eq!(reply, Some(HostMsg::Ack { next: rx.next(), window: WINDOW }));
+        }
+        assert_eq!(got, stream);
+        assert_eq!(rx.leftover(), 0);
+    }
+
+    #[test]
+    fn a_gap_is_naked_once_per_interval_and_repeats_are_counted() {
+        let stream = [rec(40, 1), rec(40, 2), rec(40, 3)].concat();
+        let t = Instant::now();
+        let mut rx = RecordRx::new();
+        assert_eq!(rx.piece(0, &stream[..40], t).0, rec(40, 1));
+        // [40, 80) lost on the link
+        let (whole, reply) = rx.piece(80, &stream[80..], t);
+        assert!(whole.is_empty());
+        assert_eq!(reply, Some(HostMsg::Nak { next: 40, window: WINDOW }));
+        assert_eq!(rx.piece(80, &stream[80..], t + Duration::from_millis(10)).1, None, "rate-limited");
+        // the resend from 40 (overlapping what arrived) completes the stream
+        let (whole, _) = rx.piece(0, &stream, t + Duration::from_millis(300));
+        assert_eq!(whole, [rec(40, 2), rec(40, 3)].concat());
+        assert_eq!((rx.naks, rx.repeated_bytes), (1, 40));
+        assert_eq!(rx.piece(0, &stream[..40], t).1, None, "a stale repeat needs no answer");
+    }
+
+    #[test]
+    fn a_broken_header_is_dropped_and_counted() {
+        let mut rx = RecordRx::new();
+        let mut data = rec(8, 1);
+        data.extend([1, 0, 9, 9]);
+        let (whole, _) = rx.piece(0, &data, Instant::now());
+        assert_eq!(whole, rec(8, 1));
+        assert_eq!(rx.malformed_bytes, 4);
+    }
+}

@@ -1,0 +1,62 @@
+//! A bad cable between the host and the QEMU board: the relay (`link_relay pty`) flips 1% of the bytes
+//! in each direction and drops some at random. Nothing crashes on either side, the corruption is
+//! counted and reported, the trace keeps running and the final aggregation arrives complete.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ktap_e2e::{HostRun, TestEnv, count_for, kprobes, scratch_dir, script};
+
+const T: Duration = Duration::from_secs(180);
+
+/// The relay between `port` and a new pty; returns it and the pty's path.
+fn relay(port: &str, args: &[&str], log: &std::path::Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_link_relay"))
+        .args(["pty", port])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let path =
+        line.trim().strip_prefix("relay: ").unwrap_or_else(|| panic!("relay said `{line}`")).to_owned();
+    (child, path)
+}
+
+#[test]
+fn a_noisy_line_loses_nothing_that_matters_and_says_what_it_cost() {
+    let env = TestEnv::get();
+    let mut guest = env.boot();
+    let log = scratch_dir("noise").join("relay.log");
+    // 10 per mille flipped, 3 per mille dropped, both directions
+    let (mut relay, port) =
+        relay(&guest.agent_port().to_string_lossy(), &["--flip", "10", "--drop", "3", "--seed", "6"], &log);
+    let mut push = env.push(std::path::Path::new(&port));
+    push.arg(script("count_reads.kp"));
+    let mut run = HostRun::spawn(push);
+    run.wait_stderr("tracing", T);
+    assert!(kprobes(&mut guest).contains("vfs_read"));
+    for _ in 0..3 {
+        guest.console.run_ok("dd if=/dev/zero of=/dev/null bs=1 count=300", T).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    run.signal("INT");
+    let (status, out, err) = run.finish(T);
+    let _ = relay.kill();
+    let _ = relay.wait();
+    let relay_log = std::fs::read_to_string(&log).unwrap();
+    let last = relay_log.lines().last().unwrap_or("");
+    assert!(status.success(), "push over the noisy line failed: {status}\n{out}\n{err}\nrelay: {last}");
+    // the final aggregation, complete and exact
+    assert_eq!(count_for(&out, "dd"), Some(900), "stdout:\n{out}\nstderr:\n{err}\nrelay: {last}");
+    // the noise was real, and it was reported rather than hidden
+    assert!(!last.contains(" 0 flipped"), "the relay corrupted nothing: {last}");
+    assert!(err.contains("corrupted frames dropped"), "no report of the corruption:\n{err}");
+    assert!(!kprobes(&mut guest).contains("vfs_read"), "probe left armed");
+    eprintln!("host: {}", err.lines().rfind(|l| l.contains("corrupt") || l.contains("resend")).unwrap_or(""));
+    eprintln!("{last}");
+    guest.shutdown();
+}

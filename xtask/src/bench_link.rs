@@ -1,0 +1,223 @@
+//! The link's figures for `cargo xtask bench`, measured on a booted QEMU guest through the link
+//! relay of the e2e tests (`link_relay pty`), which counts the bytes it forwards and can hold the line
+//! to a UART's pace:
+//! - bytes on the wire per printf event against the same events as text lines (what ktap sent);
+//! - sustained events per second at an emulated 115200 baud, and what was dropped above that rate;
+//! - push to first event at 115200 baud.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use ktap_host::qemu::Guest;
+
+use crate::build::Built;
+use crate::paths;
+
+/// A 115200-baud UART moves 11520 bytes per second (8N1: ten bits a byte).
+const BPS_115200: u32 = 11_520;
+/// One printf per `vfs_read`: the common shape of a ktap trace line.
+const PRINTF_SCRIPT: &str =
+    "kprobe:vfs_read {\n    printf(\"%s pid %d read %d bytes\\n\", execname, pid, arg2)\n}\n";
+const T: Duration = Duration::from_secs(120);
+
+/// The relay, its pty, and the file its byte counts go to.
+struct Relay {
+    child: Child,
+    port: String,
+    log: PathBuf,
+}
+
+impl Relay {
+    fn start(bin: &Path, guest: &Guest, bps: Option<u32>, log: PathBuf) -> Result<Relay> {
+        let mut c = Command::new(bin);
+        c.arg("pty").arg(guest.agent_port());
+        if let Some(b) = bps {
+            c.args(["--bps", &b.to_string()]);
+        }
+        let mut child = c
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().context("relay stdout")?).read_line(&mut line)?;
+        let port =
+            line.trim().strip_prefix("relay: ").with_context(|| format!("relay said `{line}`"))?.to_owned();
+        Ok(Relay { child, port, log })
+    }
+
+    /// Bytes the board sent to the host so far (the relay logs its counts every second).
+    fn board_to_host(&self) -> Result<u64> {
+        let text = std::fs::read_to_string(&self.log)?;
+        let last = text.lines().last().unwrap_or("");
+        let n = last
+            .split("board->host ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok());
+        n.with_context(|| format!("no byte count in the relay log line `{last}`"))
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What one traced run printed.
+struct Traced {
+    stdout: String,
+    stderr: String,
+    wire: u64,
+}
+
+/// Push `script` through `relay` for `secs`, running `workload` on the guest console once armed.
+fn traced(
+    built: &Built,
+    guest: &mut Guest,
+    relay: &Relay,
+    script: &Path,
+    secs: u64,
+    workload: &str,
+) -> Result<Traced> {
+    let mut push = Command::new(&built.host_bin)
+        .args(["push", "--board", &built.board.name, "--duration", &secs.to_string(), "--port", &relay.port])
+        .arg("--vmlinux")
+        .arg(&built.artifacts.vmlinux)
+        .arg(script)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running ktap-host push")?;
+    let stderr = push.stderr.take().context("push stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut err = String::new();
+    let deadline = Instant::now() + T;
+    while !err.contains("tracing") {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(l) => err.push_str(&(l + "\n")),
+            Err(_) => bail!("push did not arm:\n{err}"),
+        }
+    }
+    if !workload.is_empty() {
+        guest.console.run_ok(workload, T)?;
+    }
+    let out = push.wait_with_output()?;
+    err.extend(rx.try_iter().map(|l| l + "\n"));
+    if !out.status.success() {
+        bail!("push failed:\n{err}");
+    }
+    // let the relay log its final count
+    std::thread::sleep(Duration::from_millis(1200));
+    Ok(Traced {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: err,
+        wire: relay.board_to_host()?,
+    })
+}
+
+/// The number after `what` in the loss summary line, 0 if absent.
+fn summary_count(stderr: &str, what: &str) -> u64 {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("ktap: ") && l.contains(" hits"))
+        .flat_map(|l| l.split([';', ',']))
+        .find(|p| p.contains(what))
+        .and_then(|p| p.split_whitespace().find_map(|w| w.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// Measure and print the link's rows.
+pub fn run(built: &Built, guest: &mut Guest) -> Result<()> {
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--quiet", "-p", "ktap-e2e", "--bin", "link_relay"])
+        .status()?;
+    if !status.success() {
+        bail!("building link_relay failed");
+    }
+    let relay_bin = paths::workspace().join("target/debug/link_relay");
+    let dir = paths::workspace().join("target/bench-link");
+    std::fs::create_dir_all(&dir)?;
+    let script = dir.join("printf_reads.kp");
+    std::fs::write(&script, PRINTF_SCRIPT)?;
+
+    // 1. bytes per event: the same session with and without 2000 extra events; the difference is theirs
+    let dd = "dd if=/dev/zero of=/dev/null bs=1 count=2000";
+    let mut per = Vec::new();
+    for workload in ["", dd] {
+        let relay = Relay::start(&relay_bin, guest, None, dir.join("relay-size.log"))?;
+        per.push(traced(built, guest, &relay, &script, 6, workload)?);
+    }
+    let (base, busy) = (&per[0], &per[1]);
+    let events = busy.stdout.lines().count().saturating_sub(base.stdout.lines().count()) as f64;
+    let wire = busy.wire.saturating_sub(base.wire) as f64 / events;
+    let text = busy.stdout.len().saturating_sub(base.stdout.len()) as f64 / events;
+    println!("\n| link: printf event (`%s pid %d read %d bytes`) | bytes |");
+    println!("| --- | ---: |");
+    println!("| on the wire (framed, acknowledged record stream), per event | {wire:.1} |");
+    println!("| as a ktap text line, per event | {text:.1} |");
+    println!("| wire / text | {:.2} |", wire / text);
+
+    // 2. sustained rate at 115200 baud: more events than the line carries
+    let relay = Relay::start(&relay_bin, guest, Some(BPS_115200), dir.join("relay-115200.log"))?;
+    let secs = 10;
+    let flood = "dd if=/dev/zero of=/dev/null bs=1 count=20000";
+    let r = traced(built, guest, &relay, &script, secs, flood)?;
+    let delivered = r.stdout.lines().count() as f64 / secs as f64;
+    let hits = summary_count(&r.stderr, "hits");
+    let link_dropped = summary_count(&r.stderr, "link_dropped");
+    let ring_dropped = summary_count(&r.stderr, "ring_dropped");
+    println!("\n| link at 115200 baud (relay --bps {BPS_115200}), {secs} s flood of printf events | |");
+    println!("| --- | ---: |");
+    println!("| line capacity / wire bytes per event | {:.0} events/s |", f64::from(BPS_115200) / wire);
+    println!("| delivered, every one complete | {delivered:.0} events/s |");
+    println!("| probe hits | {hits} |");
+    println!("| reported dropped: link too slow (link_dropped) | {link_dropped} |");
+    println!("| reported dropped: kernel ring full (ring_dropped) | {ring_dropped} |");
+    drop(relay);
+
+    // 3. push -> first event at 115200 baud
+    let first = paths::workspace().join("samples/first_event.kp");
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let relay = Relay::start(&relay_bin, guest, Some(BPS_115200), dir.join("relay-first.log"))?;
+        let out = Command::new(&built.host_bin)
+            .args([
+                "push",
+                "--board",
+                &built.board.name,
+                "--timings",
+                "--duration",
+                "1",
+                "--port",
+                &relay.port,
+            ])
+            .arg("--vmlinux")
+            .arg(&built.artifacts.vmlinux)
+            .arg(&first)
+            .output()?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        let line =
+            err.lines().find(|l| l.contains("timings:")).with_context(|| format!("no timings:\n{err}"))?;
+        println!("bench: 115200: {line}");
+        let ms =
+            line.rsplit("first event ").next().and_then(|t| t.trim_end_matches(" ms").parse::<f64>().ok());
+        times.push(ms.with_context(|| format!("cannot read `{line}`"))?);
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "\n| push -> first event through a 115200-baud relay (3 runs) | min {:.0} ms | median {:.0} ms | max {:.0} ms |",
+        times[0], times[1], times[2]
+    );
+    Ok(())
+}
