@@ -238,6 +238,30 @@ impl HostRun {
     }
 }
 
+/// xorshift64*: small, seeded, the same sequence everywhere (mutants, line noise).
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next 64 random bits.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    /// True `p` times in a thousand.
+    pub fn per_mille(&mut self, p: u32) -> bool {
+        p > 0 && (self.next() % 1000) < u64::from(p)
+    }
+}
+
 /// A script of `tests/scripts/`.
 pub fn script(name: &str) -> PathBuf {
     workspace().join("tests/scripts").join(name)

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::Rng;
+
 /// What the relay does to each byte, per direction.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Impair {
@@ -36,22 +38,6 @@ impl Counts {
     pub fn line(&self) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         format!("{} bytes, {} flipped, {} dropped", g(&self.read), g(&self.flipped), g(&self.dropped))
-    }
-}
-
-/// xorshift64*: reproducible noise without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn per_mille(&mut self, p: u32) -> bool {
-        p > 0 && (self.next() % 1000) < u64::from(p)
     }
 }
 

@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ktap_e2e::{HostRun, TestEnv, kernel_complaints, workspace};
+use ktap_e2e::{HostRun, Rng, TestEnv, kernel_complaints, workspace};
 use ktap_protocol::image::{HEADER_LEN, Image, SECTION_ENTRY_LEN, SectionKind};
 
 const T: Duration = Duration::from_secs(90);
@@ -30,22 +30,6 @@ const SCRIPTS: &[(&str, &str)] = &[
     ),
     ("globals", "var a = 1\nvar b = 0x100000000\ntrace_begin { a += b; b -= a; print(a, b, uid, tid) }\n"),
 ];
-
-/// xorshift64*: small, seeded, the same sequence everywhere.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 /// Byte ranges that must stay as compiled: the probe and build-id sections and their table entries.
 fn protected(bytes: &[u8]) -> Vec<std::ops::Range<usize>> {
