@@ -87,7 +87,7 @@ pub fn start_agent(link: &mut dyn Link, agent_cmd: &str) -> io::Result<()> {
     // Ctrl-U clears a half-typed line without the side effects Ctrl-C has on some shells; the newline
     // makes the shell print a fresh prompt.
     link.write_all(b"\x15\r")?;
-    let Some(_) = read_until(link, PROMPT_TIMEOUT, at_prompt)? else {
+    let Some(prompt) = read_until(link, PROMPT_TIMEOUT, at_prompt)? else {
         return Err(io::Error::new(
             io::ErrorKind::TimedOut,
             format!(
@@ -97,6 +97,11 @@ pub fn start_agent(link: &mut dyn Link, agent_cmd: &str) -> io::Result<()> {
             ),
         ));
     };
+    // Line-editing shells (busybox ash) ask the terminal where the cursor is after the prompt and
+    // swallow input until the answer comes: answer as a terminal would.
+    if prompt.windows(4).any(|w| w == b"\x1b[6n") {
+        link.write_all(b"\x1b[1;1R")?;
+    }
     link.write_all(format!("{agent_cmd}\r").as_bytes())?;
     let ready = AGENT_READY.as_bytes();
     match read_until(link, READY_TIMEOUT, |s| s.windows(ready.len()).any(|w| w == ready))? {
