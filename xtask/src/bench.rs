@@ -2,8 +2,8 @@
 //! Sizes of the static agent, the Rust VM object and the module; the time from an open link to the
 //! first event (median over several pushes to one booted QEMU guest); on that same guest, the cost
 //! per kprobe hit of an empty handler against `t[execname] += 1` ([`kprobe_cost`]); on the host, ns
-//! per hit of our VM against rbpf and Lua ([`vm_speed`]). Speed goals are checked here, never by
-//! timed tests.
+//! per hit of our VM against rbpf and Lua ([`vm_speed`]); the link's bytes per event and its
+//! rate at 115200 baud (`crate::bench_link`). Speed goals are checked here, never by timed tests.
 
 mod kprobe_cost;
 mod vm_speed;
@@ -25,8 +25,9 @@ pub struct Args {
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
     /// What to measure: `sizes`, `push` (first event), `kprobe` (in-guest cost per hit), `vm` (host
-    /// ns per hit against rbpf and Lua), separated by commas.
-    #[arg(long, value_delimiter = ',', default_value = "sizes,push,kprobe,vm")]
+    /// ns per hit against rbpf and Lua), `link` (wire bytes per event, 115200 baud), separated by
+    /// commas.
+    #[arg(long, value_delimiter = ',', default_value = "sizes,push,kprobe,vm,link")]
     pub parts: Vec<Part>,
 }
 
@@ -41,6 +42,8 @@ pub enum Part {
     Kprobe,
     /// Host: ns per hit of our VM, rbpf and Lua 5.4 (criterion).
     Vm,
+    /// The link: wire bytes per printf event against text, events/s and push to first event at 115200.
+    Link,
 }
 
 fn size(path: &std::path::Path) -> Result<u64> {
@@ -53,7 +56,7 @@ pub fn run(args: &Args) -> Result<()> {
     if want(Part::Vm) {
         vm_speed::run()?;
     }
-    if !(want(Part::Sizes) || want(Part::Push) || want(Part::Kprobe)) {
+    if !(want(Part::Sizes) || want(Part::Push) || want(Part::Kprobe) || want(Part::Link)) {
         return Ok(());
     }
     let built = build::run(&build::Args { board: args.board.clone() })?;
@@ -66,6 +69,12 @@ pub fn run(args: &Args) -> Result<()> {
     if want(Part::Kprobe) {
         let mut guest = kprobe_cost::boot(&built)?;
         let r = kprobe_cost::run(&built, &mut guest);
+        guest.shutdown();
+        r?;
+    }
+    if want(Part::Link) {
+        let mut guest = Guest::boot(&built.board, &built.artifacts)?;
+        let r = crate::bench_link::run(&built, &mut guest);
         guest.shutdown();
         r?;
     }
