@@ -86,6 +86,26 @@ impl TestEnv {
         if self.board.kernel.kprobe_hazard.is_some() { &["--allow-kprobe-hazard"] } else { &[] }
     }
 
+    /// Push `script` (with the board's kprobe opt-in) to a fresh guest, wait until it is tracing, run
+    /// `workload` on the console, stop with Ctrl-C, check the kernel log is clean, shut down; returns
+    /// stdout. On a board with a kprobe hazard the workload must not fork while kprobes are armed.
+    pub fn trace(&self, script: &Path, workload: &str, timeout: Duration) -> String {
+        let mut guest = self.boot();
+        let mut c = self.push(guest.agent_port());
+        c.args(self.kprobe_opt_in()).arg(script);
+        let mut run = HostRun::spawn(c);
+        run.wait_stderr("tracing", timeout);
+        guest.console.run_ok(workload, timeout).unwrap();
+        run.signal("INT");
+        let (status, out, err) = run.finish(timeout);
+        assert!(status.success(), "push failed: {status}\n{out}\n{err}");
+        let dmesg = guest.console.run_ok("dmesg", timeout).unwrap();
+        let bad = kernel_complaints(&dmesg);
+        assert!(bad.is_empty(), "kernel complained:\n{}", bad.join("\n"));
+        guest.shutdown();
+        out
+    }
+
     /// The board's exact-count kprobe test: a script, a guest workload that makes `count` hits keyed
     /// `key`. Normally `dd` reading `/dev/zero` byte by byte (vfs_read per `dd`); on a board with a
     /// kprobe hazard, the guest shell's own builtins opening `/dev/null` (`do_filp_open` per `sh`),
