@@ -19,7 +19,12 @@
 
 static bool ktap_addr_ok(u64 addr)
 {
-	return addr == (unsigned long)addr;	/* 32-bit boards: no address above 4 GiB */
+	/*
+	 * 32-bit boards: argument registers reach the VM sign-extended (0xffffffffc1960000) while a
+	 * pointer loaded with ldk is zero-extended; both name the same 32-bit address. Any other value
+	 * above 4 GiB names nothing.
+	 */
+	return addr == (unsigned long)addr || addr == (u64)(s64)(long)(unsigned long)addr;
 }
 
 int ktap_read_kernel(u64 addr, u8 *dst, u32 len)
