@@ -157,13 +157,14 @@ impl Vmlinux {
             Err(e) => return Err(e.to_string()),
         };
         let d = self.debug()?;
-        let die = d.index.funcs_at.get(addr).or_else(|| d.index.funcs_at.get(addr | 1)).ok_or_else(|| {
+        let (die, low_pc) = d.index.funcs_at.function_at(addr).ok_or_else(|| {
             format!("kernel function `{name}` at {addr:#x} has no DWARF (assembly, or built without -g): its parameters are unknown; use arg0.. instead")
         })?;
         let (unit, entry) = d.die(die)?;
         let source = source_name(&d, &unit, &entry)?;
         let own = source.as_deref() == Some(name);
-        let params = d.function_params(die, addr, own)?;
+        // locations at the body's first instruction: patchable NOPs before it move no argument
+        let params = d.function_params(die, low_pc, own)?;
         Ok(FuncInfo {
             name: name.to_owned(),
             addr,
@@ -200,7 +201,7 @@ impl Vmlinux {
         let d = self.debug()?;
         let mut tried = Vec::new();
         for from in [format!("__traceiter_{event}"), format!("trace_event_raw_event_{event}")] {
-            let die = self.function(&from).ok().and_then(|a| d.index.funcs_at.get(a));
+            let die = self.function(&from).ok().and_then(|a| d.index.funcs_at.function_at(a)).map(|f| f.0);
             let Some(die) = die else {
                 tried.push(from);
                 continue;

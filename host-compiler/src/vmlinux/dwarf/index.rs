@@ -78,7 +78,25 @@ impl AddrMap {
         let i = self.0.binary_search_by_key(&addr, |e| e.0).ok()?;
         self.0.get(i).map(|e| e.1)
     }
+
+    /// The function whose code the symbol at `addr` starts: its DWARF entry and the address its
+    /// argument locations are read at (`addr`, or the `low_pc` past patchable NOPs). The Thumb bit may be set on ARM; and where the kernel reserves patchable NOPs at
+    /// a function's start (arm64's ftrace: two, before the body), DWARF's `low_pc` lies a few
+    /// bytes past the symbol, so the first entry within [`PATCH_PAD`] bytes after it counts.
+    pub fn function_at(&self, addr: u64) -> Option<(u64, u64)> {
+        if let Some(die) = self.get(addr) {
+            return Some((die, addr));
+        }
+        if let Some(die) = self.get(addr | 1) {
+            return Some((die, addr));
+        }
+        let i = self.0.partition_point(|e| e.0 <= addr);
+        self.0.get(i).filter(|e| e.0 - addr <= PATCH_PAD).map(|e| (e.1, e.0))
+    }
 }
+
+/// Most bytes of NOPs a kernel puts between a function's symbol and its DWARF `low_pc`.
+pub const PATCH_PAD: u64 = 16;
 
 /// What one unit contributes.
 #[derive(Default)]
@@ -231,4 +249,21 @@ fn index_unit(dwarf: &gimli::Dwarf<R<'_>>, header: UnitHeader<R<'_>>) -> Result<
         part.types.push((key, global));
     }
     Ok(part)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AddrMap;
+
+    #[test]
+    fn function_at_takes_the_exact_entry_the_thumb_bit_or_a_body_past_patch_nops() {
+        let m = AddrMap(vec![(0x1000, 1), (0x2001, 2), (0x3008, 3), (0x4100, 4)]);
+        assert_eq!(m.function_at(0x1000), Some((1, 0x1000)));
+        assert_eq!(m.function_at(0x2000), Some((2, 0x2000)));
+        // arm64: two NOPs between the symbol and DWARF's low_pc
+        assert_eq!(m.function_at(0x3000), Some((3, 0x3008)));
+        // too far past the symbol: another function, not this one's body
+        assert_eq!(m.function_at(0x4000), None);
+        assert_eq!(m.function_at(0x5000), None);
+    }
 }
