@@ -35,15 +35,7 @@ impl Lower<'_, '_> {
                 let top = self.here();
                 let exit = self.branch(cond, false);
                 self.reset(m);
-                self.f.loops.push(LoopCtx::default());
-                self.block(body);
-                let ctx = self.f.loops.pop().unwrap_or_default();
-                for p in ctx.continues {
-                    self.patch(p, top);
-                }
-                self.jump_back(top);
-                self.patch_here(exit);
-                self.patch_here(ctx.breaks);
+                self.loop_back_to(top, body, exit);
             }
             StmtKind::ForRange { var, from, to, step, body } => {
                 self.for_range(var, from, to, step.as_ref(), body)
@@ -202,6 +194,13 @@ impl Lower<'_, '_> {
         }
         let top = self.here();
         let done = self.emit_jump(Opcode::Tnext, &[cursor as i32, t as i32, v as i32], &args);
+        self.loop_back_to(top, body, vec![done]);
+        self.close_scope();
+    }
+
+    /// A loop whose `continue`s and back edge go to `top` (its test): the body, the back edge, then
+    /// the loop's `exits` and `break`s land after it.
+    fn loop_back_to(&mut self, top: usize, body: &Block, exits: Vec<Patch>) {
         self.f.loops.push(LoopCtx::default());
         self.block(body);
         let ctx = self.f.loops.pop().unwrap_or_default();
@@ -209,9 +208,8 @@ impl Lower<'_, '_> {
             self.patch(p, top);
         }
         self.jump_back(top);
-        self.patch_here(vec![done]);
+        self.patch_here(exits);
         self.patch_here(ctx.breaks);
-        self.close_scope();
     }
 
     pub(super) fn local_decl(&mut self, d: &VarDecl) {
