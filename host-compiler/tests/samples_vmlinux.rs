@@ -90,3 +90,39 @@ trace sched:sched_switch {
     assert!(e[0].message.contains("has no member `f_pth`"), "{e:?}");
     assert!(e[0].notes.iter().any(|n| n.contains("f_path")), "{e:?}");
 }
+
+#[test]
+fn sim_with_a_vmlinux_symbolizes_stacks_like_push() {
+    let Some(v) = kernel() else { return };
+    let path = armmp_vmlinux().unwrap();
+    let read = v.kprobe_addr("vfs_read").unwrap();
+    let sys = v.kprobe_addr("ksys_read").unwrap();
+    let dir = std::env::temp_dir().join(format!("ktap-simstack-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let events = dir.join("e.jsonl");
+    std::fs::write(
+        &events,
+        format!(
+            "{{\"probe\": \"profile-10ms\", \"stack\": [{}, {}], \"repeat\": 2}}\n",
+            read + 0x10,
+            sys + 4
+        ),
+    )
+    .unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/stack_profile.kp");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ktap-host"))
+        .arg("sim")
+        .arg(&script)
+        .arg("--events")
+        .arg(&events)
+        .arg("--vmlinux")
+        .arg(&path)
+        .args(["--board", "qemu-armv7"])
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("    vfs_read+0x10\n    ksys_read+0x4"), "{out}");
+    assert!(out.lines().last().is_some_and(|l| l.trim() == "2"), "{out}");
+}

@@ -152,6 +152,66 @@ const CASES: &[Case] = &[
             if o.lines().count() >= 2 { Ok(()) } else { Err("no interrupt counted".into()) }
         },
     },
+    Case {
+        // user_string: the path a process passes to openat, read from its memory
+        script: "opensnoop.kp",
+        workload: Some("cat /proc/version > /dev/null"),
+        check: |o| {
+            has(o, "FILE")?;
+            let hit = o.lines().any(|l| l.contains(" cat ") && l.ends_with(" /proc/version"));
+            if hit { Ok(()) } else { Err("no `cat ... /proc/version` line".into()) }
+        },
+    },
+    Case {
+        // a tick timer and exit(): stops by itself after three ticks, trace_end still runs
+        script: "countdown.kp",
+        workload: None,
+        check: |o| {
+            has(o, "tick 1: ")?;
+            has(o, "tick 3: ")?;
+            has(o, "stopped after 3 ticks")
+        },
+    },
+    Case {
+        // tick-1s: the per-second view shows the workload's process
+        script: "top.kp",
+        workload: Some("dd if=/dev/zero of=/dev/null bs=512 count=100; sleep 2"),
+        check: |o| {
+            has(o, "--- second 1")?;
+            let dd: u64 = o
+                .lines()
+                .filter(|l| l.split_whitespace().next() == Some("dd"))
+                .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+                .sum();
+            if dd >= 200 { Ok(()) } else { Err(format!("dd made {dd} system calls, expected at least 200")) }
+        },
+    },
+    Case {
+        // tick-2s printing and clearing a table
+        script: "page_faults.kp",
+        workload: Some("ls -R /proc/self > /dev/null 2>&1; sleep 3"),
+        check: |o| match count_for(o, "ls") {
+            Some(n) if n > 0 => Ok(()),
+            n => Err(format!("ls page faults: {n:?}")),
+        },
+    },
+    Case {
+        // profile timers on every CPU, stacks symbolized from the board's vmlinux
+        script: "stack_profile.kp",
+        workload: Some("dd if=/dev/zero of=/dev/null bs=4096 count=3000"),
+        check: |o| {
+            let frames: Vec<&str> =
+                o.lines().filter(|l| l.starts_with("    ") && !l.trim().is_empty()).collect();
+            let named =
+                frames.iter().filter(|l| l.trim().contains("+0x") && !l.trim().starts_with("0x")).count();
+            // symbol names come only from the vmlinux's symbol table: real kernel functions
+            if named > 0 && named * 2 >= frames.len() {
+                Ok(())
+            } else {
+                Err(format!("{named} of {} frame lines symbolized", frames.len()))
+            }
+        },
+    },
 ];
 
 #[test]

@@ -5,9 +5,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use ktap_host::format::{Renderer, kernel_symbolizer};
 use ktap_host::lang;
 use ktap_host::sidecar::Sidecar;
 use ktap_host::sim::{self, EventsKernel, events};
+use ktap_host::vmlinux::Vmlinux;
 
 use super::BoardOpts;
 use super::check::{fail, kernel_resolver};
@@ -57,7 +59,16 @@ impl SimArgs {
             .with_context(|| format!("cannot read events file {ev_name}"))?;
         let evs = events::parse(&text, &ev_name)?;
         let (origin, image, sidecar) = self.program(&evs)?;
-        let out = sim::simulate(&image, &sidecar, &evs).with_context(|| origin.clone())?;
+        let renderer = match (&self.vmlinux, sidecar.stacks.is_empty()) {
+            // stacks print as symbol+offset, as `push` prints them; the events' addresses are the
+            // vmlinux's own (no KASLR slide on the host)
+            (Some(path), false) => {
+                let v = Vmlinux::open_for(path, self.board.load()?.arch)?;
+                Renderer::new(&sidecar).with_symbolizer(kernel_symbolizer(&v)?)
+            }
+            _ => Renderer::new(&sidecar),
+        };
+        let out = sim::simulate_with(&image, &sidecar, &evs, renderer).with_context(|| origin.clone())?;
         print!("{}", out.stdout);
         for p in &out.problems {
             eprintln!("ktap: {p}");

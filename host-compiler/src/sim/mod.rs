@@ -124,8 +124,18 @@ pub struct SimOutput {
     pub unknown: BTreeMap<String, u64>,
 }
 
-/// Run `image` (with the `sidecar` that names its probes) against `events`.
+/// Run `image` (with the `sidecar` that names its probes) against `events`; stacks print as hex.
 pub fn simulate(image: &[u8], sidecar: &Sidecar, events: &[Event]) -> Result<SimOutput, SimError> {
+    simulate_with(image, sidecar, events, Renderer::new(sidecar))
+}
+
+/// [`simulate`] rendering through `renderer` (for stacks symbolized from a vmlinux, as `push` does).
+pub fn simulate_with(
+    image: &[u8],
+    sidecar: &Sidecar,
+    events: &[Event],
+    mut renderer: Renderer<'_>,
+) -> Result<SimOutput, SimError> {
     let img = Image::parse(image).map_err(|e| SimError::Malformed { code: e.code(), msg: e.to_string() })?;
     let v = ktap_vm::verify(&img).map_err(|e| SimError::Rejected { code: e.code(), msg: e.to_string() })?;
     let mut prog = Program::new(v).map_err(|_| SimError::Alloc)?;
@@ -149,7 +159,6 @@ pub fn simulate(image: &[u8], sidecar: &Sidecar, events: &[Event]) -> Result<Sim
         probes.iter().filter(|(kind, ..)| *kind == k).map(|(_, f, _)| *f).collect()
     };
 
-    let mut renderer = Renderer::new(sidecar);
     let mut out = SimOutput::default();
     let mut records = Vec::new();
     let mut run =

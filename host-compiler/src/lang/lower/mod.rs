@@ -135,7 +135,39 @@ pub struct Program {
 }
 
 /// Check and compile `script`, appending errors to `diags`.
+///
+/// A table's key kinds are decided by its first use in source order. A `for (k, v in pairs(t))`
+/// that comes before every store into `t` cannot know them on the first walk, so the script is
+/// lowered again with the key kinds the previous walk found, until a walk learns nothing new (a
+/// loop body skipped for lack of key kinds may hold the first store into another table). Only the
+/// last walk's diagnostics are kept.
 pub fn lower(script: &Script, src: &str, env: &Env<'_>, diags: &mut Vec<Diagnostic>) -> Program {
+    let mut seeds = Vec::new();
+    loop {
+        let mut walk = Vec::new();
+        let (prog, uses, pairs_before_keys) = lower_pass(script, src, env, &mut walk, seeds.clone());
+        let known = |u: &[TableUse]| u.iter().filter(|u| u.keys.is_some()).count();
+        if !pairs_before_keys || known(&uses) == known(&seeds) {
+            diags.extend(walk);
+            return prog;
+        }
+        seeds = uses
+            .into_iter()
+            .map(|u| TableUse { keys: u.keys, stack_keys: u.stack_keys, ..TableUse::default() })
+            .collect();
+    }
+}
+
+/// One walk over the script; tables start with `seeds`' key kinds (by table index) when given.
+/// Also returns what each table's uses decided and whether a `pairs` loop met a table whose key
+/// kinds were not known yet.
+fn lower_pass(
+    script: &Script,
+    src: &str,
+    env: &Env<'_>,
+    diags: &mut Vec<Diagnostic>,
+    seeds: Vec<TableUse>,
+) -> (Program, Vec<TableUse>, bool) {
     let mut l = Lower {
         src,
         env,
@@ -144,6 +176,8 @@ pub fn lower(script: &Script, src: &str, env: &Env<'_>, diags: &mut Vec<Diagnost
         globals: HashMap::new(),
         global_inits: Vec::new(),
         tables: Vec::new(),
+        seeds,
+        pairs_before_keys: false,
         string_ids: HashMap::new(),
         const_ids: HashMap::new(),
         format_ids: HashMap::new(),
@@ -175,7 +209,7 @@ pub fn lower(script: &Script, src: &str, env: &Env<'_>, diags: &mut Vec<Diagnost
     }
     l.finish_tables();
     l.frame_budget();
-    l.prog
+    (l.prog, l.tables, l.pairs_before_keys)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -350,6 +384,10 @@ struct Lower<'a, 'd> {
     /// Integer globals with their initial values.
     global_inits: Vec<(u16, i64)>,
     tables: Vec<TableUse>,
+    /// Key kinds known before the walk (the second walk of [`lower`]), by table index.
+    seeds: Vec<TableUse>,
+    /// A `pairs` loop met a table whose key kinds were not known yet.
+    pairs_before_keys: bool,
     string_ids: HashMap<Vec<u8>, u16>,
     const_ids: HashMap<i64, u16>,
     format_ids: HashMap<(String, Vec<bool>), u16>,

@@ -51,7 +51,8 @@ impl Lower<'_, '_> {
                 bars: false,
                 capacity,
             });
-            self.tables.push(TableUse::default());
+            let seed = self.seeds.get(n).cloned().unwrap_or_default();
+            self.tables.push(seed);
             self.globals.insert(id.name.clone(), (Global::Table(n.min(255) as u8), id.span));
             return;
         }

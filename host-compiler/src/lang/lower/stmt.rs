@@ -151,12 +151,13 @@ impl Lower<'_, '_> {
     fn for_in(&mut self, names: &[Ident], table: &Expr, body: &Block) {
         let Some(t) = self.table_of(table) else { return };
         let Some((keys, _)) = self.tables.get(t as usize).and_then(|u| u.keys.clone()) else {
+            self.pairs_before_keys = true;
             self.err(
                 Diagnostic::error(
-                    "this table is never given a key, so its key kinds are unknown here",
+                    "this table is never given a key, so its key kinds are unknown",
                     table.span,
                 )
-                .note("store into the table (e.g. `t[k] = v`) before the loop that reads it"),
+                .note("store into the table somewhere in the script (e.g. `t[k] = v`)"),
             );
             return;
         };
