@@ -274,10 +274,22 @@ pub enum ExprKind {
         /// Right operand.
         rhs: Box<Expr>,
     },
-    /// `{}`: a table constructor (only as a top-level `var` initializer).
-    Table,
+    /// `{}` or `{k = v, ["s"] = v, [2] = v, v}`: a table constructor (only as a top-level `var`
+    /// initializer, or `{}` to empty a table).
+    Table(Vec<TableEntry>),
     /// Something the parser could not read (already reported).
     Error,
+}
+
+/// One entry of a table constructor.
+#[derive(Debug, Clone)]
+pub struct TableEntry {
+    /// `[k] =` or `name =` (as the string key `"name"`); `None` for a positional entry (keys 1, 2, ...).
+    pub key: Option<Expr>,
+    /// The value.
+    pub value: Expr,
+    /// The whole entry.
+    pub span: Span,
 }
 
 /// Unary operators.

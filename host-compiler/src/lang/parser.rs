@@ -1192,17 +1192,16 @@ impl Parser<'_, '_> {
                 (e, d)
             }
             Tok::LBrace => {
-                self.bump();
-                if self.at(&Tok::RBrace) {
-                    let close = self.bump();
-                    return (Expr { kind: ExprKind::Table, span: join(t.span, close.span) }, 1);
+                let open = self.bump();
+                if self.depth >= MAX_DEPTH {
+                    return self.too_deep(open.span);
                 }
-                self.diags.push(
-                    Diagnostic::error("table constructors with entries are not supported", t.span)
-                        .note("declare an empty table with `var t = {}` and fill it in `trace_begin`"),
-                );
-                self.bump_until_brace_close();
-                (err_expr(join(t.span, self.prev_end())), 1)
+                self.depth += 1;
+                let saved = std::mem::replace(&mut self.in_pred, false);
+                let r = self.table_constructor(open.span);
+                self.in_pred = saved;
+                self.depth -= 1;
+                r
             }
             Tok::Dur(..) => {
                 self.bump();
@@ -1216,6 +1215,50 @@ impl Parser<'_, '_> {
             _ => {
                 self.error_here("an expression");
                 (err_expr(if t.nl_before || t.tok == Tok::Eof { self.prev_end() } else { t.span }), 1)
+            }
+        }
+    }
+
+    /// The entries of `{ ... }` after the `{` at `open`: `[k] = v`, `name = v` or `v`, separated by
+    /// `,` or `;` (a trailing one allowed).
+    fn table_constructor(&mut self, open: Span) -> Parsed {
+        let mut entries = Vec::new();
+        loop {
+            if self.at(&Tok::RBrace) {
+                let close = self.bump();
+                return (Expr { kind: ExprKind::Table(entries), span: join(open, close.span) }, 1);
+            }
+            let start = self.tok().span;
+            let key = if self.at(&Tok::LBracket) {
+                self.bump();
+                let (k, _) = self.expr();
+                if matches!(k.kind, ExprKind::Error)
+                    || !self.expect(Tok::RBracket, "`]`")
+                    || !self.expect(Tok::Assign, "`=` after `[key]`")
+                {
+                    self.bump_until_brace_close();
+                    return (err_expr(join(open, self.prev_end())), 1);
+                }
+                Some(k)
+            } else if self.tok().tok == Tok::Ident && self.peek(1).tok == Tok::Assign {
+                let name = self.bump();
+                self.bump();
+                Some(Expr { kind: ExprKind::Str(self.text(&name).to_owned()), span: name.span })
+            } else {
+                None
+            };
+            let (value, _) = self.expr();
+            if matches!(value.kind, ExprKind::Error) {
+                self.bump_until_brace_close();
+                return (err_expr(join(open, self.prev_end())), 1);
+            }
+            entries.push(TableEntry { key, span: join(start, value.span), value });
+            if matches!(self.tok().tok, Tok::Comma | Tok::Semi) {
+                self.bump();
+            } else if !self.at(&Tok::RBrace) {
+                self.error_here("`,` or `}` in the table constructor");
+                self.bump_until_brace_close();
+                return (err_expr(join(open, self.prev_end())), 1);
             }
         }
     }

@@ -83,7 +83,7 @@ impl Lower<'_, '_> {
             ExprKind::Binary { op: BinOp::Concat, lhs, rhs, .. } => self.concat(lhs, rhs, e.span),
             ExprKind::Binary { op, lhs, rhs, .. } => self.binary(*op, lhs, rhs, e.span),
             ExprKind::Call { callee, args } => self.call(callee, args, e.span),
-            ExprKind::Table => {
+            ExprKind::Table(_) => {
                 self.err(
                     Diagnostic::error("a table can only be created by a top-level `var NAME = {}`", e.span)
                         .note("tables are global; declare them outside probe blocks"),
@@ -152,6 +152,7 @@ impl Lower<'_, '_> {
                 self.emit(Opcode::Ldg, &[r as i32, g as i32]);
                 return Val::Int(r);
             }
+            Some((Global::Str(t), _)) => return Val::Str(self.load_str_global(t, id.span)),
             Some((Global::Table(_), decl)) => {
                 self.err(
                     Diagnostic::error(format!("table `{}` used as a value", id.name), id.span)

@@ -176,6 +176,8 @@ fn lower_pass(
         globals: HashMap::new(),
         global_inits: Vec::new(),
         tables: Vec::new(),
+        table_inits: Vec::new(),
+        str_inits: Vec::new(),
         seeds,
         pairs_before_keys: false,
         string_ids: HashMap::new(),
@@ -198,7 +200,7 @@ fn lower_pass(
     }
     let first_begin =
         script.items.iter().position(|i| matches!(i, Item::Probe(Probe { target: ProbeTarget::Begin, .. })));
-    let has_inits = l.global_inits.iter().any(|(_, v)| *v != 0);
+    let has_inits = l.has_inits();
     for (i, item) in script.items.iter().enumerate() {
         if let Item::Probe(p) = item {
             l.probe(p, Some(i) == first_begin && has_inits);
@@ -276,6 +278,18 @@ impl Val {
 enum Global {
     Int(u16),
     Table(u8),
+    /// A string global, kept as the one key of a one-entry table.
+    Str(u8),
+}
+
+/// A table constructor's entry: key, value, and where it is written.
+type InitEntry = (InitKey, i64, Span);
+
+/// A constant key of a table constructor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum InitKey {
+    Int(i64),
+    Str(String),
 }
 
 #[derive(Debug, Clone)]
@@ -384,6 +398,10 @@ struct Lower<'a, 'd> {
     /// Integer globals with their initial values.
     global_inits: Vec<(u16, i64)>,
     tables: Vec<TableUse>,
+    /// Table constructor entries, stored by `trace_begin`: (table, [(key, value, entry)]).
+    table_inits: Vec<(u8, Vec<InitEntry>)>,
+    /// String globals with an initial value: (their table, the value).
+    str_inits: Vec<(u8, String)>,
     /// Key kinds known before the walk (the second walk of [`lower`]), by table index.
     seeds: Vec<TableUse>,
     /// A `pairs` loop met a table whose key kinds were not known yet.
@@ -622,6 +640,33 @@ impl<'a> Lower<'a, '_> {
         let r = self.alloc_str(at);
         self.emit(Opcode::Lds, &[r as i32, id as i32]);
         r
+    }
+
+    // ---- string globals ----
+    //
+    // The VM's globals are integers; a string global is the single key of a table with capacity 1.
+    // Storing empties the table and stores the string as its key; loading iterates to the one
+    // entry (an empty table reads as "", the value before the first store).
+
+    fn load_str_global(&mut self, t: u8, at: Span) -> u8 {
+        let s = self.load_str("", at);
+        let m = self.mark();
+        let cursor = self.alloc_int(at);
+        let v = self.alloc_int(at);
+        self.emit(Opcode::Movi, &[cursor as i32, 0]);
+        let none = self.emit_jump(Opcode::Tnext, &[cursor as i32, t as i32, v as i32], &[Arg::Str(s)]);
+        self.patch_here(vec![none]);
+        self.reset(m);
+        s
+    }
+
+    fn store_str_global(&mut self, t: u8, s: u8, at: Span) {
+        let m = self.mark();
+        self.emit(Opcode::Tclr, &[t as i32]);
+        let one = self.alloc_int(at);
+        self.emit(Opcode::Movi, &[one as i32, 1]);
+        self.emit_args(Opcode::Tst, &[t as i32, one as i32], &[Arg::Str(s)]);
+        self.reset(m);
     }
 
     // ---- scopes ----

@@ -28,43 +28,39 @@ impl Lower<'_, '_> {
         }
         let init = decl.init.as_ref();
         let capacity = match init.map(|e| &e.kind) {
-            Some(ExprKind::Table) => Some(DEFAULT_TABLE_CAPACITY),
+            Some(ExprKind::Table(_)) => Some(DEFAULT_TABLE_CAPACITY),
             Some(ExprKind::Call { callee, args }) if callee.name == "table" => {
                 Some(self.capacity(args, init.map_or(id.span, |e| e.span)))
             }
             _ => None,
         };
         if let Some(capacity) = capacity {
-            let n = self.prog.tables.len();
-            if n >= MAX_TABLES as usize {
-                self.err(Diagnostic::error(
-                    format!("too many tables: a program may have at most {MAX_TABLES}"),
-                    id.span,
-                ));
+            let t = self.new_table(id, capacity);
+            self.globals.insert(id.name.clone(), (Global::Table(t), id.span));
+            if let Some(ExprKind::Table(entries)) = init.map(|e| &e.kind)
+                && !entries.is_empty()
+            {
+                self.table_entries(t, entries, capacity);
             }
-            self.prog.tables.push(TableOut {
-                name: id.name.clone(),
-                span: id.span,
-                keys: vec![KeyKind::Int],
-                stack_keys: vec![false],
-                value: ValueKind::Int,
-                bars: false,
-                capacity,
-            });
-            let seed = self.seeds.get(n).cloned().unwrap_or_default();
-            self.tables.push(seed);
-            self.globals.insert(id.name.clone(), (Global::Table(n.min(255) as u8), id.span));
+            return;
+        }
+        if let Some(ExprKind::Str(s)) = init.map(|e| &e.kind) {
+            // a string global: a one-entry table whose key is the value (see `load_str_global`)
+            let t = self.new_table(id, 1);
+            if let Some(u) = self.tables.get_mut(t as usize)
+                && u.keys.is_none()
+            {
+                u.keys = Some((vec![KeyKind::Str], id.span));
+            }
+            self.globals.insert(id.name.clone(), (Global::Str(t), id.span));
+            if !s.is_empty() {
+                self.str_inits.push((t, s.clone()));
+            }
             return;
         }
         let value = match init.map(|e| (&e.kind, e)) {
             None | Some((ExprKind::Error, _)) => 0,
             Some((ExprKind::Nil, _)) => 0,
-            Some((ExprKind::Str(_), e)) => {
-                self.err(Diagnostic::error("string globals are not supported", e.span).note(
-                    "globals are integers or tables; keep strings in block-local `var`s or table keys",
-                ));
-                0
-            }
             Some((_, e)) => match e.const_int() {
                 Some(v) => v,
                 None => {
@@ -87,6 +83,106 @@ impl Lower<'_, '_> {
         self.prog.globals.push(id.name.clone());
         self.global_inits.push((g, value));
         self.globals.insert(id.name.clone(), (Global::Int(g), id.span));
+    }
+
+    /// A new table named for `id` (its key kinds and values decided by its uses).
+    fn new_table(&mut self, id: &Ident, capacity: u32) -> u8 {
+        let n = self.prog.tables.len();
+        if n >= MAX_TABLES as usize {
+            self.err(Diagnostic::error(
+                format!(
+                    "too many tables: a program may have at most {MAX_TABLES} (string globals count too)"
+                ),
+                id.span,
+            ));
+        }
+        self.prog.tables.push(TableOut {
+            name: id.name.clone(),
+            span: id.span,
+            keys: vec![KeyKind::Int],
+            stack_keys: vec![false],
+            value: ValueKind::Int,
+            bars: false,
+            capacity,
+        });
+        let seed = self.seeds.get(n).cloned().unwrap_or_default();
+        self.tables.push(seed);
+        n.min(255) as u8
+    }
+
+    /// The entries of a table constructor: constant keys of one kind (positional entries are keyed
+    /// 1, 2, ...) and constant integer values, stored by `trace_begin`. The keys decide the table's
+    /// key kind.
+    fn table_entries(&mut self, t: u8, entries: &[TableEntry], capacity: u32) {
+        if entries.len() > capacity as usize {
+            let at = join(entries[0].span, entries[entries.len() - 1].span);
+            self.err(Diagnostic::error(
+                format!("{} entries do not fit a table of capacity {capacity}", entries.len()),
+                at,
+            ));
+        }
+        let mut next = 1;
+        let mut kind: Option<(KeyKind, Span)> = None;
+        let mut out = Vec::new();
+        for e in entries {
+            let (key, at) = match &e.key {
+                None => {
+                    next += 1;
+                    (InitKey::Int(next - 1), e.span)
+                }
+                Some(k) => {
+                    match (&k.kind, k.const_int()) {
+                        (ExprKind::Str(s), _) => (InitKey::Str(s.clone()), k.span),
+                        (_, Some(v)) => (InitKey::Int(v), k.span),
+                        _ => {
+                            self.err(
+                            Diagnostic::error("a key in a table constructor must be a constant", k.span)
+                                .note("write an integer or a string: `[1] = 5`, `[\"read\"] = 5`, `read = 5`"),
+                        );
+                            continue;
+                        }
+                    }
+                }
+            };
+            let kk = if matches!(key, InitKey::Str(_)) { KeyKind::Str } else { KeyKind::Int };
+            match kind {
+                None => kind = Some((kk, at)),
+                Some((first, first_at)) if first != kk => {
+                    let name = |k: KeyKind| if k == KeyKind::Str { "a string" } else { "an integer" };
+                    self.err(
+                        Diagnostic::error(
+                            format!("this key is {}, the table's keys are {}", name(kk), name(first)),
+                            at,
+                        )
+                        .label(first_at, "the first key")
+                        .note(
+                            "positional entries are keyed 1, 2, ...; `name = v` is the string key \"name\"",
+                        ),
+                    );
+                    continue;
+                }
+                Some(_) => {}
+            }
+            let Some(v) = e.value.const_int() else {
+                self.err(
+                    Diagnostic::error(
+                        "a value in a table constructor must be an integer constant",
+                        e.value.span,
+                    )
+                    .note("table values are integers; assign other values in `trace_begin`"),
+                );
+                continue;
+            };
+            out.push((key, v, e.span));
+        }
+        if let Some((k, at)) = kind
+            && let Some(u) = self.tables.get_mut(t as usize)
+            && u.keys.is_none()
+        {
+            u.keys = Some((vec![k], at));
+            u.stack_keys = vec![false];
+        }
+        self.table_inits.push((t, out));
     }
 
     /// `table(N)`: a constant capacity within the VM's limits.
@@ -198,7 +294,37 @@ impl Lower<'_, '_> {
         id
     }
 
+    /// Whether globals need a `trace_begin` to set them.
+    pub(super) fn has_inits(&self) -> bool {
+        self.global_inits.iter().any(|(_, v)| *v != 0)
+            || !self.table_inits.is_empty()
+            || !self.str_inits.is_empty()
+    }
+
     pub(super) fn emit_inits(&mut self, at: Span) {
+        for (t, entries) in self.table_inits.clone() {
+            for (key, v, at) in entries {
+                let m = self.mark();
+                let k = match &key {
+                    InitKey::Int(k) => {
+                        let r = self.alloc_int(at);
+                        self.load_const(r, *k, at);
+                        Arg::Int(r)
+                    }
+                    InitKey::Str(s) => Arg::Str(self.load_str(s, at)),
+                };
+                let r = self.alloc_int(at);
+                self.load_const(r, v, at);
+                self.emit_args(Opcode::Tst, &[t as i32, r as i32], &[k]);
+                self.reset(m);
+            }
+        }
+        for (t, s) in self.str_inits.clone() {
+            let m = self.mark();
+            let r = self.load_str(&s, at);
+            self.store_str_global(t, r, at);
+            self.reset(m);
+        }
         for (g, v) in self.global_inits.clone() {
             if v != 0 {
                 let m = self.mark();

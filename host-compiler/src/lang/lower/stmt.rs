@@ -224,8 +224,8 @@ impl Lower<'_, '_> {
             }
             return;
         };
-        if let ExprKind::Table | ExprKind::Call { .. } = &init.kind
-            && (matches!(init.kind, ExprKind::Table)
+        if let ExprKind::Table(_) | ExprKind::Call { .. } = &init.kind
+            && (matches!(init.kind, ExprKind::Table(_))
                 || matches!(&init.kind, ExprKind::Call { callee, .. } if callee.name == "table"))
         {
             self.err(
@@ -418,8 +418,49 @@ impl Lower<'_, '_> {
                     }
                 }
             }
+            Some((Global::Str(t), decl)) => {
+                let v = self.expr(value);
+                if op.is_some() {
+                    self.err(
+                        Diagnostic::error(
+                            format!("{op_text} needs an integer, but `{}` is a string", id.name),
+                            op_span,
+                        )
+                        .label(decl, "declared as a string here")
+                        .note("join strings with `..`: `s = s .. \"x\"`"),
+                    );
+                    return;
+                }
+                match v {
+                    Val::Str(r) => self.store_str_global(t, r, value.span),
+                    Val::Err => {}
+                    Val::Void => self.no_value(value),
+                    Val::Int(_) => self.err(
+                        Diagnostic::error(
+                            format!("type mismatch: `{}` holds a string, but this is an integer", id.name),
+                            value.span,
+                        )
+                        .label(decl, "declared as a string here"),
+                    ),
+                }
+            }
             Some((Global::Table(t), decl)) => {
-                if op.is_none() && matches!(value.kind, ExprKind::Nil | ExprKind::Table) {
+                if op.is_none() && matches!(&value.kind, ExprKind::Nil | ExprKind::Table(_)) {
+                    if let ExprKind::Table(entries) = &value.kind
+                        && let Some(e) = entries.first()
+                    {
+                        self.err(
+                            Diagnostic::error(
+                                "only a top-level `var` initializer fills a table with entries",
+                                e.span,
+                            )
+                            .note(format!(
+                                "`{} = {{}}` empties the table; then assign entries one by one",
+                                id.name
+                            )),
+                        );
+                        return;
+                    }
                     // `t = {}` / `t = nil`: empty it
                     self.emit(Opcode::Tclr, &[t as i32]);
                     return;

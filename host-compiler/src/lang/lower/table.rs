@@ -23,10 +23,11 @@ impl Lower<'_, '_> {
         }
         match self.globals.get(&id.name).copied() {
             Some((Global::Table(t), _)) => Some(t),
-            Some((Global::Int(_), decl)) => {
+            Some((g @ (Global::Int(_) | Global::Str(_)), decl)) => {
+                let kind = if matches!(g, Global::Str(_)) { "a string" } else { "an integer" };
                 self.err(
                     Diagnostic::error(format!("`{}` is not a table", id.name), id.span)
-                        .label(decl, "declared here as an integer")
+                        .label(decl, format!("declared here as {kind}"))
                         .note(format!("declare a table with `var {} = {{}}`", id.name)),
                 );
                 None
