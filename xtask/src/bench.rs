@@ -1,7 +1,7 @@
 //! `cargo xtask bench`: size, latency and speed figures for `docs/benchmarks.md`.
 //! Sizes of the static agent, the Rust VM object and the module; the time from an open link to the
 //! first event (median over several pushes to one booted QEMU guest); on that same guest, the cost
-//! per kprobe hit of an empty handler against `t[execname] += 1` ([`kprobe_cost`]); on the host, ns
+//! per kprobe hit of a bare kprobe against ktap running `t[execname] += 1` ([`kprobe_cost`]); on the host, ns
 //! per hit of our VM against rbpf and Lua ([`vm_speed`]); the link's bytes per event and its
 //! rate at 115200 baud (`crate::bench_link`). Speed goals are checked here, never by timed tests.
 
@@ -38,7 +38,7 @@ pub enum Part {
     Sizes,
     /// Push to first event, on a booted guest.
     Push,
-    /// In-guest cost per kprobe hit: empty handler against `t[execname] += 1`.
+    /// In-guest cost per kprobe hit: a bare kprobe against ktap running `t[execname] += 1`.
     Kprobe,
     /// Host: ns per hit of our VM, rbpf and Lua 5.4 (criterion).
     Vm,

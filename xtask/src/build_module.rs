@@ -38,6 +38,9 @@ pub struct Args {
     pub out: Option<PathBuf>,
 }
 
+/// The empty-kprobe baseline module, built beside `ktap.ko` (`kmod/ktap_bare.c`).
+pub const BARE_MODULE: &str = "ktap_bare.ko";
+
 /// `cargo xtask build-module`: set up (idempotent), then [`build`].
 pub fn run(args: &Args) -> Result<PathBuf> {
     let board = Board::load(&paths::boards(), &args.board)?;
@@ -132,6 +135,12 @@ pub fn build(
     std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
     let dest = out_dir.join("ktap.ko");
     run_tool(Command::new(cross("strip")).arg("--strip-debug").arg(&ko).arg("-o").arg(&dest))?;
+    // the kprobe benchmark's baseline module goes beside it (see kmod/ktap_bare.c)
+    let bare = build_dir.join(BARE_MODULE);
+    check_vermagic(&std::fs::read(&bare).with_context(|| format!("reading {}", bare.display()))?, &release)?;
+    run_tool(
+        Command::new(cross("strip")).arg("--strip-debug").arg(&bare).arg("-o").arg(out_dir.join(BARE_MODULE)),
+    )?;
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     println!(
         "build-module: rust_vm.o {} bytes, ktap.ko {} bytes ({} with debug info in {}), vermagic {}",

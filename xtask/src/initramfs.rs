@@ -1,5 +1,6 @@
 //! The QEMU board's initramfs: an uncompressed `newc` cpio (every kernel reads it, no compressor
-//! needed) holding busybox, the ktap module, the agent and an init that starts them.
+//! needed) holding busybox, the ktap module (and `ktap_bare.ko`, the kprobe benchmark's baseline), the
+//! agent and an init that starts them.
 //! Written by hand because the format is twenty lines and this keeps the build free of `cpio`.
 
 use std::path::Path;
@@ -59,6 +60,11 @@ pub fn write(out: &Path, board: &Board, busybox: &Path, module: &Path, agent: &P
         Entry::File { path: "bin/busybox", mode: 0o755, data: read(busybox)? },
         Entry::File { path: "bin/ktap-agent", mode: 0o755, data: read(agent)? },
         Entry::File { path: "lib/modules/ktap.ko", mode: 0o644, data: read(module)? },
+        Entry::File {
+            path: "lib/modules/ktap_bare.ko",
+            mode: 0o644,
+            data: read(&module.with_file_name(crate::build_module::BARE_MODULE))?,
+        },
     ];
     let bytes = newc(&entries);
     std::fs::write(out, bytes).with_context(|| format!("cannot write {}", out.display()))
