@@ -141,15 +141,23 @@ s64 ktap_hit_ctx(void *opaque, u32 field)
 
 u32 ktap_hit_comm(void *opaque, u8 *buf, u32 len)
 {
-	char comm[TASK_COMM_LEN];
-	u32 n;
+	/*
+	 * Like bpf_get_current_comm: a racy copy without task_lock, harmless. Copied whole (four words)
+	 * into the caller's buffer first, then measured there, so the length matches the bytes copied
+	 * even if the task renames itself meanwhile.
+	 */
+	if (likely(len >= TASK_COMM_LEN)) {
+		memcpy(buf, current->comm, TASK_COMM_LEN);
+		return strnlen(buf, TASK_COMM_LEN - 1);
+	} else {
+		char comm[TASK_COMM_LEN];
+		u32 n;
 
-	/* like bpf_get_current_comm: a racy copy without task_lock, harmless */
-	memcpy(comm, current->comm, sizeof(comm));
-	comm[sizeof(comm) - 1] = 0;
-	n = strnlen(comm, min_t(u32, len, sizeof(comm)));
-	memcpy(buf, comm, n);
-	return n;
+		memcpy(comm, current->comm, sizeof(comm));
+		n = strnlen(comm, min_t(u32, len, sizeof(comm) - 1));
+		memcpy(buf, comm, n);
+		return n;
+	}
 }
 
 int ktap_emit(void *opaque, const u8 *rec, u32 len)

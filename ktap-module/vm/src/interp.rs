@@ -43,6 +43,8 @@ pub(crate) type FrameStack = [CallFrame; MAX_CALL_DEPTH];
 struct Machine<'p> {
     regs: &'p mut [i64],
     sregs: &'p mut [StrBuf],
+    /// Scratch for encoding table keys (`KEY_MAX` bytes, preallocated; never cleared).
+    key: &'p mut [u8],
     globals: &'p mut [i64],
     tables: &'p mut [Table],
     rec: &'p mut [u8],
@@ -80,9 +82,13 @@ impl Machine<'_> {
     }
 
     fn set_s(&mut self, r: u8, v: &[u8]) -> Result<(), RunError> {
-        let f = self.fault();
-        self.sregs.get_mut(self.sb.wrapping_add(r.into())).ok_or(f)?.set(v);
+        self.s_mut(r)?.set(v);
         Ok(())
+    }
+
+    fn s_mut(&mut self, r: u8) -> Result<&mut StrBuf, RunError> {
+        let f = self.fault();
+        self.sregs.get_mut(self.sb.wrapping_add(r.into())).ok_or(f)
     }
 
     fn global(&mut self, g: u16) -> Result<&mut i64, RunError> {
@@ -95,26 +101,28 @@ impl Machine<'_> {
         self.tables.get_mut(usize::from(t)).ok_or(f)
     }
 
-    /// Encode the key registers of `keys`.
-    fn key(&self, keys: &ArgList) -> Result<KeyBuf, RunError> {
-        let mut k = KeyBuf::new();
+    /// Encode the key registers of `keys` into the key scratch; table `t` and the encoded key.
+    fn key(&mut self, t: u8, keys: &ArgList) -> Result<(&mut Table, &[u8]), RunError> {
+        let f = self.fault();
+        let Machine { regs, sregs, key, tables, ib, sb, .. } = self;
+        let mut k = KeyBuf::over(key);
         for b in keys.bytes.iter().take(keys.n.into()) {
             match Arg::from_byte(*b) {
-                Arg::Int(r) => k.int(self.r(r)?),
-                Arg::Str(r) => k.str(self.s(r)?.as_bytes()),
+                Arg::Int(r) => k.int(*regs.get(ib.wrapping_add(r.into())).ok_or(f)?),
+                Arg::Str(r) => k.str(sregs.get(sb.wrapping_add(r.into())).ok_or(f)?.as_bytes()),
             }
         }
-        Ok(k)
+        Ok((tables.get_mut(usize::from(t)).ok_or(f)?, k.into_bytes()))
     }
 
     /// Apply `f` to the value slots of `table[keys]`, inserting if absent; a full table refuses and
     /// is counted.
     fn update(&mut self, t: u8, keys: &ArgList, f: impl FnOnce(&mut [i64])) -> Result<(), RunError> {
         self.charge(cost::TABLE)?;
-        let key = self.key(keys)?;
-        match self.table(t)?.entry(key.as_bytes()) {
-            Ok(v) => f(v),
-            Err(_) => self.counters.table_full = self.counters.table_full.wrapping_add(1),
+        let (table, key) = self.key(t, keys)?;
+        let full = table.entry(key).map(f).is_err();
+        if full {
+            self.counters.table_full = self.counters.table_full.wrapping_add(1);
         }
         Ok(())
     }
@@ -127,8 +135,8 @@ impl Machine<'_> {
         f: impl FnOnce(&[i64]) -> T,
     ) -> Result<Option<T>, RunError> {
         self.charge(cost::TABLE)?;
-        let key = self.key(keys)?;
-        Ok(self.table(t)?.get(key.as_bytes()).map(f))
+        let (table, key) = self.key(t, keys)?;
+        Ok(table.get(key).map(f))
     }
 
     fn emit(
@@ -149,7 +157,7 @@ impl Machine<'_> {
         }
     }
 
-    fn printf(&mut self, env: &mut impl Env, f: u16, args: ArgList) -> Result<(), RunError> {
+    fn printf(&mut self, env: &mut impl Env, f: u16, args: &ArgList) -> Result<(), RunError> {
         // read the registers first: the writer borrows the record buffer
         let mut ints = [0i64; 8];
         let mut strs = [None::<usize>; 8];
@@ -282,23 +290,38 @@ fn stat(v: &[i64], s: Stat) -> i64 {
 enum Ret {
     Void,
     Int(i64),
-    Str(StrBuf),
+    /// The string register (absolute index) holding it.
+    Str(usize),
+}
+
+/// Copy string register `from` into `to` (absolute indices), only the bytes in use; `None` if
+/// either is out of range.
+fn copy_sreg(sregs: &mut [StrBuf], from: usize, to: usize) -> Option<()> {
+    if from == to {
+        return sregs.get(from).map(|_| ());
+    }
+    let (lo, hi) = sregs.split_at_mut_checked(from.max(to))?;
+    let (src, dst) =
+        if from < to { (lo.get(from)?, hi.first_mut()?) } else { (hi.first()?, lo.get_mut(to)?) };
+    dst.set(src.as_bytes());
+    Some(())
 }
 
 impl Program {
     pub(crate) fn exec(&mut self, func: u16, env: &mut impl Env) -> Result<(), RunError> {
-        let Program { v, globals, tables, regs, sregs, rec, counters, frames, exited } = self;
+        let Program { v, globals, tables, regs, sregs, key, rec, counters, frames, exited } = self;
         let mut cur: FuncInfo = *v.funcs.get(usize::from(func)).ok_or(RunError::NoSuchFunc)?;
         let mut cur_index = func;
         for r in regs.iter_mut().take(cur.n_int.into()) {
             *r = 0;
         }
         for s in sregs.iter_mut().take(cur.n_str.into()) {
-            *s = StrBuf::EMPTY;
+            s.clear();
         }
         let mut m = Machine {
             regs: regs.as_mut_slice(),
             sregs: sregs.as_mut_slice(),
+            key: key.as_mut_slice(),
             globals: globals.as_mut_slice(),
             tables: tables.as_mut_slice(),
             rec: rec.as_mut_slice(),
@@ -312,18 +335,22 @@ impl Program {
         let mut pc = cur.start;
         loop {
             m.pc = pc;
-            let op = *v.ops.get(pc as usize).ok_or(m.fault())?;
+            // by reference: an `Op` is 20 bytes, copying it per dispatch showed in the profiles
+            let op = v.ops.get(pc as usize).ok_or(m.fault())?;
             let next = pc.wrapping_add(1);
-            let ret = match op {
+            let ret = match *op {
                 Op::Ret => Ret::Void,
                 Op::Retv { s } => Ret::Int(m.r(s)?),
-                Op::Rets { s } => Ret::Str(*m.s(s)?),
+                Op::Rets { s } => {
+                    m.s(s)?;
+                    Ret::Str(m.sb.wrapping_add(s.into()))
+                }
                 Op::Exit => {
                     *exited = true;
                     m.emit(env, RecordKind::Exit, 0, |_| {});
                     return Ok(());
                 }
-                Op::Call { d, f, args, str_result } => {
+                Op::Call { d, f, ref args, str_result } => {
                     m.charge(cost::CALL)?;
                     let callee = *v.funcs.get(usize::from(f)).ok_or(m.fault())?;
                     let slot = frames.get_mut(depth).ok_or(RunError::Fault { pc })?;
@@ -342,7 +369,7 @@ impl Program {
                         *r = 0;
                     }
                     for s in m.sregs.get_mut(nsb..nsb.wrapping_add(callee.n_str.into())).ok_or(fault)? {
-                        *s = StrBuf::EMPTY;
+                        s.clear();
                     }
                     let (mut ni, mut ns) = (nib, nsb);
                     for b in args.bytes.iter().take(args.n.into()) {
@@ -353,8 +380,7 @@ impl Program {
                                 ni = ni.wrapping_add(1);
                             }
                             Arg::Str(r) => {
-                                let x = *m.s(r)?;
-                                *m.sregs.get_mut(ns).ok_or(fault)? = x;
+                                copy_sreg(m.sregs, m.sb.wrapping_add(r.into()), ns).ok_or(fault)?;
                                 ns = ns.wrapping_add(1);
                             }
                         }
@@ -378,7 +404,10 @@ impl Program {
             cur_index = fr.func;
             cur = *v.funcs.get(usize::from(fr.func)).ok_or(m.fault())?;
             match (ret, fr.str_result) {
-                (Ret::Str(s), true) => m.set_s(fr.dest, s.as_bytes())?,
+                (Ret::Str(s), true) => {
+                    let fault = m.fault();
+                    copy_sreg(m.sregs, s, m.sb.wrapping_add(fr.dest.into())).ok_or(fault)?
+                }
                 (Ret::Int(x), false) => m.set(fr.dest, x)?,
                 (Ret::Void, false) => m.set(fr.dest, 0)?,
                 _ => return Err(m.fault()),
@@ -391,13 +420,13 @@ impl Program {
 /// Execute one instruction that neither calls nor returns; the next pc.
 fn step(
     m: &mut Machine<'_>,
-    op: Op,
+    op: &Op,
     pc: u32,
     next: u32,
     v: &crate::verified::Verified,
     env: &mut impl Env,
 ) -> Result<u32, RunError> {
-    Ok(match op {
+    Ok(match *op {
         Op::Ret | Op::Retv { .. } | Op::Rets { .. } | Op::Call { .. } | Op::Exit => return Err(m.fault()),
         Op::Jmp { to } => branch(pc, to, &mut m.budget)?,
         Op::Br { cond: c, a, b, to } => {
@@ -463,9 +492,10 @@ fn step(
             next
         }
         Op::Comm { d } => {
-            let mut buf = [0u8; MAX_STR];
-            let n = env.comm(&mut buf).min(MAX_STR);
-            m.set_s(d, buf.get(..n).unwrap_or(&[]))?;
+            // straight into the register: no intermediate buffer to clear or copy
+            let s = m.s_mut(d)?;
+            let n = env.comm(s.buf_mut());
+            s.set_len(n);
             next
         }
         Op::Lds { d, s } => {
@@ -474,40 +504,40 @@ fn step(
             next
         }
         Op::Movs { d, s } => {
-            let x = *m.s(s)?;
-            m.set_s(d, x.as_bytes())?;
+            let f = m.fault();
+            copy_sreg(m.sregs, m.sb.wrapping_add(s.into()), m.sb.wrapping_add(d.into())).ok_or(f)?;
             next
         }
-        Op::Tld { d, t, keys } => {
-            let x = m.lookup(t, &keys, |v| v.first().copied().unwrap_or(0))?.unwrap_or(0);
+        Op::Tld { d, t, ref keys } => {
+            let x = m.lookup(t, keys, |v| v.first().copied().unwrap_or(0))?.unwrap_or(0);
             m.set(d, x)?;
             next
         }
-        Op::Tst { t, keys, v: r } => {
+        Op::Tst { t, ref keys, v: r } => {
             let x = m.r(r)?;
-            m.update(t, &keys, |v| v.iter_mut().for_each(|s| *s = x))?;
+            m.update(t, keys, |v| v.iter_mut().for_each(|s| *s = x))?;
             next
         }
-        Op::Tadd { t, keys, v: r } => {
+        Op::Tadd { t, ref keys, v: r } => {
             let x = m.r(r)?;
-            m.update(t, &keys, |v| v.iter_mut().for_each(|s| *s = s.wrapping_add(x)))?;
+            m.update(t, keys, |v| v.iter_mut().for_each(|s| *s = s.wrapping_add(x)))?;
             next
         }
-        Op::Tagg { t, keys, v: r } => {
+        Op::Tagg { t, ref keys, v: r } => {
             let x = m.r(r)?;
             let kind = m.table(t)?.spec.value;
-            m.update(t, &keys, |v| Table::record(&kind, v, x))?;
+            m.update(t, keys, |v| Table::record(&kind, v, x))?;
             next
         }
-        Op::Tstat { d, t, keys, stat: s } => {
-            let x = m.lookup(t, &keys, |v| stat(v, s))?.unwrap_or(0);
+        Op::Tstat { d, t, ref keys, stat: s } => {
+            let x = m.lookup(t, keys, |v| stat(v, s))?.unwrap_or(0);
             m.set(d, x)?;
             next
         }
-        Op::Tdel { t, keys } => {
+        Op::Tdel { t, ref keys } => {
             m.charge(cost::TABLE)?;
-            let key = m.key(&keys)?;
-            m.table(t)?.remove(key.as_bytes());
+            let (table, key) = m.key(t, keys)?;
+            table.remove(key);
             next
         }
         Op::Tclr { t } => {
@@ -521,14 +551,14 @@ fn step(
             m.set(d, n)?;
             next
         }
-        Op::Tnext { c, t, keys, v: r, to } => {
-            if m.tnext(c, t, &keys, r)? {
+        Op::Tnext { c, t, ref keys, v: r, to } => {
+            if m.tnext(c, t, keys, r)? {
                 next
             } else {
                 branch(pc, to, &mut m.budget)?
             }
         }
-        Op::Printf { f, args } => {
+        Op::Printf { f, ref args } => {
             m.printf(env, f, args)?;
             next
         }
@@ -558,19 +588,20 @@ fn step(
             m.charge(cost::MEM)?;
             let addr = m.r(a)? as u64;
             let max = usize::try_from(m.r(max)?).unwrap_or(0).min(MAX_STR);
-            let mut buf = [0u8; MAX_STR];
-            let got = match buf.get_mut(..max) {
+            // read straight into the destination register
+            let s = m.s_mut(d)?;
+            let got = match s.buf_mut().get_mut(..max) {
                 Some(dst) if !dst.is_empty() => env.read_str(user, addr, dst),
                 _ => Some(0),
             };
             let n = match got {
                 Some(n) => n.min(max),
-                None => {
-                    m.counters.mem_faults = m.counters.mem_faults.wrapping_add(1);
-                    0
-                }
+                None => 0,
             };
-            m.set_s(d, buf.get(..n).unwrap_or(&[]))?;
+            s.set_len(n);
+            if got.is_none() {
+                m.counters.mem_faults = m.counters.mem_faults.wrapping_add(1);
+            }
             next
         }
         Op::Slen { d, s } => {
@@ -580,7 +611,7 @@ fn step(
         }
         Op::Scat { d, a, b } => {
             let mut buf = [0u8; MAX_STR];
-            let (x, y) = (*m.s(a)?, *m.s(b)?);
+            let (x, y) = (m.s(a)?, m.s(b)?);
             let mut n = 0usize;
             for (dst, src) in buf.iter_mut().zip(x.as_bytes().iter().chain(y.as_bytes())) {
                 *dst = *src;

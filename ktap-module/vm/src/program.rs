@@ -12,7 +12,7 @@ use ktap_protocol::limits::{MAX_RECORD, MAX_STR};
 use crate::error::{AllocFailed, RunError};
 use crate::fixed::{try_filled, try_push};
 use crate::interp::{CallFrame, FrameStack};
-use crate::table::{KeyBuf, Table};
+use crate::table::{KEY_MAX, KeyBuf, Table};
 use crate::verified::{ProbeInfo, StrBuf, Verified};
 
 /// What the VM needs from the place it runs in (a probe hit in the kernel, a simulator on the host).
@@ -70,6 +70,8 @@ pub struct Program {
     pub(crate) tables: Vec<Table>,
     pub(crate) regs: Vec<i64>,
     pub(crate) sregs: Vec<StrBuf>,
+    /// Scratch for encoding table keys on the probe path (`KEY_MAX` bytes).
+    pub(crate) key: Vec<u8>,
     pub(crate) rec: Vec<u8>,
     pub(crate) counters: Counters,
     pub(crate) frames: FrameStack,
@@ -90,6 +92,7 @@ impl Program {
             tables,
             regs: try_filled(v.stack_int.max(1), 0)?,
             sregs: try_filled(v.stack_str.max(1), StrBuf::EMPTY)?,
+            key: try_filled(KEY_MAX, 0)?,
             rec: try_filled(MAX_RECORD, 0)?,
             counters: Counters::default(),
             frames: [CallFrame::default(); ktap_protocol::limits::MAX_CALL_DEPTH],

@@ -33,23 +33,41 @@ pub(crate) const AGG_MIN: usize = 2;
 pub(crate) const AGG_MAX: usize = 3;
 pub(crate) const AGG_STATS: usize = 4;
 
-/// An encoded key being built (on the stack of one run).
-pub(crate) struct KeyBuf {
+/// An encoded key being built. On the probe path the bytes are the program's preallocated scratch
+/// buffer (`KeyBuf<&mut [u8]>`), so a hit neither clears nor copies more than the key's own bytes;
+/// elsewhere (host lookups, tests) an owned array.
+pub(crate) struct KeyBuf<B = [u8; KEY_MAX]> {
     len: usize,
-    bytes: [u8; KEY_MAX],
+    bytes: B,
 }
 
 impl KeyBuf {
     pub(crate) fn new() -> KeyBuf {
         KeyBuf { len: 0, bytes: [0; KEY_MAX] }
     }
+}
 
+impl<'a> KeyBuf<&'a mut [u8]> {
+    /// A key written into `scratch` (at least `KEY_MAX` bytes for any key the verifier allows).
+    pub(crate) fn over(scratch: &'a mut [u8]) -> KeyBuf<&'a mut [u8]> {
+        KeyBuf { len: 0, bytes: scratch }
+    }
+
+    /// The encoded key, borrowed for as long as the scratch.
+    pub(crate) fn into_bytes(self) -> &'a [u8] {
+        let KeyBuf { len, bytes } = self;
+        let bytes: &'a [u8] = bytes;
+        bytes.get(..len).unwrap_or(&[])
+    }
+}
+
+impl<B: AsRef<[u8]> + AsMut<[u8]>> KeyBuf<B> {
+    /// Append `b` whole, or nothing if it does not fit (the verifier's key shapes always fit).
     fn put(&mut self, b: &[u8]) {
-        for c in b {
-            if let Some(d) = self.bytes.get_mut(self.len) {
-                *d = *c;
-                self.len = self.len.wrapping_add(1);
-            }
+        let end = self.len.wrapping_add(b.len());
+        if let Some(d) = self.bytes.as_mut().get_mut(self.len..end) {
+            d.copy_from_slice(b);
+            self.len = end;
         }
     }
 
@@ -64,7 +82,7 @@ impl KeyBuf {
     }
 
     pub(crate) fn as_bytes(&self) -> &[u8] {
-        self.bytes.get(..self.len).unwrap_or(&[])
+        self.bytes.as_ref().get(..self.len).unwrap_or(&[])
     }
 }
 
@@ -136,16 +154,56 @@ fn mix(x: u64) -> u32 {
     (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as u32
 }
 
+/// The hash of an encoded key. One 8-byte key (an int) is one multiply. Longer keys are taken a
+/// machine word at a time in the word's own width (a 32-bit board never does 64-bit multiplies
+/// here): murmur3's 32-bit block step and finaliser there, a multiply-xorshift per word on 64-bit.
+/// Only this table ever sees the value.
 fn hash(key: &[u8]) -> u32 {
     if let Ok(b) = <[u8; 8]>::try_from(key) {
         return mix(u64::from_le_bytes(b));
     }
-    // FNV-1a
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key {
-        h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+    if cfg!(target_pointer_width = "64") { hash_words64(key) } else { hash_words32(key) }
+}
+
+fn hash_words64(key: &[u8]) -> u32 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let step = |h: u64, w: u64| {
+        let x = (h ^ w).wrapping_mul(K);
+        x ^ (x >> 29)
+    };
+    let mut chunks = key.chunks_exact(8);
+    let mut h = key.len() as u64;
+    for c in &mut chunks {
+        h = step(h, u64::from_le_bytes(c.try_into().unwrap_or([0; 8])));
     }
-    mix(h ^ key.len() as u64)
+    let mut tail = [0u8; 8];
+    for (d, b) in tail.iter_mut().zip(chunks.remainder()) {
+        *d = *b;
+    }
+    mix(step(h, u64::from_le_bytes(tail)))
+}
+
+fn hash_words32(key: &[u8]) -> u32 {
+    const C1: u32 = 0xcc9e_2d51;
+    const C2: u32 = 0x1b87_3593;
+    let block = |w: u32| w.wrapping_mul(C1).rotate_left(15).wrapping_mul(C2);
+    let mut chunks = key.chunks_exact(4);
+    let mut h = 0u32;
+    for c in &mut chunks {
+        h ^= block(u32::from_le_bytes(c.try_into().unwrap_or([0; 4])));
+        h = h.rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64);
+    }
+    let mut tail = [0u8; 4];
+    for (d, b) in tail.iter_mut().zip(chunks.remainder()) {
+        *d = *b;
+    }
+    h ^= block(u32::from_le_bytes(tail));
+    h ^= key.len() as u32;
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
 }
 
 impl Table {
@@ -472,6 +530,27 @@ mod tests {
         t.remove(key(b"a", 1).as_bytes());
         assert_eq!(t.get(key(b"a", 1).as_bytes()), None);
         assert_eq!(t.get(key(b"a", 2).as_bytes()), Some(&[7][..]));
+    }
+
+    #[test]
+    fn word_hashes_spread_similar_keys() {
+        // keys like the comm names of one workload: the index uses the low bits
+        for f in [hash_words32, hash_words64] {
+            let mut seen = std::collections::HashSet::new();
+            let mut low = std::collections::HashSet::new();
+            for i in 0..4096 {
+                let mut k = KeyBuf::new();
+                k.str(std::format!("kworker/{i}").as_bytes());
+                seen.insert(f(k.as_bytes()));
+                low.insert(f(k.as_bytes()) & 0x1fff);
+            }
+            assert_eq!(seen.len(), 4096);
+            // 4096 keys in 8192 slots: a random function leaves about 2 600 distinct slots
+            assert!(low.len() > 2400, "{}", low.len());
+            // a key and its extension by zero bytes differ (the length is hashed)
+            assert_ne!(f(b"ab"), f(b"ab\0"));
+            assert_ne!(f(b""), f(b"\0"));
+        }
     }
 
     #[test]

@@ -12,7 +12,11 @@ use ktap_protocol::isa::{CtxField, Stat, Width};
 use ktap_protocol::limits::{MAX_ARGS, MAX_PROBE_NAME, MAX_STR};
 
 /// A string value of at most `MAX_STR` bytes, stored inline (string registers, string table keys).
-#[derive(Clone, Copy, PartialEq, Eq)]
+///
+/// Only the first `len` bytes are the value; the rest is stale and never read (`as_bytes`, equality
+/// and every copy stop at `len`). So clearing is a length store and copies move only the used bytes:
+/// on the probe path a 129-byte register is never cleared or copied whole.
+#[derive(Clone, Copy)]
 pub struct StrBuf {
     len: u8,
     bytes: [u8; MAX_STR],
@@ -31,12 +35,26 @@ impl StrBuf {
 
     /// Replace the contents with the first `MAX_STR` bytes of `s`.
     pub fn set(&mut self, s: &[u8]) {
-        let mut n = 0u8;
-        for (d, c) in self.bytes.iter_mut().zip(s) {
-            *d = *c;
-            n = n.wrapping_add(1);
+        let n = s.len().min(MAX_STR);
+        if let (Some(d), Some(src)) = (self.bytes.get_mut(..n), s.get(..n)) {
+            d.copy_from_slice(src);
         }
-        self.len = n;
+        self.len = n as u8;
+    }
+
+    /// Make it the empty string (a length store).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// The whole buffer, for filling in place; then [`StrBuf::set_len`].
+    pub(crate) fn buf_mut(&mut self) -> &mut [u8; MAX_STR] {
+        &mut self.bytes
+    }
+
+    /// Keep the first `n` bytes of the buffer (at most `MAX_STR`) as the value.
+    pub(crate) fn set_len(&mut self, n: usize) {
+        self.len = n.min(MAX_STR) as u8;
     }
 
     /// The bytes.
@@ -44,6 +62,14 @@ impl StrBuf {
         self.bytes.get(..self.len as usize).unwrap_or(&[])
     }
 }
+
+impl PartialEq for StrBuf {
+    fn eq(&self, other: &StrBuf) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for StrBuf {}
 
 impl core::fmt::Debug for StrBuf {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
