@@ -2,8 +2,9 @@
 //! a new kernel), a cached query (every later compile), and `pahole -C` for the same structs in the
 //! same run. `cargo bench -p ktap-host --bench symbols`; figures go to docs/benchmarks.md.
 //!
-//! Each measured iteration is what a `ktap-host` run does: open the vmlinux, get the index (built,
-//! or read from the cache), answer the sample queries.
+//! Each measured iteration is what a `ktap-host` run does: open the vmlinux, answer the sample
+//! queries: lazily (what every compile does, cache or not), or from the whole index read from the
+//! cache (what a run does after a question that needed every name).
 
 // the tests' way of finding the kernel (`KTAP_VMLINUX`, else the kernel cache)
 #[path = "../tests/symbols/mod.rs"]
@@ -29,6 +30,10 @@ const LATE_STRUCTS: [&str; 1] = ["tcp_sock"];
 fn queries(path: &Path, cache: Option<&Path>) -> Vmlinux {
     let mut v = Vmlinux::open(path).expect("open vmlinux");
     v.set_cache_dir(cache.map(Path::to_owned));
+    if cache.is_some() {
+        // answer from the whole (cached) index, as after a question that needed every name
+        assert!(v.prepare_types().expect("index"), "cache hit");
+    }
     for f in FUNCS {
         std::hint::black_box(v.function_info(f).expect("function"));
     }
@@ -59,7 +64,12 @@ fn main() {
     };
     let mut c = Criterion::default().configure_from_args();
     let cache = tempfile::tempdir().expect("temp dir");
-    queries(&path, Some(cache.path())); // fill the cache
+    {
+        // fill the cache
+        let mut v = Vmlinux::open(&path).expect("open vmlinux");
+        v.set_cache_dir(Some(cache.path().to_owned()));
+        v.prepare_types().expect("index");
+    }
     let mut g = c.benchmark_group("symbols");
     g.sample_size(10).measurement_time(Duration::from_secs(20)).warm_up_time(Duration::from_secs(1));
     g.bench_function("open (ELF symbols only)", |b| b.iter(|| Vmlinux::open(&path).expect("open")));
@@ -70,15 +80,36 @@ fn main() {
             assert!(v.prepare_types().expect("index"));
         })
     });
-    g.bench_function("cold index + compile queries (no cache)", |b| b.iter(|| queries(&path, None)));
-    g.bench_function("cached compile queries (in process)", |b| {
+    g.bench_function("cold: compile queries, lazy (no cache)", |b| {
+        b.iter(|| {
+            let v = queries(&path, None);
+            assert!(!v.has_full_index(), "the sample needs no whole index");
+        })
+    });
+    g.bench_function("cold: layouts of sk_buff, task_struct, file, lazy (no cache)", |b| {
+        b.iter(|| layouts(&queries(&path, None)))
+    });
+    g.bench_function("cached whole index: compile queries (in process)", |b| {
         b.iter(|| queries(&path, Some(cache.path())))
     });
-    g.bench_function("cached: layouts of sk_buff, task_struct, file (in process)", |b| {
+    g.bench_function("cached whole index: layouts of sk_buff, task_struct, file (in process)", |b| {
         b.iter(|| layouts(&queries(&path, Some(cache.path()))))
     });
     let host = env!("CARGO_BIN_EXE_ktap-host");
-    g.bench_function("ktap-host symbols type 'struct sk_buff' (cached, process)", |b| {
+    let empty = tempfile::tempdir().expect("temp dir");
+    g.bench_function("ktap-host symbols type 'struct sk_buff' (no cache, process)", |b| {
+        b.iter(|| {
+            let o = Command::new(host)
+                .env("KTAP_CACHE", empty.path())
+                .args(["symbols", "--vmlinux"])
+                .arg(&path)
+                .args(["type", "struct sk_buff"])
+                .output()
+                .expect("ktap-host");
+            assert!(o.status.success());
+        })
+    });
+    g.bench_function("ktap-host symbols type 'struct sk_buff' (cache filled, process)", |b| {
         b.iter(|| {
             let o = Command::new(host)
                 .env("KTAP_CACHE", cache.path())
@@ -116,6 +147,16 @@ fn main() {
         eprintln!("symbols bench: pahole (dwarves) is not installed: its rows are skipped");
     }
     g.finish();
+    let mut g = c.benchmark_group("symbols-full");
+    g.sample_size(10).measurement_time(Duration::from_secs(30)).warm_up_time(Duration::from_secs(1));
+    g.bench_function("whole index build (2 threads over 3 000 units)", |b| {
+        b.iter(|| {
+            let mut v = Vmlinux::open(&path).expect("open");
+            v.set_cache_dir(None);
+            v.rebuild_type_index().expect("index");
+        })
+    });
+    g.finish();
     c.final_summary();
     // pahole stops at the first unit defining the struct: fast for structs early in the link order,
     // slow for late ones; too slow for criterion's ten samples, so three timed runs each.
@@ -145,6 +186,18 @@ fn main() {
                 .expect("ktap-host");
             assert!(o.status.success());
             println!("symbols/ktap-host symbols type 'struct {s}' (cached, process): {:?}", t.elapsed());
+            // no cache: past the lazy share of the units, the whole index is built (and cached)
+            let cold = tempfile::tempdir().expect("temp dir");
+            let t = std::time::Instant::now();
+            let o = Command::new(host)
+                .env("KTAP_CACHE", cold.path())
+                .args(["symbols", "--vmlinux"])
+                .arg(&path)
+                .args(["type", &format!("struct {s}")])
+                .output()
+                .expect("ktap-host");
+            assert!(o.status.success());
+            println!("symbols/ktap-host symbols type 'struct {s}' (no cache, process): {:?}", t.elapsed());
         }
     }
 }

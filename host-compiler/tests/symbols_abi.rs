@@ -145,3 +145,54 @@ fn pointee(v: &Vmlinux, ty: &TypeRef) -> TypeRef {
         s => panic!("not a pointer: {s:?}"),
     }
 }
+
+/// Compressed DWARF (`objcopy --compress-debug-sections`: SHF_COMPRESSED zlib and zstd, and the
+/// GNU `.zdebug_*` form) reads the same as the plain file.
+#[test]
+fn compressed_debug_sections_read_like_plain_ones() {
+    let cc = compiler("x86_64-linux-gnu").unwrap_or_else(|| "cc".to_owned());
+    if !symbols::have("objcopy") {
+        missing("objcopy (binutils) for the compressed-DWARF fixture");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain.elf");
+    build(&cc, &[], "-O2", &plain);
+    let answers = |path: &Path| {
+        let mut v = Vmlinux::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        v.set_cache_dir(None);
+        let p = v.params(ParamsOf::Function("ptr")).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let to = pointee(&v, &p[0].ty);
+        let eight: Vec<ParamLoc> =
+            v.params(ParamsOf::Function("eight")).unwrap().iter().map(|p| p.loc).collect();
+        (v.type_name(&p[0].ty), v.member(&to, "y").unwrap().offset, eight)
+    };
+    let want = answers(&plain);
+    let mut tried = Vec::new();
+    for how in ["zlib", "zlib-gnu", "zstd"] {
+        let out = dir.path().join(format!("{how}.elf"));
+        let o = Command::new("objcopy")
+            .arg(format!("--compress-debug-sections={how}"))
+            .arg(&plain)
+            .arg(&out)
+            .output()
+            .unwrap();
+        if !o.status.success() {
+            // binutils built without zstd says so; zlib must always work
+            assert_ne!(how, "zlib", "objcopy: {}", String::from_utf8_lossy(&o.stderr));
+            missing(&format!("objcopy cannot write {how}: {}", String::from_utf8_lossy(&o.stderr).trim()));
+            continue;
+        }
+        let sections = Command::new("readelf").args(["-S", "-W"]).arg(&out).output().unwrap();
+        let text = String::from_utf8_lossy(&sections.stdout);
+        let compressed = if how == "zlib-gnu" {
+            text.contains(".zdebug_info")
+        } else {
+            text.lines().any(|l| l.contains(".debug_info") && l.split_whitespace().any(|f| f.contains('C')))
+        };
+        assert!(compressed, "{how}: objcopy left .debug_info plain:\n{text}");
+        assert_eq!(answers(&out), want, "{how}");
+        tried.push(how);
+    }
+    eprintln!("compressed DWARF read: {}", tried.join(", "));
+}

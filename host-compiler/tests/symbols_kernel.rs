@@ -308,3 +308,38 @@ fn system_map_agrees_with_the_symbol_table() {
     let (s, off) = map.at(v.function("vfs_read").unwrap() + 8).unwrap();
     assert_eq!((s.name.as_str(), off), ("vfs_read", 8));
 }
+
+/// Without a cached index, queries are answered lazily (the units holding the function, through
+/// `.debug_aranges`; the first units defining the type): the same answers as the whole index,
+/// without building it.
+#[test]
+fn lazy_queries_match_the_whole_index() {
+    let Some(full) = kernel() else { return };
+    let mut lazy = Vmlinux::open(full.path()).unwrap();
+    lazy.set_cache_dir(None);
+    for s in ["struct sk_buff", "struct task_struct", "struct file", "struct dentry", "u32"] {
+        let (a, b) = (lazy.type_named(s).unwrap(), full.type_named(s).unwrap());
+        assert_eq!(a, b, "{s}: the first definition either way");
+        assert_eq!(lazy.layout(a).unwrap(), full.layout(b).unwrap(), "{s}");
+    }
+    // a sample of functions spread over the whole link order
+    let funcs: Vec<String> = full
+        .all_symbols()
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.kind == "func" && s.global)
+        .map(|s| s.name)
+        .step_by(997)
+        .chain(["do_sys_openat2", "vfs_read", "tcp_sendmsg"].map(String::from))
+        .collect();
+    assert!(funcs.len() > 20, "{} functions", funcs.len());
+    for f in &funcs {
+        assert_eq!(lazy.function_info(f), full.function_info(f), "{f}");
+    }
+    assert_eq!(lazy.tracepoint_info("sched", "sched_switch"), full.tracepoint_info("sched", "sched_switch"));
+    assert!(!lazy.has_full_index(), "these queries need no whole index");
+    // a misspelt type needs every name for its suggestion: then the whole index is built
+    let e = lazy.type_named("struct sk_bufff").unwrap_err();
+    assert!(e.contains("struct sk_buff"), "{e}");
+    assert!(lazy.has_full_index());
+}

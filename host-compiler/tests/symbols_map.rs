@@ -40,3 +40,41 @@ fn bad_maps_are_refused_with_the_line() {
     assert!(e.contains("only zero addresses"), "{e}");
     assert!(SymbolMap::parse(Path::new("e"), "").unwrap_err().contains("is empty"));
 }
+
+/// `check` and `compile` with only a System.map: kprobes and tracepoints resolve from it; reading
+/// an argument by name is an error at the script location that says a vmlinux with DWARF is needed.
+#[test]
+fn check_and_compile_work_from_a_system_map() {
+    let bin = env!("CARGO_BIN_EXE_ktap-host");
+    let boards = concat!(env!("CARGO_MANIFEST_DIR"), "/../boards");
+    let dir = tempfile::tempdir().unwrap();
+    let map = dir.path().join("System.map");
+    std::fs::write(&map, KALLSYMS).unwrap();
+    let run = |script: &str, cmd: &[&str]| {
+        let path = dir.path().join("s.kp");
+        std::fs::write(&path, script).unwrap();
+        std::process::Command::new(bin)
+            .args(cmd)
+            .args(["--board", "qemu-armv7", "--boards-dir", boards, "--system-map"])
+            .arg(&map)
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let ok = "var n = 0\nvar s = 0\nkprobe:vfs_read { n += 1 }\ntrace sched:sched_switch { s += 1 }\ntrace_end { print(n)\n print(s) }\n";
+    let o = run(ok, &["check"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let image = dir.path().join("s.img");
+    let o = run(ok, &["compile", "-o", image.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::metadata(&image).unwrap().len() > 0);
+
+    let o = run("kprobe:vfs_read {\n    print(arg.count)\n}\n", &["check"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("needs a vmlinux with DWARF"), "{err}");
+    assert!(err.contains("s.kp:2:"), "the script location: {err}");
+    let o = run("var n = 0\nkprobe:vfs_reed { n += 1 }\n", &["check"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("did you mean `vfs_read`") && err.contains("s.kp:2:"), "{err}");
+}

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ktap_e2e::{HostRun, TestEnv, count_for, kernel_complaints, workspace, write_script};
+use ktap_e2e::{HostRun, TestEnv, count_for, workspace, write_script};
 use ktap_host::board::Arch;
 use ktap_host::vmlinux::Vmlinux;
 
@@ -23,24 +23,6 @@ fn script(name: &str) -> PathBuf {
     workspace().join("tests/scripts").join(name)
 }
 
-/// Push `script` to a fresh guest, run `workload` on its console, stop, return stdout.
-fn trace(env: &TestEnv, script: PathBuf, workload: &str) -> String {
-    let mut guest = env.boot();
-    let mut c = env.push(guest.agent_port());
-    c.arg(script);
-    let mut run = HostRun::spawn(c);
-    run.wait_stderr(ARMED, T);
-    guest.console.run_ok(workload, T).unwrap();
-    run.signal("INT");
-    let (status, out, err) = run.finish(T);
-    assert!(status.success(), "push failed: {status}\n{out}\n{err}");
-    let dmesg = guest.console.run_ok("dmesg", T).unwrap();
-    let bad = kernel_complaints(&dmesg);
-    assert!(bad.is_empty(), "kernel complained:\n{}", bad.join("\n"));
-    guest.shutdown();
-    format!("{out}\n--- stderr ---\n{err}")
-}
-
 /// `vfs_read`'s third argument (the size) is 7 for each of `dd bs=7`'s 1000 reads. On a board with a
 /// kprobe hazard (no forking workload allowed), `do_filp_open`'s first argument is AT_FDCWD (-100)
 /// for each of 1000 builtin opens by the shell.
@@ -50,9 +32,9 @@ fn kprobe_arguments_come_from_the_calling_convention_registers() {
     let (out, key) = if env.board.kernel.kprobe_hazard.is_some() {
         let src = "var dirfds = {}\nkprobe:do_filp_open { dirfds[arg0] += 1 }\ntrace_end { print(dirfds) }\n";
         let workload = env.kprobe_case(1000).workload;
-        (trace(&env, write_script("open_dirfds", src), &workload), "-100")
+        (env.trace(&write_script("open_dirfds", src), &workload, T), "-100")
     } else {
-        (trace(&env, script("read_sizes.kp"), "dd if=/dev/zero of=/dev/null bs=7 count=1000"), "7")
+        (env.trace(&script("read_sizes.kp"), "dd if=/dev/zero of=/dev/null bs=7 count=1000", T), "7")
     };
     assert_eq!(count_for(&out, key), Some(1000), "{}: {out}", env.board.name);
 }
@@ -60,10 +42,10 @@ fn kprobe_arguments_come_from_the_calling_convention_registers() {
 #[test]
 fn tracepoint_counts_and_arguments_are_exact() {
     let env = TestEnv::get();
-    let out = trace(
-        &env,
-        script("count_signals.kp"),
+    let out = env.trace(
+        &script("count_signals.kp"),
         "i=0; while [ $i -lt 100 ]; do kill -CONT $$; i=$((i+1)); done",
+        T,
     );
     assert_eq!(count_for(&out, "sh"), Some(100), "{}: {out}", env.board.name);
     assert_eq!(count_for(&out, &sigcont(env.board.arch).to_string()), Some(100), "{}: {out}", env.board.name);

@@ -10,6 +10,7 @@ use clap::Args;
 use ktap_host::board::Board;
 use ktap_host::lang::{self, CompileOptions, NoKernel, Resolver};
 use ktap_host::vmlinux::Vmlinux;
+use ktap_host::vmlinux::symmap::SymbolMap;
 
 use super::BoardOpts;
 
@@ -35,6 +36,11 @@ pub struct ScriptOpts {
     /// link-time ones (`push` rebases them to the running kernel)
     #[arg(long, env = "KTAP_VMLINUX", value_name = "PATH")]
     pub vmlinux: Option<PathBuf>,
+    /// Without a vmlinux: the kernel's System.map, or /proc/kallsyms saved from the board as root.
+    /// Resolves kprobe functions and tracepoints only; `arg.NAME` and struct members need a
+    /// vmlinux with DWARF, and the image carries no build-id
+    #[arg(long, alias = "kallsyms", value_name = "PATH", conflicts_with = "vmlinux")]
+    pub system_map: Option<PathBuf>,
     #[command(flatten)]
     pub board: BoardOpts,
 }
@@ -58,6 +64,11 @@ impl ScriptOpts {
         let source =
             std::fs::read_to_string(&self.script).with_context(|| format!("cannot read script {name}"))?;
         let board = self.board.load()?;
+        if let Some(map) = &self.system_map {
+            let map = SymbolMap::open(map).map_err(anyhow::Error::msg)?;
+            let opts = CompileOptions { arch: board.arch, build_id: Vec::new() };
+            return Ok(Loaded { source, name, opts, resolver: Box::new(map) });
+        }
         let (opts, resolver) = kernel_resolver(self.vmlinux.as_deref(), &board, Box::new(NoKernel))?;
         Ok(Loaded { source, name, opts, resolver })
     }
@@ -101,7 +112,9 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
     if !diags.is_empty() {
         return Err(fail(&diags, &l.name, &l.source));
     }
-    if args.script.vmlinux.is_none() {
+    if let Some(map) = &args.script.system_map {
+        eprintln!("{}: no errors (kernel symbols checked against {})", l.name, map.display());
+    } else if args.script.vmlinux.is_none() {
         eprintln!("{}: no errors (kernel symbols not checked: pass --vmlinux)", l.name);
     } else {
         eprintln!("{}: no errors", l.name);

@@ -18,7 +18,10 @@ use serde::{Deserialize, Serialize};
 use super::dwarf::index::Index;
 
 /// Version of the file layout; bump when [`Index`] or its meaning changes.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
+
+/// The first bytes of a cache file.
+const MAGIC: &[u8; 8] = b"KTAPIDX\n";
 
 /// What the cached index belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,19 +31,21 @@ pub(crate) struct Key {
     pub abbrev_len: u64,
 }
 
-/// The file: a header, then the index's own postcard bytes and their checksum, so a damaged file is
-/// a miss rather than wrong offsets.
-#[derive(Serialize, Deserialize)]
-struct CacheFile {
-    format: u32,
-    key: Key,
-    checksum: u64,
-    index: Vec<u8>,
-}
+// The file, read with one `read` and decoded without copying the index bytes through serde:
+// MAGIC, FORMAT (u32 LE), key length (u32 LE), the key (postcard), checksum (u64 LE) and
+// length (u64 LE) of the index bytes, then the index (postcard). A damaged file is a miss
+// rather than wrong offsets.
 
-/// FNV-1a over the index bytes.
+/// FNV-1a over the bytes taken eight at a time (a 2 MB index checks in well under a millisecond).
 fn checksum(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
+    let mut words = bytes.chunks_exact(8);
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for w in &mut words {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(w);
+        h = (h ^ u64::from_le_bytes(a)).wrapping_mul(0x100_0000_01b3);
+    }
+    words.remainder().iter().fold(h, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
 }
 
 /// The user's ktap-rs cache directory.
@@ -59,14 +64,37 @@ pub(crate) fn path_for(root: &Path, key: &Key) -> PathBuf {
     root.join("symbols").join(format!("{}-{}.idx", super::hex(&key.build_id), key.info_len))
 }
 
+/// Split `n` bytes off the front of `b`.
+fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    let (head, rest) = (b.get(..n)?, b.get(n..)?);
+    *b = rest;
+    Some(head)
+}
+
+fn take_u32(b: &mut &[u8]) -> Option<u32> {
+    Some(u32::from_le_bytes(take(b, 4)?.try_into().ok()?))
+}
+
+fn take_u64(b: &mut &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(take(b, 8)?.try_into().ok()?))
+}
+
 /// The cached index for `key`, if there is a valid one.
 pub(crate) fn load(root: &Path, key: &Key) -> Option<Index> {
     let bytes = std::fs::read(path_for(root, key)).ok()?;
-    let file: CacheFile = postcard::from_bytes(&bytes).ok()?;
-    if file.format != FORMAT || file.key != *key || checksum(&file.index) != file.checksum {
+    let mut b = bytes.as_slice();
+    if take(&mut b, MAGIC.len())? != MAGIC || take_u32(&mut b)? != FORMAT {
         return None;
     }
-    postcard::from_bytes(&file.index).ok()
+    let key_len = take_u32(&mut b)? as usize;
+    let stored: Key = postcard::from_bytes(take(&mut b, key_len)?).ok()?;
+    let sum = take_u64(&mut b)?;
+    let len = usize::try_from(take_u64(&mut b)?).ok()?;
+    let index = take(&mut b, len)?;
+    if stored != *key || !b.is_empty() || checksum(index) != sum {
+        return None;
+    }
+    postcard::from_bytes(index).ok()
 }
 
 /// Store the index for `key` (atomically). Failure only costs time next run, so callers may ignore it.
@@ -75,8 +103,15 @@ pub(crate) fn store(root: &Path, key: &Key, index: &Index) -> std::io::Result<()
     let dir = path.parent().ok_or_else(|| std::io::Error::other("cache path has no parent"))?;
     std::fs::create_dir_all(dir)?;
     let index = postcard::to_stdvec(index).map_err(std::io::Error::other)?;
-    let file = CacheFile { format: FORMAT, key: key.clone(), checksum: checksum(&index), index };
-    let bytes = postcard::to_stdvec(&file).map_err(std::io::Error::other)?;
+    let key = postcard::to_stdvec(key).map_err(std::io::Error::other)?;
+    let mut bytes = Vec::with_capacity(index.len() + key.len() + 32);
+    bytes.extend(MAGIC);
+    bytes.extend(FORMAT.to_le_bytes());
+    bytes.extend((key.len() as u32).to_le_bytes());
+    bytes.extend(&key);
+    bytes.extend(checksum(&index).to_le_bytes());
+    bytes.extend((index.len() as u64).to_le_bytes());
+    bytes.extend(&index);
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(&bytes)?;
     tmp.as_file().sync_all()?;

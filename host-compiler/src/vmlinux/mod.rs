@@ -5,8 +5,9 @@
 //! script needs is resolved here, from the unstripped vmlinux of the exact kernel the board runs (the
 //! build-id check in [`crate::session`] proves it is that kernel). The file is memory-mapped; opening
 //! reads only the ELF header, program and section headers, notes and the symbol table (a few MB of
-//! Debian's 244 MB armmp `-dbg` vmlinux). The first type query indexes the DWARF
-//! ([`dwarf::index`]), or loads that index from the cache ([`cache`]).
+//! Debian's 244 MB armmp `-dbg` vmlinux). Type and parameter queries index only the DWARF units
+//! they need ([`dwarf::index`]); the whole index is built (or read from the [`cache`]) only for a
+//! question that needs every name.
 //!
 //! Modules: [`elf`] (build-id, section facts), [`abi`] (calling conventions), [`dwarf`] (types,
 //! parameters, layouts), [`cache`], [`query`] (the DWARF-backed queries and the compiler's
@@ -36,6 +37,7 @@ pub mod elf;
 mod error;
 pub(crate) mod names;
 pub mod query;
+mod rawsym;
 mod rodata;
 pub mod symmap;
 pub mod symtab;
@@ -93,20 +95,27 @@ pub struct Vmlinux {
     stext: Option<u64>,
     /// Run-time minus link-time address (wrapping): the KASLR offset, 0 until [`Vmlinux::rebase`].
     slide: u64,
-    /// File range of the symbol table and its entry count, and of its string table: lookups scan
-    /// them in place (a few ms), so opening allocates nothing per symbol.
-    symtab: (usize, usize),
-    strtab: std::ops::Range<usize>,
+    /// The symbol table and its strings in the file: lookups scan them in place
+    /// ([`rawsym`]), so opening allocates nothing per symbol.
+    symtab: rawsym::SymTable,
     /// Every function and tracepoint name, made only for suggestions and counts.
     sets: OnceLock<SymSets>,
     /// `TRACE_SYSTEM` names (`str__<sys>__trace_system_name`), made on the first tracepoint check.
     trace_systems: OnceLock<BTreeSet<Box<str>>>,
     /// Where the `.debug_*` sections are.
     sections: dwarf::Sections,
-    /// The DWARF name index, made on the first type query (from the cache, or built).
-    index: OnceLock<Result<dwarf::index::Index, String>>,
+    /// The whole DWARF name index once made: loaded from the cache, or built when a query needs
+    /// every name (and then cached).
+    full: OnceLock<Result<dwarf::index::Index, String>>,
+    /// Set once the cache has been looked at (a miss leaves `full` empty).
+    cache_looked: OnceLock<()>,
+    /// The index made on demand while there is no whole one.
+    lazy: std::sync::Mutex<dwarf::index::Lazy>,
     /// Root of the index cache ([`cache::cache_root`] unless set).
     cache_dir: Option<PathBuf>,
+    /// gimli's sections and the parsed units: borrows `map`, so it must be declared (and dropped)
+    /// before it.
+    shared: OnceLock<Result<dwarf::Shared, String>>,
     map: Mmap,
 }
 
@@ -135,35 +144,31 @@ impl Vmlinux {
         let build_id = find_build_id(elf, &map, elf.little_endian)
             .ok_or_else(|| VmlinuxError::NoBuildId { path: path.to_owned() })?;
 
+        let range = |off: u64, size: u64| {
+            let start = usize::try_from(off).ok()?;
+            let end = start.checked_add(usize::try_from(size).ok()?)?;
+            (end <= map.len()).then_some(start..end)
+        };
         let symtab_sh = elf.section_headers.iter().find(|s| s.sh_type == SHT_SYMTAB);
-        let symtab = symtab_sh.map_or((0, 0), |sh| (sh.sh_offset as usize, elf.syms.len()));
-        let strtab = symtab_sh
-            .and_then(|sh| elf.section_headers.get(sh.sh_link as usize))
-            .map_or(0..0, |s| s.sh_offset as usize..(s.sh_offset + s.sh_size) as usize);
+        let symtab = rawsym::SymTable {
+            records: symtab_sh.and_then(|sh| range(sh.sh_offset, sh.sh_size)).unwrap_or(0..0),
+            strtab: symtab_sh
+                .and_then(|sh| elf.section_headers.get(sh.sh_link as usize))
+                .and_then(|s| range(s.sh_offset, s.sh_size))
+                .unwrap_or(0..0),
+            is_64: elf.is_64,
+            little_endian: elf.little_endian,
+        };
         let (mut text, mut stext) = (None, None);
-        for sym in elf.syms.iter() {
-            match lean.name(sym.st_name) {
-                Some("_text") => text = Some(sym.st_value),
-                Some("_stext") => stext = Some(sym.st_value),
-                _ => {}
+        for sym in symtab.iter(&map) {
+            if sym.is_named(b"_text") {
+                text = Some(sym.value());
+            } else if sym.is_named(b"_stext") {
+                stext = Some(sym.value());
             }
         }
         let text = text.ok_or_else(|| VmlinuxError::NoText { path: path.to_owned() })?;
-        let mut sections = dwarf::Sections::default();
-        for sh in &elf.section_headers {
-            let Some(name) = elf.shdr_strtab.get_at(sh.sh_name) else { continue };
-            if name.starts_with(".debug_") && sh.sh_type != goblin::elf::section_header::SHT_NOBITS {
-                let (Ok(start), Ok(len)) = (usize::try_from(sh.sh_offset), usize::try_from(sh.sh_size))
-                else {
-                    continue;
-                };
-                if sh.sh_flags & u64::from(goblin::elf::section_header::SHF_COMPRESSED) != 0 {
-                    sections.compressed = true;
-                } else if start.checked_add(len).is_some_and(|end| end <= map.len()) {
-                    sections.ranges.insert(name.to_owned(), start..start + len);
-                }
-            }
-        }
+        let sections = dwarf::Sections::find(elf, &map);
         Ok(Vmlinux {
             path: path.to_owned(),
             machine,
@@ -174,12 +179,14 @@ impl Vmlinux {
             stext,
             slide: 0,
             symtab,
-            strtab,
             sets: OnceLock::new(),
             trace_systems: OnceLock::new(),
             sections,
-            index: OnceLock::new(),
+            full: OnceLock::new(),
+            cache_looked: OnceLock::new(),
+            lazy: Default::default(),
             cache_dir: cache::cache_root(),
+            shared: OnceLock::new(),
             map,
         })
     }
@@ -219,36 +226,16 @@ impl Vmlinux {
         self.sets().funcs.len()
     }
 
-    /// Call `f` with every symbol's name (raw bytes) and entry, in file order.
-    fn each_symbol(&self, mut f: impl FnMut(&[u8], &goblin::elf::sym::Sym)) {
-        use goblin::container::{Container, Ctx};
-        let container = if self.is_64 { Container::Big } else { Container::Little };
-        let endian = if self.little_endian {
-            goblin::container::Endian::Little
-        } else {
-            goblin::container::Endian::Big
-        };
-        let Ok(syms) = goblin::elf::sym::Symtab::parse(
-            &self.map,
-            self.symtab.0,
-            self.symtab.1,
-            Ctx::new(container, endian),
-        ) else {
-            return;
-        };
-        let strtab = self.map.get(self.strtab.clone()).unwrap_or(&[]);
-        for sym in syms.iter() {
-            let rest = strtab.get(sym.st_name..).unwrap_or(&[]);
-            let name = &rest[..rest.iter().position(|&b| b == 0).unwrap_or(rest.len())];
-            f(name, &sym);
-        }
+    /// Every symbol, in file order.
+    fn symbols(&self) -> impl Iterator<Item = rawsym::RawSym<'_>> {
+        self.symtab.iter(&self.map)
     }
 
     /// A function symbol's address as used everywhere here (ARM's Thumb bit cleared).
-    fn func_sym(&self, sym: &goblin::elf::sym::Sym) -> FuncSym {
-        let addr = if self.machine == EM_ARM { sym.st_value & !1 } else { sym.st_value };
-        let kprobe_offset = if self.machine == EM_PPC64 { ppc64_local_entry(sym.st_other) } else { 0 };
-        FuncSym { addr, global: matches!(sym.st_bind(), STB_GLOBAL | STB_WEAK), kprobe_offset }
+    fn func_sym(&self, sym: &rawsym::RawSym<'_>) -> FuncSym {
+        let addr = if self.machine == EM_ARM { sym.value() & !1 } else { sym.value() };
+        let kprobe_offset = if self.machine == EM_PPC64 { ppc64_local_entry(sym.other()) } else { 0 };
+        FuncSym { addr, global: matches!(sym.bind(), STB_GLOBAL | STB_WEAK), kprobe_offset }
     }
 
     /// Functions called `name` (one scan of the symbol table, or the sets once made).
@@ -257,25 +244,25 @@ impl Vmlinux {
             return sets.funcs.get(name).cloned().unwrap_or_default();
         }
         let mut out: Vec<FuncSym> = Vec::new();
-        self.each_symbol(|n, sym| {
-            if n == name.as_bytes() && sym.st_type() == STT_FUNC && sym.st_value != 0 {
-                let f = self.func_sym(sym);
+        for sym in self.symbols() {
+            if sym.typ() == STT_FUNC && sym.value() != 0 && sym.is_named(name.as_bytes()) {
+                let f = self.func_sym(&sym);
                 if !out.iter().any(|o| o.addr == f.addr) {
                     out.push(f);
                 }
             }
-        });
+        }
         out
     }
 
     fn sets(&self) -> &SymSets {
         self.sets.get_or_init(|| {
             let mut sets = SymSets::default();
-            self.each_symbol(|n, sym| {
-                let Ok(name) = std::str::from_utf8(n) else { return };
-                let typ = sym.st_type();
-                if typ == STT_FUNC && sym.st_value != 0 && !name.is_empty() {
-                    let f = self.func_sym(sym);
+            for sym in self.symbols() {
+                let Ok(name) = std::str::from_utf8(sym.name()) else { continue };
+                let typ = sym.typ();
+                if typ == STT_FUNC && sym.value() != 0 && !name.is_empty() {
+                    let f = self.func_sym(&sym);
                     let entry = sets.funcs.entry(name.into()).or_default();
                     if !entry.iter().any(|o| o.addr == f.addr) {
                         entry.push(f);
@@ -285,7 +272,7 @@ impl Vmlinux {
                 {
                     sets.tracepoints.insert(event.into());
                 }
-            });
+            }
             sets
         })
     }
@@ -293,12 +280,13 @@ impl Vmlinux {
     fn trace_systems(&self) -> &BTreeSet<Box<str>> {
         self.trace_systems.get_or_init(|| {
             let mut systems = BTreeSet::new();
-            self.each_symbol(|n, _| {
-                let sys = n.strip_prefix(b"str__").and_then(|s| s.strip_suffix(b"__trace_system_name"));
+            for sym in self.symbols().filter(|s| s.starts_with(b"str__")) {
+                let sys =
+                    sym.name().strip_prefix(b"str__").and_then(|s| s.strip_suffix(b"__trace_system_name"));
                 if let Some(sys) = sys.and_then(|s| std::str::from_utf8(s).ok()) {
                     systems.insert(sys.into());
                 }
-            });
+            }
             systems
         })
     }
@@ -309,11 +297,7 @@ impl Vmlinux {
             return sets.tracepoints.contains(event);
         }
         let want = format!("__tracepoint_{event}");
-        let mut found = false;
-        self.each_symbol(|n, sym| {
-            found |= n == want.as_bytes() && matches!(sym.st_type(), STT_OBJECT | 0);
-        });
-        found
+        self.symbols().any(|s| matches!(s.typ(), STT_OBJECT | 0) && s.is_named(want.as_bytes()))
     }
 
     /// Check that the vmlinux is built for the board's architecture.

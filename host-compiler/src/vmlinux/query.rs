@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use super::abi::Abi;
 use super::cache::{self, Key};
-use super::dwarf::index::{self, Index};
-use super::dwarf::{Debug, Die, R};
+use super::dwarf::index::{self, Index, Names};
+use super::dwarf::{Debug, Die, R, Shared};
 use super::{Layout, Vmlinux, VmlinuxError, hex};
 use crate::ktypes::{Member, NEEDS_DWARF, Param, ParamsOf, Shape, TypeRef};
 use crate::lang::Resolver;
@@ -54,27 +54,31 @@ impl Vmlinux {
     }
 
     fn cache_key(&self) -> Key {
-        let len = |n: &str| self.sections.ranges.get(n).map_or(0, |r| r.len() as u64);
         Key {
             build_id: self.build_id.clone(),
-            info_len: len(".debug_info"),
-            abbrev_len: len(".debug_abbrev"),
+            info_len: self.sections.len(".debug_info"),
+            abbrev_len: self.sections.len(".debug_abbrev"),
         }
     }
 
-    /// Make sure the DWARF index exists (cached or built now). Returns whether it came from the cache.
-    /// Made already (by an earlier query) counts as a hit.
+    /// Make sure the whole DWARF index exists (cached or built now, and then cached). Returns
+    /// whether it came from the cache; made already (by an earlier query) counts as a hit.
     pub fn prepare_types(&self) -> Result<bool, String> {
-        let mut hit = true;
-        self.index
-            .get_or_init(|| {
-                let (index, from_disk) = self.load_or_build_index()?;
-                hit = from_disk;
-                Ok(index)
-            })
-            .as_ref()
-            .map(|_| hit)
-            .map_err(Clone::clone)
+        self.shared()?;
+        let hit = self.full.get().is_some() || self.load_cached().is_some();
+        self.full_index()?;
+        Ok(hit)
+    }
+
+    /// The whole index from the cache, if it holds a valid one (looked at once).
+    fn load_cached(&self) -> Option<&Index> {
+        self.cache_looked.get_or_init(|| {
+            let key = self.cache_key();
+            if let Some(i) = self.cache_dir.as_deref().and_then(|root| cache::load(root, &key)) {
+                let _ = self.full.set(Ok(i));
+            }
+        });
+        self.full.get().and_then(|r| r.as_ref().ok())
     }
 
     /// Build the index without looking at the cache, and store it (for benchmarks of the cold path).
@@ -91,26 +95,64 @@ impl Vmlinux {
         self.cache_dir = dir;
     }
 
-    /// The index, and whether it came from the cache.
-    fn load_or_build_index(&self) -> Result<(Index, bool), String> {
-        let key = self.cache_key();
-        self.dwarf_usable()?;
-        if let Some(i) = self.cache_dir.as_deref().and_then(|root| cache::load(root, &key)) {
-            return Ok((i, true));
+    /// Is the whole name index in memory (from the cache or built)? Until it is, queries are
+    /// answered lazily, indexing only the units they need.
+    pub fn has_full_index(&self) -> bool {
+        matches!(self.full.get(), Some(Ok(_)))
+    }
+
+    /// The DWARF sections (inflated if compressed) and the units parsed so far.
+    fn shared(&self) -> Result<&Shared, String> {
+        self.shared
+            .get_or_init(|| {
+                self.dwarf_usable()?;
+                // SAFETY: `Shared` is a field of `self` declared before `map`, so it is dropped
+                // first; the map is never remapped or written while `self` lives.
+                unsafe { Shared::new(&self.map, &self.sections, self.little_endian) }
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// Where this query looks names up: the whole index once it is in memory, else lazily. The
+    /// cache is not read for this: answering lazily from the few units a compile needs is faster
+    /// than reading the whole index (see docs/benchmarks.md); it serves questions that need every
+    /// name.
+    fn names(&self) -> Result<Names<'_>, String> {
+        let shared = self.shared()?;
+        match self.full.get() {
+            Some(Ok(i)) => {
+                shared.learn_units(&i.units);
+                Ok(Names::Full(i))
+            }
+            Some(Err(e)) => Err(e.clone()),
+            None => Ok(Names::Lazy { lazy: &self.lazy, shared, owner: self }),
         }
-        let idx = self.build_index()?;
-        if let Some(Err(e)) = self.cache_dir.as_deref().map(|root| cache::store(root, &key, &idx)) {
-            eprintln!("warning: cannot cache the DWARF index of {}: {e}", self.path.display());
+    }
+
+    /// The whole index: from the cache, else built now (with a progress bar on a terminal) and
+    /// cached.
+    pub(crate) fn full_index(&self) -> Result<&Index, String> {
+        if let Some(i) = self.load_cached() {
+            self.shared()?.learn_units(&i.units);
+            return Ok(i);
         }
-        Ok((idx, false))
+        self.full
+            .get_or_init(|| {
+                let idx = self.build_index()?;
+                let key = self.cache_key();
+                if let Some(Err(e)) = self.cache_dir.as_deref().map(|root| cache::store(root, &key, &idx)) {
+                    eprintln!("warning: cannot cache the DWARF index of {}: {e}", self.path.display());
+                }
+                Ok(idx)
+            })
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     fn dwarf_usable(&self) -> Result<(), String> {
-        if self.sections.compressed {
-            return Err(format!(
-                "vmlinux {} has compressed DWARF sections, which ktap-host does not read: decompress them with `objcopy --decompress-debug-sections`",
-                self.path.display()
-            ));
+        if let Some(e) = &self.sections.bad {
+            return Err(format!("vmlinux {}: {e}", self.path.display()));
         }
         if !self.sections.has_info() {
             return Err(format!(
@@ -122,9 +164,8 @@ impl Vmlinux {
     }
 
     fn build_index(&self) -> Result<Index, String> {
-        self.dwarf_usable()?;
-        let dwarf = self.sections.load(&self.map, self.little_endian);
-        let total = self.sections.ranges.get(".debug_info").map_or(0, |r| r.len() as u64);
+        let dwarf = self.shared()?.dwarf();
+        let total = gimli::Section::reader(&dwarf.debug_info).len() as u64;
         let bar = if std::io::stderr().is_terminal() {
             let bar = indicatif::ProgressBar::new(total);
             let style = indicatif::ProgressStyle::with_template(
@@ -137,16 +178,15 @@ impl Vmlinux {
         } else {
             indicatif::ProgressBar::hidden()
         };
-        let idx = index::build(&dwarf, &|done| bar.set_position(done));
+        let idx = index::build(dwarf, &|done| bar.set_position(done));
         bar.finish_and_clear();
         idx
     }
 
     /// A query's view of the DWARF.
     fn debug(&self) -> Result<Debug<'_>, String> {
-        self.prepare_types()?;
-        let index = self.index.get().and_then(|r| r.as_ref().ok()).ok_or("DWARF index missing")?;
-        Ok(Debug::new(self.sections.load(&self.map, self.little_endian), index, self.abi()))
+        let names = self.names()?;
+        Ok(Debug::new(self.shared()?, names, self.abi()))
     }
 
     /// Parameters of kernel function `name`, located for a kprobe at its entry.
@@ -157,7 +197,7 @@ impl Vmlinux {
             Err(e) => return Err(e.to_string()),
         };
         let d = self.debug()?;
-        let (die, low_pc) = d.index.funcs_at.function_at(addr).ok_or_else(|| {
+        let (die, low_pc) = d.index.function_at(addr)?.ok_or_else(|| {
             format!("kernel function `{name}` at {addr:#x} has no DWARF (assembly, or built without -g): its parameters are unknown; use arg0.. instead")
         })?;
         let (unit, entry) = d.die(die)?;
@@ -176,7 +216,11 @@ impl Vmlinux {
 
     /// Why `name` has no symbol: inlined everywhere, or misspelt; with alternatives.
     fn explain_missing(&self, name: &str, e: VmlinuxError) -> String {
-        let inlined = self.debug().ok().is_some_and(|d| d.index.abstract_funcs.contains_key(name));
+        let inlined = self
+            .debug()
+            .ok()
+            .and_then(|d| d.index.full().ok())
+            .is_some_and(|i| i.abstract_funcs.get(name).is_some());
         if !inlined {
             return e.to_string();
         }
@@ -201,13 +245,16 @@ impl Vmlinux {
         let d = self.debug()?;
         let mut tried = Vec::new();
         for from in [format!("__traceiter_{event}"), format!("trace_event_raw_event_{event}")] {
-            let die = self.function(&from).ok().and_then(|a| d.index.funcs_at.function_at(a)).map(|f| f.0);
+            let die = match self.function(&from) {
+                Ok(a) => d.index.function_at(a)?.map(|f| f.0),
+                Err(_) => None,
+            };
             let Some(die) = die else {
                 tried.push(from);
                 continue;
             };
             let params = d.tracepoint_params(die)?;
-            let record = match self.event_class(&d, event) {
+            let record = match self.event_class(&d, event, d.unit_start(die)?) {
                 Some(class) => Some(d.layout(class)?),
                 None => None,
             };
@@ -220,9 +267,13 @@ impl Vmlinux {
     }
 
     /// The record struct of an event: `trace_event_raw_<event>` for a `TRACE_EVENT`, else that of its
-    /// class for a `DEFINE_EVENT`, found through the class its `event_<event>` points to.
-    fn event_class(&self, d: &Debug<'_>, event: &str) -> Option<TypeRef> {
-        let raw = |name: &str| d.index.types.get(&format!("struct trace_event_raw_{name}")).map(TypeRef);
+    /// class for a `DEFINE_EVENT`, found through the class its `event_<event>` points to. Both are
+    /// defined in the unit that creates the event's tracepoints, which also holds its probe
+    /// functions: `unit`, where `__traceiter_<event>` is.
+    fn event_class(&self, d: &Debug<'_>, event: &str, unit: u64) -> Option<TypeRef> {
+        let raw = |name: &str| {
+            d.index.type_in_unit(unit, &format!("struct trace_event_raw_{name}")).ok().flatten().map(TypeRef)
+        };
         if let Some(t) = raw(event) {
             return Some(t);
         }

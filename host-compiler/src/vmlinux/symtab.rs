@@ -5,6 +5,7 @@ use goblin::elf::sym::{STB_GLOBAL, STB_WEAK, STT_FUNC, STT_OBJECT};
 use serde::Serialize;
 
 use super::elf::Lean;
+use super::rawsym::RawSym;
 use super::{EM_ARM, Vmlinux, VmlinuxError};
 
 /// One ELF symbol.
@@ -25,43 +26,42 @@ pub struct SymInfo {
 impl Vmlinux {
     /// Every named symbol with a nonzero address.
     pub fn all_symbols(&self) -> Result<Vec<SymInfo>, VmlinuxError> {
-        let lean = Lean::parse(&self.map)
-            .map_err(|e| VmlinuxError::Elf { path: self.path.clone(), message: e.to_string() })?;
-        let elf = &lean.elf;
-        let mut out = Vec::new();
-        for s in elf.syms.iter() {
-            let Some(name) = lean.name(s.st_name).filter(|n| !n.is_empty()) else { continue };
-            if s.st_value == 0 || name.starts_with("$") {
-                continue; // ARM mapping symbols ($a, $d, $t) mark code/data, they name nothing
-            }
-            let kind = match s.st_type() {
-                STT_FUNC => "func",
-                STT_OBJECT => "object",
-                _ => "other",
-            };
-            let addr = if self.machine == EM_ARM && kind == "func" { s.st_value & !1 } else { s.st_value };
-            out.push(SymInfo {
-                name: name.to_owned(),
-                addr,
-                size: s.st_size,
-                kind,
-                global: matches!(s.st_bind(), STB_GLOBAL | STB_WEAK),
-            });
+        Ok(self.symbols().filter_map(|s| self.sym_info(&s)).collect())
+    }
+
+    /// A symbol as listed, or `None` for unnamed ones, address 0 and ARM mapping symbols.
+    fn sym_info(&self, s: &RawSym<'_>) -> Option<SymInfo> {
+        let name = std::str::from_utf8(s.name()).ok().filter(|n| !n.is_empty())?;
+        if s.value() == 0 || name.starts_with('$') {
+            return None; // ARM mapping symbols ($a, $d, $t) mark code/data, they name nothing
         }
-        Ok(out)
+        let kind = match s.typ() {
+            STT_FUNC => "func",
+            STT_OBJECT => "object",
+            _ => "other",
+        };
+        let addr = if self.machine == EM_ARM && kind == "func" { s.value() & !1 } else { s.value() };
+        Some(SymInfo {
+            name: name.to_owned(),
+            addr,
+            size: s.size(),
+            kind,
+            global: matches!(s.bind(), STB_GLOBAL | STB_WEAK),
+        })
     }
 
     /// Symbols called `name`.
     pub fn symbols_named(&self, name: &str) -> Result<Vec<SymInfo>, VmlinuxError> {
-        Ok(self.all_symbols()?.into_iter().filter(|s| s.name == name).collect())
+        Ok(self.symbols().filter(|s| s.is_named(name.as_bytes())).filter_map(|s| self.sym_info(&s)).collect())
     }
 
     /// The symbol containing link-time address `addr`, and the offset into it: the closest symbol at
     /// or below it that is sized to cover it (or unsized); functions and objects before others.
     pub fn symbol_at(&self, addr: u64) -> Result<Option<(SymInfo, u64)>, VmlinuxError> {
         let best = self
-            .all_symbols()?
-            .into_iter()
+            .symbols()
+            .filter(|s| (s.value() & !1) <= addr)
+            .filter_map(|s| self.sym_info(&s))
             .filter(|s| s.addr <= addr && (s.size == 0 || addr - s.addr < s.size))
             .max_by_key(|s| (s.addr, s.kind != "other", s.size != 0, s.global));
         Ok(best.map(|s| {

@@ -1,16 +1,24 @@
 //! The name index: which DIE defines each type and function. Built by one pass over every unit
 //! (split over the CPUs), then cached by build-id ([`crate::vmlinux::cache`]).
 //!
+//! Until a kernel has a cached index, queries are answered lazily ([`Lazy`]), the way `pahole -C`
+//! does: a type name is looked up by indexing units in link order and stopping at the first unit
+//! that defines it (common structs live in the first units: every file includes their headers); a
+//! function by its address, through `.debug_aranges`, indexing only the unit holding its code. Only
+//! a question that needs every name (a suggestion for a misspelt type, an inlined function, a type
+//! not met in the first eighth of `.debug_info`) builds the whole index, which is then cached.
+//!
 //! Only top-level DIEs (children of a unit) are indexed: that is where C puts named types and
 //! functions. A type defined in many units (every unit including its header) is indexed once, at
 //! its lowest offset with a full definition, as `pahole -C` picks the first one it meets.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
 
 use gimli::{AttributeValue, UnitHeader};
 use serde::{Deserialize, Serialize};
 
-use super::{R, bad};
+use super::{R, Shared, bad};
 
 /// Names to DIE offsets (global `.debug_info` offsets).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,11 +65,6 @@ impl NameMap {
         self.entries.get(i).map(|e| e.2)
     }
 
-    /// Is `name` there?
-    pub fn contains_key(&self, name: &str) -> bool {
-        self.get(name).is_some()
-    }
-
     /// Every name.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.entries.iter().map(|e| self.name(e))
@@ -95,6 +98,202 @@ impl AddrMap {
     }
 }
 
+/// [`AddrMap::function_at`] over a map still being filled.
+fn function_in(map: &BTreeMap<u64, u64>, addr: u64) -> Option<(u64, u64)> {
+    if let Some(&die) = map.get(&addr).or_else(|| map.get(&(addr | 1))) {
+        return Some((die, addr));
+    }
+    let (&at, &die) = map.range(addr + 1..=addr.saturating_add(PATCH_PAD)).next()?;
+    Some((die, at))
+}
+
+/// Where names are looked up for one query: the whole index, or the lazy one of a kernel not yet
+/// indexed (with the way to build the whole one when a question needs it).
+#[derive(Clone, Copy)]
+pub(crate) enum Names<'a> {
+    Full(&'a Index),
+    Lazy { lazy: &'a Mutex<Lazy>, shared: &'a Shared, owner: &'a crate::vmlinux::Vmlinux },
+}
+
+impl<'a> Names<'a> {
+    /// The DIE defining type `key` (`struct sk_buff`, `u32`): its first full definition.
+    pub fn type_get(&self, key: &str) -> Result<Option<u64>, String> {
+        match *self {
+            Names::Full(i) => Ok(i.types.get(key)),
+            Names::Lazy { lazy, shared, owner } => {
+                let mut l = lazy.lock().map_err(|_| "DWARF index lock poisoned")?;
+                match l.type_get(shared, key)? {
+                    Some(found) => Ok(found),
+                    None => {
+                        drop(l);
+                        Ok(owner.full_index()?.types.get(key))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Type `key` as unit `unit` (a global offset of its first byte) defines it: for types only the
+    /// unit of a known function defines, such as a tracepoint's record next to its probe.
+    pub fn type_in_unit(&self, unit: u64, key: &str) -> Result<Option<u64>, String> {
+        match *self {
+            Names::Full(i) => Ok(i.types.get(key)),
+            Names::Lazy { lazy, shared, .. } => {
+                lazy.lock().map_err(|_| "DWARF index lock poisoned")?.type_in_unit(shared, unit, key)
+            }
+        }
+    }
+
+    /// Every type name (for suggestions): needs the whole index.
+    pub fn full(&self) -> Result<&'a Index, String> {
+        match *self {
+            Names::Full(i) => Ok(i),
+            Names::Lazy { owner, .. } => owner.full_index(),
+        }
+    }
+
+    /// The subprogram whose body starts at (or just past) `addr`, and where its body starts.
+    pub fn function_at(&self, addr: u64) -> Result<Option<(u64, u64)>, String> {
+        match *self {
+            Names::Full(i) => Ok(i.funcs_at.function_at(addr)),
+            Names::Lazy { lazy, shared, owner } => {
+                let mut l = lazy.lock().map_err(|_| "DWARF index lock poisoned")?;
+                match l.function_at(shared, addr)? {
+                    Some(found) => Ok(found),
+                    None => {
+                        drop(l);
+                        Ok(owner.full_index()?.funcs_at.function_at(addr))
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The index made on demand: units indexed in link order up to where a type was found, plus the
+/// units `.debug_aranges` pointed to for functions.
+#[derive(Debug, Default)]
+pub(crate) struct Lazy {
+    /// The units before this `.debug_info` offset are indexed, in link order: a type found there
+    /// is its first definition.
+    next: u64,
+    types: HashMap<String, u64>,
+    funcs_at: BTreeMap<u64, u64>,
+    /// Units indexed out of order: their functions count, their types only for lookups scoped to
+    /// them ([`Names::type_in_unit`]).
+    visited: HashSet<u64>,
+    unit_types: HashMap<u64, HashMap<String, u64>>,
+    /// `.debug_aranges`: (start, end, unit start), sorted; `None` until read.
+    aranges: Option<Vec<(u64, u64, u64)>>,
+}
+
+/// The share of `.debug_info` (in bytes, from its start) a lazy type lookup may index before the
+/// whole index is built instead: types first defined past it are rare, and the parallel full
+/// build (cached afterwards) is then the cheaper way.
+const LAZY_SHARE: u64 = 32;
+
+impl Lazy {
+    /// `Some(answer)`, or `None` when the whole index must answer.
+    fn type_get(&mut self, shared: &Shared, key: &str) -> Result<Option<Option<u64>>, String> {
+        if let Some(&o) = self.types.get(key) {
+            return Ok(Some(Some(o)));
+        }
+        let info_len = shared.info_len();
+        while self.next < info_len {
+            if self.next > info_len / LAZY_SHARE {
+                return Ok(None);
+            }
+            let header = shared.header_at(self.next)?;
+            self.next += header.length_including_self() as u64;
+            let part = index_unit(shared.dwarf(), header)?;
+            for (name, off) in part.types {
+                self.types.entry(name).or_insert(off);
+            }
+            self.add_funcs(part.funcs_at);
+            if let Some(&o) = self.types.get(key) {
+                return Ok(Some(Some(o)));
+            }
+        }
+        Ok(Some(None))
+    }
+
+    fn add_funcs(&mut self, funcs: Vec<(u64, u64)>) {
+        for (addr, off) in funcs {
+            let o = self.funcs_at.entry(addr).or_insert(off);
+            *o = (*o).min(off);
+        }
+    }
+
+    /// `Some(answer)`, or `None` when `.debug_aranges` is missing and the whole index must answer.
+    fn function_at(&mut self, shared: &Shared, addr: u64) -> Result<Option<Option<(u64, u64)>>, String> {
+        if let Some(hit) = function_in(&self.funcs_at, addr) {
+            return Ok(Some(Some(hit)));
+        }
+        if self.aranges.is_none() {
+            self.aranges = Some(read_aranges(shared)?);
+        }
+        let aranges = self.aranges.as_deref().unwrap_or(&[]);
+        if aranges.is_empty() {
+            return Ok(None);
+        }
+        // the unit whose code holds `addr`, or (patchable NOPs before a body) starts just past it
+        let i = aranges.partition_point(|r| r.0 <= addr);
+        let holding = i.checked_sub(1).and_then(|j| aranges.get(j)).filter(|r| addr < r.1);
+        let next = aranges.get(i).filter(|r| r.0 - addr <= PATCH_PAD);
+        let units: Vec<u64> = holding.into_iter().chain(next).map(|r| r.2).collect();
+        for unit in units {
+            self.visit(shared, unit)?;
+        }
+        Ok(Some(function_in(&self.funcs_at, addr)))
+    }
+
+    /// Index unit `unit` out of order, unless it is indexed already.
+    fn visit(&mut self, shared: &Shared, unit: u64) -> Result<(), String> {
+        if unit < self.next || !self.visited.insert(unit) {
+            return Ok(());
+        }
+        let part = index_at(shared, unit)?;
+        self.add_funcs(part.funcs_at);
+        let mut types = HashMap::new();
+        for (name, off) in part.types {
+            types.entry(name).or_insert(off);
+        }
+        self.unit_types.insert(unit, types);
+        Ok(())
+    }
+
+    fn type_in_unit(&mut self, shared: &Shared, unit: u64, key: &str) -> Result<Option<u64>, String> {
+        if unit < self.next {
+            return Ok(self.types.get(key).copied());
+        }
+        self.visit(shared, unit)?;
+        Ok(self.unit_types.get(&unit).and_then(|t| t.get(key)).copied())
+    }
+}
+
+/// `.debug_aranges` as sorted (start, end, unit start) triples; empty when the section is absent.
+fn read_aranges(shared: &Shared) -> Result<Vec<(u64, u64, u64)>, String> {
+    let mut out = Vec::new();
+    let mut headers = shared.dwarf().debug_aranges.headers();
+    while let Some(h) = headers.next().map_err(bad)? {
+        let unit = h.debug_info_offset().0 as u64;
+        let mut entries = h.entries();
+        while let Some(e) = entries.next().map_err(bad)? {
+            let r = e.range();
+            if r.end > r.begin {
+                out.push((r.begin, r.end, unit));
+            }
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Index the one unit starting at `start`.
+fn index_at(shared: &Shared, start: u64) -> Result<Part, String> {
+    index_unit(shared.dwarf(), shared.header_at(start)?)
+}
+
 /// Most bytes of NOPs a kernel puts between a function's symbol and its DWARF `low_pc`.
 pub const PATCH_PAD: u64 = 16;
 
@@ -114,7 +313,7 @@ pub(crate) fn build(dwarf: &gimli::Dwarf<R<'_>>, progress: &dyn Fn(u64)) -> Resu
     while let Some(h) = iter.next().map_err(bad)? {
         headers.push(h);
     }
-    let units: Vec<u64> = headers.iter().map(|h| start_of(h)).collect();
+    let units: Vec<u64> = headers.iter().map(start_of).collect();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
     // Interleave units over the threads: their sizes vary too much for contiguous halves.
     let parts: Vec<Result<Vec<Part>, String>> = std::thread::scope(|s| {

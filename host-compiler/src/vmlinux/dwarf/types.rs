@@ -26,7 +26,7 @@ impl<'a> Debug<'a> {
                 {
                     let Some(name) = self.name(&unit, &die) else { return Ok(ty) };
                     let key = format!("{} {name}", tag_keyword(die.tag()));
-                    return Ok(self.index.types.get(&key).map_or(ty, TypeRef));
+                    return Ok(self.index.type_get(&key)?.map_or(ty, TypeRef));
                 }
                 _ => return Ok(ty),
             }
@@ -343,19 +343,21 @@ impl<'a> Debug<'a> {
     /// a base type.
     pub fn type_by_name(&self, name: &str) -> Result<TypeRef, String> {
         let key = name.split_whitespace().collect::<Vec<_>>().join(" ");
-        if let Some(o) = self.index.types.get(&key) {
+        if let Some(o) = self.index.type_get(&key)? {
             return Ok(TypeRef(o));
         }
+        // a miss: suggestions need every name
+        let index = self.index.full()?;
         let bare = key.rsplit(' ').next().unwrap_or(&key);
         let kinds = ["struct", "union", "enum"];
         let others: Vec<String> = kinds
             .iter()
             .map(|k| format!("{k} {bare}"))
             .chain([bare.to_owned()])
-            .filter(|k| *k != key && self.index.types.contains_key(k))
+            .filter(|k| *k != key && index.types.get(k).is_some())
             .collect();
         let suggest = if others.is_empty() {
-            did_you_mean(closest(&key, self.index.types.keys()))
+            did_you_mean(closest(&key, index.types.keys()))
         } else {
             did_you_mean(others)
         };
