@@ -131,15 +131,23 @@ pub struct AgentSpec {
 }
 
 /// The board's kernel: where it comes from and how out-of-tree modules are built against it.
+/// Either a Debian kernel (`debian_metapackage` and `flavour`) or one built from Debian's kernel
+/// source (`[kernel.source]`), never both.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KernelSpec {
     /// Debian metapackage whose dependency names the exact kernel ABI (e.g. `linux-image-armmp`).
-    pub debian_metapackage: String,
-    /// Debian architecture of the kernel packages (e.g. `armhf`).
+    #[serde(default)]
+    pub debian_metapackage: Option<String>,
+    /// Debian architecture of the kernel packages, or of the cross C library (`libc6-dev-<arch>-cross`)
+    /// when the kernel is built from source (e.g. `armhf`, `mips`).
     pub debian_arch: String,
-    /// Debian kernel flavour (e.g. `armmp`).
-    pub flavour: String,
+    /// Debian kernel flavour (e.g. `armmp`), with `debian_metapackage`.
+    #[serde(default)]
+    pub flavour: Option<String>,
+    /// Build the kernel from `linux-source-6.1` instead of using a Debian kernel.
+    #[serde(default)]
+    pub source: Option<SourceKernelSpec>,
     /// `ARCH=` for Kbuild.
     pub kbuild_arch: String,
     /// `CROSS_COMPILE=` prefix for Kbuild.
@@ -155,6 +163,52 @@ pub struct KernelSpec {
     /// scripts with kprobes unless the user opts in, and prints this as the warning.
     #[serde(default)]
     pub kprobe_hazard: Option<String>,
+}
+
+/// A kernel built from Debian's `linux-source-6.1`: `tinyconfig` plus a per-board fragment, for
+/// boards Debian ships no kernel for (big-endian MIPS, 32-bit PowerPC). Their busybox is built
+/// from Debian's busybox source as well, since those ports have no `busybox-static` either.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceKernelSpec {
+    /// Kconfig fragment (`CONFIG_X=y` lines), relative to the boards directory. Every line must
+    /// survive into the final `.config`; the builder names the ones Kconfig dropped.
+    pub fragment: String,
+    /// The file in the build tree QEMU boots with `-kernel` (`vmlinux`, `arch/powerpc/boot/uImage`).
+    #[serde(default = "default_image")]
+    pub image: String,
+    /// Make targets besides `vmlinux` and `modules` that produce `image` (e.g. `uImage`).
+    #[serde(default)]
+    pub make_targets: Vec<String>,
+}
+
+fn default_image() -> String {
+    "vmlinux".into()
+}
+
+impl KernelSpec {
+    /// Where the kernel comes from; `None` only for a spec that did not pass [`Board`] validation.
+    pub fn origin(&self) -> Option<KernelOrigin<'_>> {
+        match (&self.source, &self.debian_metapackage, &self.flavour) {
+            (Some(s), None, None) => Some(KernelOrigin::Source(s)),
+            (None, Some(metapackage), Some(flavour)) => Some(KernelOrigin::Debian { metapackage, flavour }),
+            _ => None,
+        }
+    }
+}
+
+/// Where a board's kernel comes from (see [`KernelSpec::origin`]).
+#[derive(Debug, Clone, Copy)]
+pub enum KernelOrigin<'a> {
+    /// A Debian kernel package, resolved from its metapackage.
+    Debian {
+        /// `linux-image-<flavour>`.
+        metapackage: &'a str,
+        /// The Debian flavour the resolved ABI ends with.
+        flavour: &'a str,
+    },
+    /// Built from `linux-source-6.1` with a fragment.
+    Source(&'a SourceKernelSpec),
 }
 
 /// How QEMU emulates the board.
@@ -252,6 +306,31 @@ impl Board {
         if !self.agent.device.starts_with("/dev/") {
             return invalid("agent-device", format!("`{}` is not a /dev path", self.agent.device));
         }
+        let k = &self.kernel;
+        match (&k.source, &k.debian_metapackage, &k.flavour) {
+            _ if k.origin().is_some() => {}
+            (Some(_), _, _) => {
+                return invalid(
+                    "kernel-origin",
+                    "[kernel.source] builds the kernel: drop debian_metapackage and flavour".into(),
+                );
+            }
+            _ => {
+                return invalid(
+                    "kernel-origin",
+                    "the kernel needs debian_metapackage and flavour (a Debian kernel) or [kernel.source]"
+                        .into(),
+                );
+            }
+        }
+        if let Some(s) = &k.source
+            && (s.fragment.is_empty() || Path::new(&s.fragment).is_absolute() || s.fragment.contains(".."))
+        {
+            return invalid(
+                "kernel-source-fragment",
+                format!("fragment `{}` must be a path inside the boards directory", s.fragment),
+            );
+        }
         if let Some(q) = &self.qemu
             && (q.smp == 0 || q.memory_mb < 64)
         {
@@ -310,6 +389,37 @@ mod tests {
         std::fs::write(&path, good.replace("word_bits = 32", "word_bits = 64")).unwrap();
         let err = Board::from_file(&path).unwrap_err().to_string();
         assert!(err.contains("word-bits-match-arch"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_kernel_comes_from_debian_or_from_source_never_both() {
+        let dir = std::env::temp_dir().join(format!("ktap-board-origin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mips = Board::load(&boards_dir(), "qemu-mips").unwrap();
+        match mips.kernel.origin() {
+            Some(KernelOrigin::Source(s)) => {
+                assert_eq!(s.fragment, "kernels/qemu-mips.config");
+                assert_eq!(s.image, "vmlinux");
+            }
+            o => panic!("qemu-mips kernel origin {o:?}"),
+        }
+        let good = std::fs::read_to_string(boards_dir().join("qemu-mips.toml")).unwrap();
+        let path = dir.join("qemu-mips.toml");
+        let both = good.replace("[kernel]\n", "[kernel]\ndebian_metapackage = \"x\"\nflavour = \"y\"\n");
+        std::fs::write(&path, both).unwrap();
+        let err = Board::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("kernel-origin") && err.contains("drop debian_metapackage"), "{err}");
+        let start = good.find("[kernel.source]").unwrap();
+        let end = good[start..].find("[qemu]").unwrap() + start;
+        std::fs::write(&path, format!("{}{}", &good[..start], &good[end..])).unwrap();
+        let err = Board::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("kernel-origin") && err.contains("[kernel.source]"), "{err}");
+        std::fs::write(&path, good.replace("kernels/qemu-mips.config", "../x.config")).unwrap();
+        let err = Board::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("kernel-source-fragment"), "{err}");
+        let armv7 = Board::load(&boards_dir(), "qemu-armv7").unwrap();
+        assert!(matches!(armv7.kernel.origin(), Some(KernelOrigin::Debian { flavour: "armmp", .. })));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -181,7 +181,7 @@ fn build_glue(board: &Board, cargo: &Path, rustc: &Path, ws: &Path) -> Result<Pa
 }
 
 /// `gcc-12-arm-linux-gnueabihf` -> `gcc-12`; a package without a version -> `gcc`.
-fn gcc_name(package: &str) -> String {
+pub fn gcc_name(package: &str) -> String {
     let version =
         package.strip_prefix("gcc-").and_then(|r| r.split('-').next()).filter(|v| v.parse::<u32>().is_ok());
     match version {

@@ -5,18 +5,20 @@
 //! Other commands call [`ensure`] and use the returned [`Setup`].
 
 mod apt;
+mod busybox_src;
 mod cmd;
 mod deb;
 mod host;
 mod kernel;
 mod kernel_cache;
+mod kernel_src;
 mod sources;
 
 use std::fs::{File, TryLockError};
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use ktap_host::board::Board;
+use ktap_host::board::{Board, KernelOrigin};
 
 pub use host::Toolchain;
 pub use kernel_cache::KernelCache;
@@ -45,17 +47,28 @@ pub struct Setup {
 }
 
 /// Make sure the host packages and the kernel for `board` are in place, installing or fetching what
-/// is missing (or everything again, with `refresh`). Serialized with other setups by a lock file.
+/// is missing (or everything again, with `refresh`). Serialized with other setups by a lock file;
+/// a kernel built from source has its own lock, so a long build does not hold up other boards.
 pub fn ensure(board: &Board, refresh: bool) -> Result<Setup> {
     let cache = paths::cache();
     std::fs::create_dir_all(&cache)
         .with_context(|| format!("cannot create the cache {}", cache.display()))?;
-    let _lock = lock(&cache.join("setup.lock"))?;
     let release = sources::Release::detect()?;
+    let setup_lock = lock(&cache.join("setup.lock"))?;
     let toolchain = host::ensure(board, &release, &cache, refresh)
         .with_context(|| format!("setting up host packages for board {}", board.name))?;
-    let kernel = kernel::ensure(board, &release, &cache, refresh)
-        .with_context(|| format!("fetching the Debian kernel of board {}", board.name))?;
+    let kernel = match board.kernel.origin() {
+        Some(KernelOrigin::Debian { metapackage, flavour }) => {
+            kernel::ensure(board, kernel::Package { metapackage, flavour }, &release, &cache, refresh)
+                .with_context(|| format!("fetching the Debian kernel of board {}", board.name))?
+        }
+        Some(KernelOrigin::Source(spec)) => {
+            drop(setup_lock);
+            kernel_src::ensure(board, spec, &release, &cache, refresh)
+                .with_context(|| format!("building the kernel of board {} from source", board.name))?
+        }
+        None => anyhow::bail!("board {}: the kernel has no origin (see docs/boards.md)", board.name),
+    };
     Ok(Setup { kernel, toolchain })
 }
 
@@ -75,7 +88,7 @@ fn lock(path: &Path) -> Result<File> {
     match file.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {
-            progress(format!("waiting for another setup to finish (lock {})", path.display()));
+            progress(format!("waiting for another setup or build to finish (lock {})", path.display()));
             file.lock().with_context(|| format!("cannot lock {}", path.display()))?;
         }
         Err(TryLockError::Error(e)) => {

@@ -53,6 +53,27 @@ impl SideApt {
         Ok(SideApt { dir: dir.to_owned(), apt_archs })
     }
 
+    /// Also list `deb-src` lines for `sources`, so [`SideApt::source_download`] can fetch source
+    /// packages (call [`SideApt::update`] afterwards).
+    pub fn add_deb_src(&self, sources: &[Source]) -> Result<()> {
+        let path = self.dir.join("sources.list");
+        let mut list =
+            std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        for s in sources {
+            let key = s.mirror.keyring.as_ref().map(|k| format!(" [signed-by={k}]")).unwrap_or_default();
+            list.push_str(&format!("deb-src{key} {} {} main\n", s.mirror.uri, s.suite));
+        }
+        std::fs::write(&path, list).with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    /// `apt-get source --download-only name` into `dir`: the candidate's `.dsc` and its tarballs.
+    pub fn source_download(&self, name: &str, dir: &Path) -> Result<()> {
+        let mut c = self.user("apt-get");
+        c.current_dir(dir).args(["-q", "source", "--download-only", name]);
+        cmd::run(&mut c).with_context(|| format!("downloading the source package {name}"))?;
+        Ok(())
+    }
+
     /// `program` (apt-get, apt-cache) with the side configuration applied.
     fn apt(&self, mut cmd: Command) -> Command {
         let d = |sub: &str| self.dir.join(sub).display().to_string();

@@ -89,6 +89,52 @@ pub fn stdout(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&run(cmd)?.stdout).into_owned())
 }
 
+/// Run a long build (a kernel, busybox) at low priority (`nice -n 10`: the machine is shared) with
+/// its output in `log`, printing a progress line every 30 s (time so far and the log's last line).
+/// A non-zero exit is an error carrying the log's tail and its path.
+pub fn run_logged(cmd: &Command, log: &Path, what: &str) -> Result<()> {
+    let start = Instant::now();
+    let mut niced = command("nice");
+    niced.args(["-n", "10"]).arg(cmd.get_program()).args(cmd.get_args());
+    if let Some(dir) = cmd.get_current_dir() {
+        niced.current_dir(dir);
+    }
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => niced.env(k, v),
+            None => niced.env_remove(k),
+        };
+    }
+    let file = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+    let err = file.try_clone().with_context(|| format!("cannot reopen {}", log.display()))?;
+    let mut child = niced
+        .stdin(Stdio::null())
+        .stdout(file)
+        .stderr(err)
+        .spawn()
+        .with_context(|| format!("cannot start `{}`", show(cmd)))?;
+    let mut next = 30;
+    let status = loop {
+        if let Some(status) = child.try_wait().with_context(|| format!("waiting for `{}`", show(cmd)))? {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let t = start.elapsed().as_secs();
+        if t >= next {
+            next += 30;
+            let last = std::fs::read(log).map(|b| tail(&b, 1)).unwrap_or_default();
+            progress(format!("{what}: {}m{:02}s, at: {}", t / 60, t % 60, last.trim()));
+        }
+    };
+    let bytes = std::fs::read(log).unwrap_or_default();
+    if !status.success() {
+        bail!("`{}` failed ({status}); log {}:\n{}", show(cmd), log.display(), tail(&bytes, 20));
+    }
+    let t = start.elapsed().as_secs_f64();
+    progress(format!("{what}: done in {}m{:02.0}s", (t / 60.0) as u64, t % 60.0));
+    Ok(())
+}
+
 /// Apparent size in bytes of a file or a whole tree (symlinks count as themselves, not followed).
 pub fn disk_size(path: &Path) -> u64 {
     let Ok(meta) = std::fs::symlink_metadata(path) else { return 0 };

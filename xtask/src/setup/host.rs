@@ -24,6 +24,10 @@ const RUST_PACKAGES: [&str; 3] = ["rustc-web", "cargo-web", "rust-web-src"];
 const TOOLS: [&str; 8] =
     ["make", "bc", "kmod", "cpio", "dwarves", "file", "openssh-client", "openssh-server"];
 
+/// What building a kernel and busybox from Debian source needs besides `make` and `bc`: Kconfig's
+/// lexer and parser generators, `dpkg-source` (unpacks and patches busybox), xz for the tarball.
+const SOURCE_BUILD_TOOLS: [&str; 4] = ["flex", "bison", "dpkg-dev", "xz-utils"];
+
 /// Cross C compilers for the calling-convention fixtures of the symbol tests
 /// (`host-compiler/tests/symbols_abi.rs`): a small C file per arch, compiled with `-g`, whose DWARF
 /// parameter locations must map to that arch's argument registers. Every board's arch, on every host.
@@ -108,6 +112,9 @@ fn wanted(board: &Board, llvm: u32) -> Vec<Wanted> {
     // and the musl build of the std agent.
     w.push(plain(&format!("libc6-dev-{}-cross", board.kernel.debian_arch)));
     w.extend(TOOLS.iter().map(|n| plain(n)));
+    if board.kernel.source.is_some() {
+        w.extend(SOURCE_BUILD_TOOLS.iter().map(|n| plain(n)));
+    }
     // the host's own arch has no cross package (on amd64 there is no gcc-x86-64-linux-gnu: the native
     // gcc is x86_64-linux-gnu-gcc already)
     let native = native_gcc_package();

@@ -29,14 +29,29 @@ struct Resolved {
     download_bytes: u64,
 }
 
-/// `<cache>/kernels/<debian_arch>-<flavour>`.
-pub fn kernels_dir(cache: &Path, board: &Board) -> PathBuf {
-    cache.join("kernels").join(format!("{}-{}", board.kernel.debian_arch, board.kernel.flavour))
+/// Which Debian kernel: the board's `kernel.debian_metapackage` and `kernel.flavour`.
+#[derive(Debug, Clone, Copy)]
+pub struct Package<'a> {
+    /// `linux-image-<flavour>`.
+    pub metapackage: &'a str,
+    /// The flavour the resolved ABI ends with.
+    pub flavour: &'a str,
 }
 
-/// The cached kernel for `board`; without `refresh` a complete cache entry is used offline.
-pub fn ensure(board: &Board, release: &Release, cache: &Path, refresh: bool) -> Result<KernelCache> {
-    let kernels = kernels_dir(cache, board);
+/// `<cache>/kernels/<debian_arch>-<flavour>`.
+pub fn kernels_dir(cache: &Path, board: &Board, flavour: &str) -> PathBuf {
+    cache.join("kernels").join(format!("{}-{flavour}", board.kernel.debian_arch))
+}
+
+/// The cached kernel `pkg` for `board`; without `refresh` a complete cache entry is used offline.
+pub fn ensure(
+    board: &Board,
+    pkg: Package<'_>,
+    release: &Release,
+    cache: &Path,
+    refresh: bool,
+) -> Result<KernelCache> {
+    let kernels = kernels_dir(cache, board, pkg.flavour);
     if !refresh
         && let Some(version) = kernel_cache::current(&kernels)
         && let Some(k) = KernelCache::load(&kernels.join(version))?
@@ -52,15 +67,15 @@ pub fn ensure(board: &Board, release: &Release, cache: &Path, refresh: bool) -> 
     if let Err(e) = apt.update() {
         progress(format!("WARNING: {e:#}\n  resolving the kernel from the indexes that did download"));
     }
-    let r = resolve(&apt, board)?;
+    let r = resolve(&apt, board, pkg)?;
     progress(format!(
         "{}:{} -> linux-image-{} {}",
-        board.kernel.debian_metapackage, board.kernel.debian_arch, r.abi, r.version
+        pkg.metapackage, board.kernel.debian_arch, r.abi, r.version
     ));
     let dir = kernels.join(&r.version);
     let k = match KernelCache::load(&dir)? {
         Some(k) => k,
-        None => fetch(&apt, board, &r, &dir)?,
+        None => fetch(&apt, board, pkg, &r, &dir)?,
     };
     kernel_cache::set_current(&kernels, &r.version)?;
     Ok(k)
@@ -89,26 +104,25 @@ fn kernel_apt(board: &Board, release: &Release, cache: &Path) -> Result<SideApt>
 }
 
 /// Metapackage -> image package (ABI, version) -> headers, their common part and kbuild, -dbg, busybox.
-fn resolve(apt: &SideApt, board: &Board) -> Result<Resolved> {
-    let k = &board.kernel;
-    let arch = &k.debian_arch;
+fn resolve(apt: &SideApt, board: &Board, pkg: Package<'_>) -> Result<Resolved> {
+    let arch = &board.kernel.debian_arch;
     let show = |spec: &str, why: &str| -> Result<Stanza> {
         apt.show(spec)?
             .with_context(|| format!("package {spec} ({why}) is not in the mirror's {arch} indexes"))
     };
-    let meta_spec = format!("{}:{arch}", k.debian_metapackage);
+    let meta_spec = format!("{}:{arch}", pkg.metapackage);
     let meta = show(&meta_spec, &format!("kernel metapackage of board {}", board.name))?;
     let image_dep = meta
         .depends()
         .into_iter()
-        .find(|d| d.name.starts_with("linux-image-") && d.name != k.debian_metapackage)
+        .find(|d| d.name.starts_with("linux-image-") && d.name != pkg.metapackage)
         .with_context(|| format!("{meta_spec} depends on no linux-image-* package"))?;
     let abi = image_dep.name["linux-image-".len()..].to_owned();
-    if !abi.ends_with(&format!("-{}", k.flavour)) {
+    if !abi.ends_with(&format!("-{}", pkg.flavour)) {
         bail!(
             "{meta_spec} depends on {}, which is not of flavour `{}` (board {})",
             image_dep.name,
-            k.flavour,
+            pkg.flavour,
             board.name
         );
     }
@@ -162,7 +176,7 @@ fn resolve(apt: &SideApt, board: &Board) -> Result<Resolved> {
 }
 
 /// Download and extract into `dir` (wiped first: it may hold an interrupted run), stamp it last.
-fn fetch(apt: &SideApt, board: &Board, r: &Resolved, dir: &Path) -> Result<KernelCache> {
+fn fetch(apt: &SideApt, board: &Board, pkg: Package<'_>, r: &Resolved, dir: &Path) -> Result<KernelCache> {
     if dir.exists() {
         progress(format!("removing incomplete {}", dir.display()));
         std::fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
@@ -214,7 +228,7 @@ fn fetch(apt: &SideApt, board: &Board, r: &Resolved, dir: &Path) -> Result<Kerne
     let k = KernelCache {
         abi: abi.clone(),
         pkg_version: r.version.clone(),
-        metapackage: board.kernel.debian_metapackage.clone(),
+        metapackage: pkg.metapackage.to_owned(),
         debian_arch: board.kernel.debian_arch.clone(),
         dir: dir.to_owned(),
         vmlinuz,

@@ -52,6 +52,12 @@ pub struct KernelCache {
 impl KernelCache {
     /// The entry in `dir`, if it is complete and its files are all still there.
     pub fn load(dir: &Path) -> Result<Option<KernelCache>> {
+        Ok(Self::load_kernel(dir)?.filter(|k| k.busybox.exists()))
+    }
+
+    /// Like [`KernelCache::load`], without requiring the busybox (a kernel built from source takes
+    /// the busybox from its own cache, which may have been rebuilt since).
+    pub fn load_kernel(dir: &Path) -> Result<Option<KernelCache>> {
         if !dir.join(STAMP).exists() {
             return Ok(None);
         }
@@ -60,7 +66,7 @@ impl KernelCache {
             std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
         let k: KernelCache =
             toml::from_str(&text).with_context(|| format!("bad kernel manifest {}", path.display()))?;
-        let mut files = vec![&k.vmlinuz, &k.vmlinux, &k.config, &k.headers, &k.modules, &k.busybox];
+        let mut files = vec![&k.vmlinuz, &k.vmlinux, &k.config, &k.headers, &k.modules];
         files.extend(k.system_map.as_ref());
         Ok(files.iter().all(|f| f.exists()).then_some(k))
     }
