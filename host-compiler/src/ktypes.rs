@@ -18,6 +18,15 @@ pub enum ParamLoc {
     /// The probe's `argN`: the N-th argument register of the board's calling convention (for a
     /// tracepoint: the N-th `TP_PROTO` argument).
     Arg(u8),
+    /// A 64-bit integer on a 32-bit board, in two argument registers (AAPCS, MIPS o32 and PowerPC
+    /// SysV put it in an even/odd pair): `argLO` holds its low word, `argHI` its high word (on a
+    /// big-endian board the first register of the pair holds the high word).
+    Pair {
+        /// The `argN` with bits 0-31.
+        lo: u8,
+        /// The `argN` with bits 32-63.
+        hi: u8,
+    },
     /// On the stack at this offset from the stack pointer at entry (arguments past the registers,
     /// or aggregates passed in memory).
     Stack(i64),

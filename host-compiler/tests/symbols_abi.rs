@@ -8,7 +8,7 @@ mod symbols;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ktap_host::ktypes::ParamLoc::{self, Arg, Stack, Unavailable};
+use ktap_host::ktypes::ParamLoc::{self, Arg, Pair, Stack, Unavailable};
 use ktap_host::ktypes::{ParamsOf, Shape, TypeRef};
 use ktap_host::lang::Resolver;
 use ktap_host::vmlinux::Vmlinux;
@@ -20,7 +20,7 @@ struct Case {
     flags: &'static [&'static str],
     /// eight(a..h): longs.
     eight: [ParamLoc; 8],
-    /// pair(int a, long long b, int c).
+    /// pair(int a, long long b, int c): on 32-bit boards b is a register pair, even-aligned.
     pair: [ParamLoc; 3],
 }
 
@@ -31,7 +31,7 @@ fn cases() -> Vec<Case> {
             triple: "arm-linux-gnueabihf",
             flags: &["-marm"],
             eight: [Arg(0), Arg(1), Arg(2), Arg(3), Stack(0), Stack(4), Stack(8), Stack(12)],
-            pair: [Arg(0), Unavailable, Stack(0)],
+            pair: [Arg(0), Pair { lo: 2, hi: 3 }, Stack(0)],
         },
         // AArch64: x0-x7
         Case {
@@ -45,20 +45,21 @@ fn cases() -> Vec<Case> {
             triple: "mips-linux-gnu",
             flags: &["-mno-abicalls", "-fno-pic"],
             eight: [Arg(0), Arg(1), Arg(2), Arg(3), Stack(16), Stack(20), Stack(24), Stack(28)],
-            pair: [Arg(0), Unavailable, Stack(16)],
+            // big-endian: the first register of the pair ($a2) holds the high word
+            pair: [Arg(0), Pair { lo: 3, hi: 2 }, Stack(16)],
         },
         Case {
             triple: "mipsel-linux-gnu",
             flags: &["-mno-abicalls", "-fno-pic"],
             eight: [Arg(0), Arg(1), Arg(2), Arg(3), Stack(16), Stack(20), Stack(24), Stack(28)],
-            pair: [Arg(0), Unavailable, Stack(16)],
+            pair: [Arg(0), Pair { lo: 2, hi: 3 }, Stack(16)],
         },
         // PowerPC SysV: r3-r10; a 64-bit value in an aligned pair (r5:r6), so c is in r7
         Case {
             triple: "powerpc-linux-gnu",
             flags: &[],
             eight: [Arg(0), Arg(1), Arg(2), Arg(3), Arg(4), Arg(5), Arg(6), Arg(7)],
-            pair: [Arg(0), Unavailable, Arg(4)],
+            pair: [Arg(0), Pair { lo: 3, hi: 2 }, Arg(4)],
         },
         // PowerPC64 ELFv2: r3-r10
         Case {
@@ -127,6 +128,9 @@ fn parameter_registers_follow_each_abi() {
             v.set_cache_dir(None);
             check(&v, "eight", &case.eight, opt, case.triple);
             check(&v, "pair", &case.pair, opt, case.triple);
+            // a struct by value: neither it nor what follows is placed by the convention guess
+            let byval = v.params(ParamsOf::Function("byval")).unwrap();
+            assert_eq!(byval[0].loc, Unavailable, "{} {opt}: {byval:?}", case.triple);
             let p = v.params(ParamsOf::Function("ptr")).unwrap();
             assert_eq!(v.type_name(&p[0].ty), "struct pt *", "{}", case.triple);
             assert_eq!(v.type_name(&p[1].ty), "const char *", "{}", case.triple);
@@ -195,4 +199,60 @@ fn compressed_debug_sections_read_like_plain_ones() {
         tried.push(how);
     }
     eprintln!("compressed DWARF read: {}", tried.join(", "));
+}
+
+/// A 64-bit argument on a 32-bit board is read from its register pair: compiled against each
+/// 32-bit fixture and run in the simulator with the pair's two words (the low one sign-extended,
+/// as a 32-bit register may arrive), `arg.b` is the whole value; a struct passed by value is an
+/// error at the script location saying why.
+#[test]
+fn register_pairs_make_64_bit_arguments_and_structs_by_value_are_refused() {
+    let bin = env!("CARGO_BIN_EXE_ktap-host");
+    let boards = concat!(env!("CARGO_MANIFEST_DIR"), "/../boards");
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("pair.kp");
+    std::fs::write(&script, "kprobe:pair {\n    printf(\"%x\\n\", arg.b)\n}\n").unwrap();
+    let byval = dir.path().join("byval.kp");
+    std::fs::write(&byval, "kprobe:byval {\n    print(arg.p.x)\n}\n").unwrap();
+    let mut ran = Vec::new();
+    // (triple, flags, board whose arch matches, the pair's argument registers lo, hi)
+    let cases: [(&str, &[&str], &str, usize, usize); 2] = [
+        ("arm-linux-gnueabihf", &["-marm"], "qemu-armv7", 2, 3),
+        ("mipsel-linux-gnu", &["-mno-abicalls", "-fno-pic"], "qemu-mipsel", 2, 3),
+    ];
+    for (triple, flags, board, lo, hi) in cases {
+        let Some(cc) = compiler(triple) else {
+            missing(&format!("no {triple}-gcc for the register-pair fixture"));
+            continue;
+        };
+        let elf = dir.path().join(format!("{triple}.elf"));
+        build(&cc, flags, "-O2", &elf);
+        let mut args = vec![0i64; 4];
+        args[lo] = 0x89ab_cdefu32 as i32 as i64;
+        args[hi] = 0x0123_4567;
+        let events = dir.path().join("ev.jsonl");
+        let line = format!("{{\"probe\": \"kprobe:pair\", \"args\": {args:?}}}\n");
+        std::fs::write(&events, line).unwrap();
+        let sim = |s: &Path| {
+            Command::new(bin)
+                .args(["sim", "--board", board, "--boards-dir", boards, "--vmlinux"])
+                .arg(&elf)
+                .arg("--events")
+                .arg(&events)
+                .arg(s)
+                .env_remove("KTAP_CACHE")
+                .output()
+                .unwrap()
+        };
+        let o = sim(&script);
+        let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(o.status.success(), "{triple}: {err}");
+        assert_eq!(out.trim(), "123456789abcdef", "{triple}: {err}");
+        let o = sim(&byval);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{triple}");
+        assert!(err.contains("byval.kp:2:") && err.contains("struct passed by value"), "{triple}: {err}");
+        ran.push(triple);
+    }
+    eprintln!("register pairs read on: {}", ran.join(", "));
 }

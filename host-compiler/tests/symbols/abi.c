@@ -25,4 +25,9 @@ __attribute__((noinline)) void ptr(struct pt *p, const char *s)
 	sink(p->x); sink((long)s); sink(p->y);
 }
 
+__attribute__((noinline)) void byval(struct pt p, int c)
+{
+	sink(p.x); sink(p.y); sink(c);
+}
+
 void sink(long v) { __asm__ volatile("" : : "r"(v) : "memory"); }

@@ -25,7 +25,7 @@ pub(crate) struct ParamOut {
     /// `arg0`.., `stack+N` or `unavailable`.
     pub location: String,
     /// The register, when in one.
-    pub register: Option<&'static str>,
+    pub register: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -45,7 +45,13 @@ pub(crate) fn params_out(v: &Vmlinux, params: &[Param], registers: bool) -> Vec<
         .iter()
         .map(|p| {
             let (location, register) = match p.loc {
-                ParamLoc::Arg(n) => (format!("arg{n}"), v.abi().arg_reg_name(n).filter(|_| registers)),
+                ParamLoc::Arg(n) => {
+                    (format!("arg{n}"), v.abi().arg_reg_name(n).filter(|_| registers).map(String::from))
+                }
+                ParamLoc::Pair { lo, hi } => {
+                    let regs = v.abi().arg_reg_name(lo).zip(v.abi().arg_reg_name(hi));
+                    (format!("arg{hi}:arg{lo}"), regs.filter(|_| registers).map(|(l, h)| format!("{h}:{l}")))
+                }
                 ParamLoc::Stack(off) => (format!("stack{off:+}"), None),
                 ParamLoc::Unavailable => ("unavailable".to_owned(), None),
             };
@@ -57,7 +63,7 @@ pub(crate) fn params_out(v: &Vmlinux, params: &[Param], registers: bool) -> Vec<
 /// Parameter lines: `  arg0 (r0)      struct file *file`.
 pub(crate) fn params_text(out: &mut String, params: &[ParamOut]) {
     for p in params {
-        let loc = match p.register {
+        let loc = match &p.register {
             Some(r) => format!("{} ({r})", p.location),
             None => p.location.clone(),
         };

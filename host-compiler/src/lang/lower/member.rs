@@ -127,13 +127,15 @@ impl Lower<'_, '_> {
         };
         let n = match p.loc {
             ParamLoc::Arg(n) => n,
+            ParamLoc::Pair { lo, hi } => return self.param_pair(name, lo, hi, p.ty),
             ParamLoc::Stack(_) | ParamLoc::Unavailable => {
+                let why = self.unavailable_reason(&params, p);
                 self.err(
                     Diagnostic::error(
                         format!("argument `{}` is not in a register the probe can read", name.name),
                         name.span,
                     )
-                    .note("it is passed on the stack or was optimised out"),
+                    .note(why),
                 );
                 return None;
             }
@@ -146,6 +148,54 @@ impl Lower<'_, '_> {
         let reg = self.alloc_int(name.span);
         self.emit(Opcode::Ctx, &[reg as i32, field as i32]);
         Some(Place::Value { reg, ty: p.ty })
+    }
+
+    /// A 64-bit argument on a 32-bit board: `argLO | argHI << 32`.
+    fn param_pair(&mut self, name: &Ident, lo: u8, hi: u8, ty: TypeRef) -> Option<Place> {
+        let lo_field = CtxField::from_byte(CtxField::Arg0 as u8 + lo)?;
+        let hi_field = CtxField::from_byte(CtxField::Arg0 as u8 + hi)?;
+        for (n, field) in [(lo, lo_field), (hi, hi_field)] {
+            if !self.ctx_available(field, &Ident { name: format!("arg{n}"), span: name.span }) {
+                return None;
+            }
+        }
+        let reg = self.alloc_int(name.span);
+        let t = self.alloc_int(name.span);
+        self.emit(Opcode::Ctx, &[reg as i32, lo_field as i32]);
+        // a 32-bit register may arrive sign-extended: keep its low word only
+        self.load_const(t, 0xffff_ffff, name.span);
+        self.emit(Opcode::And, &[reg as i32, reg as i32, t as i32]);
+        let h = self.alloc_int(name.span);
+        self.emit(Opcode::Ctx, &[h as i32, hi_field as i32]);
+        self.emit(Opcode::Movi, &[t as i32, 32]);
+        self.emit(Opcode::Shl, &[h as i32, h as i32, t as i32]);
+        self.emit(Opcode::Or, &[reg as i32, reg as i32, h as i32]);
+        self.f.int_top = reg + 1;
+        Some(Place::Value { reg, ty })
+    }
+
+    /// Why the probe cannot read parameter `p`, for the error's note.
+    fn unavailable_reason(&mut self, params: &[crate::ktypes::Param], p: &crate::ktypes::Param) -> String {
+        let by_value = |s: &mut Self, q: &crate::ktypes::Param| {
+            matches!(s.env.resolver.shape(&q.ty), Ok(Shape::Struct { .. } | Shape::Union { .. }))
+        };
+        if by_value(self, p) {
+            return format!(
+                "`{}` is a struct passed by value: the calling convention spreads it over registers and the stack; probe a function that takes a pointer to it",
+                p.name
+            );
+        }
+        let before = params.iter().take_while(|q| q.name != p.name).find(|q| by_value(self, q));
+        if let Some(q) = before {
+            return format!(
+                "it follows `{}`, a struct passed by value, which moves the later arguments where the probe cannot tell",
+                q.name
+            );
+        }
+        match p.loc {
+            ParamLoc::Stack(off) => format!("it is passed on the stack (at sp{off:+} on entry), which the probe does not read"),
+            _ => "it was optimised out, or is passed in a way the probe cannot read (floating point, a register the probe does not see)".to_owned(),
+        }
     }
 
     fn shape_of(&mut self, ty: &TypeRef, at: Span) -> Option<Shape> {
