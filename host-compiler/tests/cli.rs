@@ -242,10 +242,6 @@ fn script_errors_are_rendered_against_the_source() {
     let vml = vmlinux(&KERNEL_ID);
     let script = tmp().join("bad.kp");
     std::fs::write(&script, "kprobe:vfs_reed {\n    printf(\"%d\\n\", pid)\n}\n").unwrap();
-    let agent = std::thread::spawn(move || {
-        peer.handshake(&KERNEL_ID, "", 0);
-        assert_eq!(peer.recv(SECS5), Some(Got::Bye), "nothing is uploaded");
-    });
     let o = Command::new(BIN)
         .args(["push", "--board", "test-x86", "--port", &port, "--boards-dir"])
         .arg(boards_dir())
@@ -254,7 +250,8 @@ fn script_errors_are_rendered_against_the_source() {
         .arg(&script)
         .output()
         .unwrap();
-    agent.join().unwrap();
+    // the script is compiled before the board is contacted: the agent never hears a word
+    assert_eq!(peer.recv(Duration::from_millis(300)), None, "a bad script reached the board");
     let (_, stderr) = text(&o);
     assert_eq!(o.status.code(), Some(1));
     assert!(
@@ -395,4 +392,32 @@ fn exit_codes_and_plain_errors() {
     let (_, stderr) = text(&o);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr.contains("cannot open /dev/ktap-none"), "{stderr}");
+}
+
+#[test]
+fn kprobes_on_a_hazardous_board_are_refused_before_the_board_is_touched() {
+    let dir = boards_dir();
+    let board = std::fs::read_to_string(dir.join("test-x86.toml")).unwrap();
+    std::fs::write(dir.join("test-x86.toml"), format!("{board}kprobe_hazard = \"a test race\"\n")).unwrap();
+    let (mut peer, port) = pty_peer();
+    let script = tmp().join("reads.kp");
+    std::fs::write(&script, "kprobe:vfs_read { printf(\"read\\n\") }\n").unwrap();
+    let o = Command::new(BIN)
+        .args(["push", "--board", "test-x86", "--port", &port, "--vmlinux"])
+        .arg(vmlinux(&KERNEL_ID))
+        .arg("--boards-dir")
+        .arg(&dir)
+        .arg(&script)
+        .env_remove("KTAP_BOARD")
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("1 kprobe(s), and kprobes can crash the kernel of board test-x86: a test race"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("connected"), "{stderr}");
+    // the agent never heard a word: no hello before the refusal
+    assert_eq!(peer.recv(Duration::from_millis(300)), None);
 }

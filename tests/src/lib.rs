@@ -92,7 +92,7 @@ impl TestEnv {
     pub fn trace(&self, script: &Path, workload: &str, timeout: Duration) -> String {
         let mut guest = self.boot();
         let mut c = self.push(guest.agent_port());
-        c.args(self.kprobe_opt_in()).arg(script);
+        c.arg(script);
         let mut run = HostRun::spawn(c);
         run.wait_stderr("tracing", timeout);
         guest.console.run_ok(workload, timeout).unwrap();
@@ -180,9 +180,15 @@ struct Output {
 pub struct HostRun {
     child: Child,
     out: Arc<(Mutex<Output>, Condvar)>,
+    /// The threads reading stdout and stderr; they end at the pipes' EOF.
+    pumps: Vec<std::thread::JoinHandle<()>>,
 }
 
-fn pump(stream: impl Read + Send + 'static, out: Arc<(Mutex<Output>, Condvar)>, is_err: bool) {
+fn pump(
+    stream: impl Read + Send + 'static,
+    out: Arc<(Mutex<Output>, Condvar)>,
+    is_err: bool,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
@@ -193,7 +199,7 @@ fn pump(stream: impl Read + Send + 'static, out: Arc<(Mutex<Output>, Condvar)>, 
             s.push('\n');
             cv.notify_all();
         }
-    });
+    })
 }
 
 impl HostRun {
@@ -206,9 +212,11 @@ impl HostRun {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
         let out: Arc<(Mutex<Output>, Condvar)> = Arc::default();
-        pump(child.stdout.take().unwrap(), Arc::clone(&out), false);
-        pump(child.stderr.take().unwrap(), Arc::clone(&out), true);
-        HostRun { child, out }
+        let pumps = vec![
+            pump(child.stdout.take().unwrap(), Arc::clone(&out), false),
+            pump(child.stderr.take().unwrap(), Arc::clone(&out), true),
+        ];
+        HostRun { child, out, pumps }
     }
 
     /// Wait until stderr contains `needle`; panics with everything printed so far on timeout.
@@ -251,8 +259,14 @@ impl HostRun {
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        // let the pumps drain the pipes
-        std::thread::sleep(Duration::from_millis(100));
+        // Everything it printed, up to the pipes' EOF: on a loaded machine a fixed grace period lost
+        // the last lines (the final table, the summary). A grandchild holding a pipe open would keep
+        // a pump waiting, so the wait is bounded by what is left of the timeout.
+        for pump in std::mem::take(&mut self.pumps) {
+            while !pump.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let g = self.out.0.lock().unwrap();
         (status, g.stdout.clone(), g.stderr.clone())
     }

@@ -82,6 +82,8 @@ fn push_console_without_a_prompt_says_so() {
     let mut push = env.host();
     push.args(["push", "--port", &port, "--console", "--vmlinux"])
         .arg(&env.artifacts.vmlinux)
+        // the kprobe hazard is checked before the port is opened
+        .args(env.kprobe_opt_in())
         .arg(script("count_reads.kp"));
     let (status, _, err) = HostRun::spawn(push).finish(T);
     assert!(!status.success());

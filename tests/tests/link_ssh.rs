@@ -53,7 +53,8 @@ fn an_unreachable_ssh_target_fails_fast_with_sshs_own_reason() {
     for o in &sshd.client_options {
         push.args(["--ssh-option", o]);
     }
-    push.arg("--vmlinux").arg(&env.artifacts.vmlinux).arg(script("count_reads.kp"));
+    // the kprobe hazard is checked before ssh runs
+    push.arg("--vmlinux").arg(&env.artifacts.vmlinux).args(env.kprobe_opt_in()).arg(script("count_reads.kp"));
     let started = std::time::Instant::now();
     let (status, _, err) = HostRun::spawn(push).finish(T);
     assert!(!status.success());

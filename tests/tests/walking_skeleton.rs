@@ -132,6 +132,8 @@ fn wrong_build_id_is_refused_by_the_host_naming_both_ids() {
         .arg(guest.agent_port())
         .arg("--vmlinux")
         .arg(&fake)
+        // past the kprobe hazard check (made before the board is contacted) to the build-id one
+        .args(env.kprobe_opt_in())
         .arg(script("count_reads.kp"));
     let (status, _, err) = HostRun::spawn(c).finish(T);
     assert!(!status.success());

@@ -156,17 +156,32 @@ impl Cmd {
             );
         }
 
+        // A QEMU board's artifacts (and so its vmlinux) are known before it boots.
+        let artifacts = match self.link.given() {
+            true => None,
+            false => Some(qemu_artifacts(&board, self.artifacts.as_deref())?),
+        };
+        let mut vmlinux = match (given_vmlinux, &artifacts) {
+            (Some(v), _) => v,
+            (None, Some(a)) => Vmlinux::open_for(&a.vmlinux, board.arch)?,
+            (None, None) => bail!("give --vmlinux: the board's kernel symbols come from its vmlinux"),
+        };
+        // Compile once before touching the board: script errors and a refused kprobe must not cost a
+        // boot or a connection. The program uploaded is compiled again once connected, against the
+        // kernel base the agent reports (KASLR).
+        if let (None, Some(path), Some(src)) = (&prebuilt, &self.script, &source) {
+            check_kprobes(&compile(path, src, &board, &vmlinux)?, &board, self.allow_kprobe_hazard, false)?;
+        }
+        if let Some(p) = &prebuilt {
+            check_kprobes(p, &board, self.allow_kprobe_hazard, false)?;
+        }
+
         let stop = StopFlag::new();
         install_ctrl_c(&stop)?;
 
-        let (link, mut guest) = open_link(&board, &self.link, self.artifacts.as_deref())?;
+        let (link, mut guest) = open_link(&board, &self.link, artifacts)?;
         // Timings start once the link is open: a QEMU boot is not part of the push.
         let t0 = Instant::now();
-        let mut vmlinux = match (given_vmlinux, &guest) {
-            (Some(v), _) => v,
-            (None, Some((_, artifacts))) => Vmlinux::open_for(&artifacts.vmlinux, board.arch)?,
-            (None, None) => bail!("give --vmlinux: the board's kernel symbols come from its vmlinux"),
-        };
         let mut session = Session::connect(link, Timeouts::default())?;
         let agent = session.agent().clone();
         eprintln!(
@@ -186,7 +201,7 @@ impl Cmd {
             _ => bail!("give a SCRIPT or --image"),
         };
         check_program(&program, &agent, !self.no_host_verify)?;
-        check_kprobes(&program, &board, self.allow_kprobe_hazard)?;
+        check_kprobes(&program, &board, self.allow_kprobe_hazard, true)?;
         let t_compiled = t0.elapsed();
 
         let probes = session.upload(&program.image, Some(&program.sidecar))?;
@@ -259,23 +274,31 @@ type StopWhen<'a> = Box<dyn FnMut() -> bool + 'a>;
 /// How long a `--run` command may take in the guest.
 const RUN_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// The build outputs of a QEMU board (from `--artifacts` or the workspace's default); an error for
+/// real hardware, which needs `--port` or `--ssh`.
+fn qemu_artifacts(board: &Board, dir: Option<&Path>) -> anyhow::Result<Artifacts> {
+    if board.qemu.is_none() {
+        bail!("board `{}` is real hardware: give --port with its serial device, or --ssh", board.name);
+    }
+    let dir = dir.map_or_else(|| Artifacts::default_dir(&board.name), Path::to_path_buf);
+    Ok(Artifacts::load(&dir, &board.name)?)
+}
+
 /// The single place a link is chosen: `--port` (a serial port, maybe a shared console) or `--ssh`;
-/// otherwise a QEMU board is booted and its agent UART's pty opened like any serial port. The guest
-/// is returned so it outlives the link.
+/// otherwise (`artifacts` given) the QEMU board is booted and its agent UART's pty opened like any
+/// serial port. The guest is returned so it outlives the link.
 fn open_link(
     board: &Board,
     opts: &LinkOpts,
-    artifacts: Option<&Path>,
+    artifacts: Option<Artifacts>,
 ) -> anyhow::Result<(Box<dyn Link>, Option<Booted>)> {
     if let Some(link) = opts.open(board)? {
         return Ok((link, None));
     }
     let baud = opts.baud.unwrap_or(board.agent.baud);
-    if board.qemu.is_none() {
+    let Some(artifacts) = artifacts else {
         bail!("board `{}` is real hardware: give --port with its serial device, or --ssh", board.name);
-    }
-    let dir = artifacts.map_or_else(|| Artifacts::default_dir(&board.name), Path::to_path_buf);
-    let artifacts = Artifacts::load(&dir, &board.name)?;
+    };
     eprintln!("ktap: booting {} in QEMU (kernel {})", board.name, artifacts.kernel_release);
     let started = Instant::now();
     let guest = Guest::boot(board, &artifacts)?;
@@ -340,15 +363,16 @@ fn check_program(p: &Program, agent: &AgentInfo, verify: bool) -> anyhow::Result
     Ok(())
 }
 
-/// Refuse (or, opted in, warn about) kprobes on a board whose kernel crashes under them.
-fn check_kprobes(p: &Program, board: &Board, allow: bool) -> anyhow::Result<()> {
+/// Refuse kprobes on a board whose kernel crashes under them, or, opted in, warn about them (with
+/// `warn`: the final check, so the warning is printed once).
+fn check_kprobes(p: &Program, board: &Board, allow: bool, warn: bool) -> anyhow::Result<()> {
     let mut kprobes = 0;
     if let Ok(img) = Image::parse(&p.image) {
         img.probes(|s| kprobes += usize::from(matches!(s.kind, ProbeKind::Kprobe | ProbeKind::Kretprobe)));
     }
     match board.kprobe_policy(kprobes, allow) {
         Ok(warning) => {
-            if let Some(w) = warning {
+            if let Some(w) = warning.filter(|_| warn) {
                 eprintln!("ktap: {w}");
             }
             Ok(())

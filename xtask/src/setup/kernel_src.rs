@@ -157,10 +157,11 @@ impl Fragment {
 
 fn check_symbol(sym: &str) -> Result<()> {
     let ok = sym.strip_prefix("CONFIG_").is_some_and(|n| {
-        !n.is_empty() && n.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        // mostly upper case, but not only: PowerPC has PPC_85xx, PPC_8xx
+        !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
     });
     if !ok {
-        bail!("`{sym}` is not a Kconfig symbol (CONFIG_ followed by A-Z, 0-9, _)");
+        bail!("`{sym}` is not a Kconfig symbol (CONFIG_ followed by letters, digits, _)");
     }
     Ok(())
 }
@@ -401,6 +402,8 @@ mod tests {
             Fragment::parse(p, "# comment\n\nCONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=\"s\"\n").unwrap();
         let got: Vec<_> = f.settings.iter().map(|s| (s.line, s.symbol.as_str(), s.value.as_str())).collect();
         assert_eq!(got, [(3, "CONFIG_A", "y"), (4, "CONFIG_B", "n"), (5, "CONFIG_C", "\"s\"")]);
+        assert!(Fragment::parse(p, "CONFIG_PPC_85xx=y\n").is_ok(), "Kconfig symbols may have lower case");
+        assert!(Fragment::parse(p, "CONFIG_A-B=y\n").is_err());
         let e = format!("{:#}", Fragment::parse(p, "CONFIG_A=y\nKPROBES=y\n").err().unwrap());
         assert!(e.contains("x.config:2") && e.contains("not a Kconfig symbol"), "{e}");
         let e = format!("{:#}", Fragment::parse(p, "CONFIG_A y\n").err().unwrap());
