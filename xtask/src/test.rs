@@ -21,7 +21,9 @@ use ktap_host::board::{self, Board};
 use crate::{build, paths};
 
 /// The boards the suite runs when none is named: what CI runs.
-pub const DEFAULT_BOARDS: &str = "qemu-armv7,qemu-aarch64";
+/// Left out until they pass here (docs/boards.md says why): `qemu-mipsel` (its kprobe tests lose
+/// their first hits), `qemu-x86_64` (`kstack` finds no frames: see docs/boards.md), `qemu-mips` and `qemu-ppc` (kernels built from source).
+pub const DEFAULT_BOARDS: &str = "qemu-armv7,qemu-aarch64,qemu-ppc64le";
 
 /// The board that runs every end-to-end test file and the host tests: the reference board, whose
 /// kernel and UART are the ones the README's examples use.
@@ -320,6 +322,8 @@ mod tests {
         assert!(select_boards(",").is_err());
         assert!(select_boards("nope").unwrap_err().to_string().contains("qemu-armv7"));
         assert!(select_boards("armv7").unwrap_err().to_string().contains("real hardware"));
+        let default = select_boards(DEFAULT_BOARDS).unwrap();
+        assert_eq!(default[0], PRIMARY, "the primary board runs first (it runs the most)");
     }
 
     #[test]
