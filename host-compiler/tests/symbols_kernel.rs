@@ -243,6 +243,27 @@ fn symbols_cli_prints_json() {
         .unwrap();
     let text = String::from_utf8(text.stdout).unwrap();
     assert!(text.starts_with("struct qstr {") && text.contains("/* size: 16 */"), "{text}");
+    // every subcommand has --json
+    let json = |query: &[&str]| -> serde_json::Value {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ktap-host"))
+            .args(["symbols", "--vmlinux"])
+            .arg(v.path())
+            .arg("--json")
+            .args(query)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{query:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{query:?}: {e}"))
+    };
+    let t = json(&["type", "struct qstr"]);
+    assert_eq!((t["name"].as_str(), t["size"].as_u64()), (Some("qstr"), Some(16)), "{t}");
+    let s = json(&["sym", "vfs_read"]);
+    assert!(s.to_string().contains("vfs_read"), "{s}");
+    let tp = json(&["tracepoint", "sched:sched_switch"]);
+    assert!(
+        tp.to_string().contains("prev") && tp.to_string().contains("trace_event_raw_sched_switch"),
+        "{tp}"
+    );
 }
 
 /// The index cache only saves time: a cold build, a cache hit and a rebuild after the cache file

@@ -114,12 +114,12 @@ impl Vmlinux {
             .map_err(Clone::clone)
     }
 
-    /// Where this query looks names up: the whole index once it is in memory, else lazily. The
-    /// cache is not read for this: answering lazily from the few units a compile needs is faster
-    /// than reading the whole index (see docs/benchmarks.md); it serves questions that need every
-    /// name.
+    /// Where this query looks names up: the whole index when it is cached (reading it costs about
+    /// 10 ms and makes every later lookup a binary search) or already made, else lazily, indexing
+    /// only the units the query needs (see docs/benchmarks.md).
     fn names(&self) -> Result<Names<'_>, String> {
         let shared = self.shared()?;
+        self.load_cached();
         match self.full.get() {
             Some(Ok(i)) => {
                 shared.learn_units(&i.units);
