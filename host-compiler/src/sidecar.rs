@@ -111,6 +111,27 @@ pub struct ProbeInfo {
     pub spec: String,
     /// Where it was written.
     pub span: Span,
+    /// For `trace syscalls:sys_enter_NAME` / `sys_exit_NAME` (built on `raw_syscalls`): which
+    /// calls, and where the handler reads their number and arguments (so `sim` can build the raw
+    /// event from a named one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syscalls: Option<SyscallProbe>,
+}
+
+/// A probe on system calls by name, attached to `raw_syscalls:sys_enter` or `sys_exit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyscallProbe {
+    /// `sys_exit_*` (else `sys_enter_*`).
+    pub exit: bool,
+    /// (number, name) of the calls it traces.
+    pub calls: Vec<(u32, String)>,
+    /// It traces every call of the kernel's table (no number filter).
+    pub all: bool,
+    /// Offset in `struct pt_regs` and size of argument 0, 1, ... (the raw event's `arg0` points to
+    /// the registers).
+    pub args: Vec<(u32, u8)>,
+    /// Where the number is in `struct pt_regs` at `sys_exit` (`None`: nowhere).
+    pub exit_nr: Option<(u32, u8)>,
 }
 
 /// A function (probe handler) of the image.

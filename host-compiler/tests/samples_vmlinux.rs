@@ -126,3 +126,19 @@ fn sim_with_a_vmlinux_symbolizes_stacks_like_push() {
     assert!(out.contains("    vfs_read+0x10\n    ksys_read+0x4"), "{out}");
     assert!(out.lines().last().is_some_and(|l| l.trim() == "2"), "{out}");
 }
+
+#[test]
+fn the_syscall_table_numbers_the_calls_like_the_arm_eabi() {
+    let Some(v) = kernel() else { return };
+    let s = v.syscalls().unwrap();
+    let nr = |name: &str| s.table.iter().find(|(_, n)| n == name).map(|(nr, _)| *nr);
+    // arch/arm/tools/syscall.tbl
+    assert_eq!(nr("read"), Some(3));
+    assert_eq!(nr("write"), Some(4));
+    assert_eq!(nr("openat"), Some(322));
+    assert_eq!(nr("exit_group"), Some(248));
+    assert!(s.table.len() > 350, "{} calls", s.table.len());
+    // r0-r5 of `struct pt_regs { unsigned long uregs[18]; }`, the number in r7
+    assert_eq!(s.args, [(0, 4), (4, 4), (8, 4), (12, 4), (16, 4), (20, 4)]);
+    assert_eq!(s.exit_nr, Some((28, 4)));
+}

@@ -78,8 +78,8 @@ fn program() -> (Vec<u8>, Sidecar) {
         formats: vec!["%-8s pid %-5d opens a file\n".into()],
         tables: vec![TableInfo { name: "reads".into(), span: span() }],
         probes: vec![
-            ProbeInfo { spec: "kprobe:vfs_read".into(), span: span() },
-            ProbeInfo { spec: "kprobe:do_sys_openat2".into(), span: span() },
+            ProbeInfo { spec: "kprobe:vfs_read".into(), span: span(), syscalls: None },
+            ProbeInfo { spec: "kprobe:do_sys_openat2".into(), span: span(), syscalls: None },
         ],
         globals: vec![],
         funcs: vec![

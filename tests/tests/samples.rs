@@ -243,7 +243,7 @@ fn samples_run_on_the_board_and_print_sensible_output() {
 
 /// A deterministic sample and how to drive it: every probe block of the sample gets, first in its
 /// body, a recorder (printfs of the hit as an events-file line: probe, pid, tid, uid, cpu, comm,
-/// time, the `argN` the sample reads, `retval` in kretprobes, and `mem` when given), and non-timer
+/// time, the `argN` the sample reads, `retval` in kretprobes and `sys_exit_*`, and `mem` when given), and non-timer
 /// probes get `pred` (so only the workload's process counts, and the agent's own activity cannot
 /// feed the recording). The kernel's output is then the recorded events interleaved with the
 /// sample's own output, and `sim` on the recorded events must print exactly the same.
@@ -281,6 +281,8 @@ const DIFFERENTIAL: &[Differential] = &[
     d("syscall_count.kp", Some(IS_DD), "dd if=/dev/zero of=/dev/null bs=512 count=10"),
     d("syscall_by_proc.kp", Some(IS_DD), "dd if=/dev/zero of=/dev/null bs=512 count=10"),
     d("syscall_errors.kp", Some(IS_CAT), "cat / 2>/dev/null; cat /nonexistent 2>/dev/null; true"),
+    // `syscalls:` events by name (built on raw_syscalls): sim builds the raw event from the name
+    d("syscall_names.kp", Some(IS_CAT), "cat / 2>/dev/null; cat /proc/version > /dev/null; true"),
     d("demo.kp", Some(IS_CAT), "cat /proc/version > /dev/null"),
     d("kmalloc_sizes.kp", Some(IS_CAT), "cat /proc/self/status > /dev/null"),
     d("page_alloc.kp", Some(IS_LS), "ls -R /proc/self > /dev/null 2>&1; true"),
@@ -288,7 +290,7 @@ const DIFFERENTIAL: &[Differential] = &[
     d("execsnoop.kp", None, "/bin/busybox true; /bin/busybox true"),
     d("proc_lifecycle.kp", None, "ls / > /dev/null"),
     d("sched_events.kp", None, "ls / > /dev/null; /bin/busybox true"),
-    d("signals.kp", None, "sleep 10 & kill $!; wait; true"),
+    d("signals.kp", None, "sh -c 'kill -HUP $$'; true"),
     // timers: the ticks are recorded like any hit, so what they print follows from the events
     d("top.kp", Some(IS_DD), "dd if=/dev/zero of=/dev/null bs=512 count=10; sleep 2"),
     d("page_faults.kp", Some(IS_LS), "ls / > /dev/null; sleep 3"),
@@ -350,7 +352,7 @@ fn recorder(head: &str, src: &str, d: &Differential) -> String {
         fmt.push_str(&format!(r#", \"args\": [{}]"#, vec!["%d"; n + 1].join(", ")));
         args.push_str(&format!(", {}", list.join(", ")));
     }
-    if head.starts_with("kretprobe:") {
+    if head.starts_with("kretprobe:") || head.starts_with("trace syscalls:sys_exit_") {
         fmt.push_str(r#", \"retval\": %d"#);
         args.push_str(", retval");
     }

@@ -34,6 +34,17 @@ use crate::ktypes::NEEDS_DWARF;
 pub use crate::ktypes::{Member, Param, ParamLoc, ParamsOf, Shape, TypeRef};
 use crate::sidecar::{FuncInfo, ProbeInfo, Show, Sidecar, StackValue, TableInfo, TableView};
 
+/// A kernel's system calls: numbers, names, and where a call's arguments are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Syscalls {
+    /// (number, name without prefix, e.g. `openat`), sorted by number; free slots left out.
+    pub table: Vec<(u32, String)>,
+    /// Offset in `struct pt_regs` and size in bytes of argument 0, 1, ... at syscall entry.
+    pub args: Vec<(u32, u8)>,
+    /// Where the syscall number is in `struct pt_regs` when the call returns (`None`: nowhere).
+    pub exit_nr: Option<(u32, u8)>,
+}
+
 /// Kernel symbol lookup, injected so the compiler needs no vmlinux in tests or `check`.
 pub trait Resolver {
     /// Run-time address of kernel function `sym` (for kprobes and kretprobes).
@@ -78,6 +89,12 @@ pub trait Resolver {
     fn tracepoints_matching(&self, subsys: &str, event: &str) -> Result<Vec<(String, String)>, String> {
         let _ = (subsys, event);
         Err("expanding a tracepoint pattern needs the board's vmlinux (`--vmlinux PATH`)".to_owned())
+    }
+
+    /// The kernel's system calls, for `trace syscalls:sys_enter_NAME` (from the vmlinux's
+    /// `sys_call_table` and `struct pt_regs`).
+    fn syscalls(&self) -> Result<Syscalls, String> {
+        Err("the system call table is read from the board's vmlinux: pass `--vmlinux PATH`".into())
     }
 
     /// The kernel's release string (`6.1.0-28-armmp`), for `kernel_v`; `None` when unknown.
@@ -303,7 +320,7 @@ fn assemble(prog: &lower::Program, file_name: &str, opts: &CompileOptions) -> (I
             flags: if p.every_cpu { PROBE_EVERY_CPU } else { 0 },
             name: p.name.as_bytes().to_vec(),
         });
-        sidecar.probes.push(ProbeInfo { spec: p.spec.clone(), span: p.span });
+        sidecar.probes.push(ProbeInfo { spec: p.spec.clone(), span: p.span, syscalls: p.syscalls.clone() });
     }
     for (id, (text, kinds, stacks)) in prog.formats.iter().enumerate() {
         b.formats.push(kinds.clone());

@@ -17,9 +17,9 @@ use ktap_protocol::wire::Stats;
 use ktap_vm::{Counters, Program};
 
 use crate::format::Renderer;
-use crate::lang::Resolver;
+use crate::lang::{Resolver, Syscalls};
 use crate::session::loss_line;
-use crate::sidecar::Sidecar;
+use crate::sidecar::{Sidecar, SyscallProbe};
 use env::EventEnv;
 use events::{DEFAULT_TIME_STEP_NS, Event, canonical_probe};
 
@@ -83,6 +83,60 @@ impl Resolver for EventsKernel {
             .filter(|(s, e)| crate::lang::glob_match(subsys, s) && crate::lang::glob_match(event, e))
             .cloned()
             .collect())
+    }
+
+    /// The calls the events name (`trace syscalls:sys_enter_NAME`), numbered in name order, with a
+    /// register layout of the simulator's own: the simulator builds each raw event from the layout
+    /// the sidecar records, so any layout gives the same output.
+    fn syscalls(&self) -> Result<Syscalls, String> {
+        let mut names: Vec<&str> = self
+            .tracepoints
+            .iter()
+            .filter(|(s, _)| s == "syscalls")
+            .filter_map(|(_, e)| e.strip_prefix("sys_enter_").or_else(|| e.strip_prefix("sys_exit_")))
+            .collect();
+        names.sort();
+        names.dedup();
+        let table = names.iter().enumerate().map(|(i, n)| (i as u32, (*n).to_owned())).collect();
+        let args = (0..6).map(|i| (i * 8, 8)).collect();
+        Ok(Syscalls { table, args, exit_nr: Some((48, 8)) })
+    }
+}
+
+/// Where the simulator puts the saved registers of a `syscalls:` event.
+const SYSCALL_REGS: u64 = 0xffff_0000_0000;
+
+/// The raw `raw_syscalls` event a `syscalls:` probe sees for a named event `e` of call `nr`: `arg0`
+/// points to registers holding the event's `args` (and the number, at exit) where `sc` says,
+/// `arg1` is the number (entry) or the event's `retval` (exit).
+fn raw_syscall_event(e: &Event, sc: &SyscallProbe, nr: u32) -> Event {
+    let end = sc.args.iter().chain(sc.exit_nr.iter()).map(|(o, w)| *o as usize + usize::from(*w)).max();
+    let mut regs = vec![0u8; end.unwrap_or(0)];
+    let mut put = |off: u32, w: u8, v: i64| {
+        let (off, w) = (off as usize, usize::from(w));
+        if let Some(d) = regs.get_mut(off..off + w) {
+            d.copy_from_slice(&v.to_le_bytes()[..w.min(8)]);
+        }
+    };
+    for (i, (off, w)) in sc.args.iter().enumerate() {
+        put(*off, *w, e.args.get(i).copied().unwrap_or(0));
+    }
+    if let (true, Some((off, w))) = (sc.exit, sc.exit_nr) {
+        put(off, w, i64::from(nr));
+    }
+    let mut raw = e.clone();
+    raw.args = vec![SYSCALL_REGS as i64, if sc.exit { e.retval } else { i64::from(nr) }];
+    raw.mem.push(events::Memory { addr: SYSCALL_REGS, bytes: regs, user: false });
+    raw
+}
+
+/// `trace syscalls:sys_enter_openat` -> (exit, "openat").
+fn syscall_event(spec: &str) -> Option<(bool, &str)> {
+    let ev = spec.strip_prefix("trace syscalls:")?;
+    match (ev.strip_prefix("sys_enter_"), ev.strip_prefix("sys_exit_")) {
+        (Some(n), _) => Some((false, n)),
+        (_, Some(n)) => Some((true, n)),
+        _ => None,
     }
 }
 
@@ -150,8 +204,12 @@ pub fn simulate_with(
         })
         .collect();
     let mut by_spec: BTreeMap<&str, Vec<u16>> = BTreeMap::new();
-    for (kind, func, spec) in &probes {
-        if !matches!(kind, ProbeKind::Begin | ProbeKind::End) {
+    // probes on system calls by name, matched by the call a `trace syscalls:...` event names
+    let mut by_call: Vec<(u16, &SyscallProbe)> = Vec::new();
+    for (i, (kind, func, spec)) in probes.iter().enumerate() {
+        if let Some(sc) = sidecar.probes.get(i).and_then(|p| p.syscalls.as_ref()) {
+            by_call.push((*func, sc));
+        } else if !matches!(kind, ProbeKind::Begin | ProbeKind::End) {
             by_spec.entry(spec.as_str()).or_default().push(*func);
         }
     }
@@ -179,14 +237,26 @@ pub fn simulate_with(
     let mut time = start;
     'events: for e in events.iter().take(if exited { 0 } else { events.len() }) {
         let spec = canonical_probe(&e.probe);
-        let Some(funcs) = by_spec.get(spec.as_str()) else {
+        // (handler, the event it sees)
+        let mut hits: Vec<(u16, std::borrow::Cow<'_, Event>)> = Vec::new();
+        if let Some((exit, name)) = syscall_event(&spec) {
+            for (f, sc) in &by_call {
+                if let Some((nr, _)) = sc.calls.iter().find(|(_, n)| n == name).filter(|_| sc.exit == exit) {
+                    hits.push((*f, std::borrow::Cow::Owned(raw_syscall_event(e, sc, *nr))));
+                }
+            }
+        }
+        if let Some(funcs) = by_spec.get(spec.as_str()) {
+            hits.extend(funcs.iter().map(|f| (*f, std::borrow::Cow::Borrowed(e))));
+        }
+        if hits.is_empty() {
             *out.unknown.entry(spec).or_default() += e.repeat;
             continue;
-        };
+        }
         for i in 0..e.repeat {
             time = e.time_ns.wrapping_add(DEFAULT_TIME_STEP_NS.wrapping_mul(i as i64));
-            for &f in funcs {
-                if run(&mut prog, f, Some(e), time, &mut out) {
+            for (f, ev) in &hits {
+                if run(&mut prog, *f, Some(ev), time, &mut out) {
                     break 'events;
                 }
             }

@@ -41,6 +41,7 @@ mod rawsym;
 mod rodata;
 pub mod symmap;
 pub mod symtab;
+pub mod syscalls;
 
 pub use dwarf::layout::{Layout, LayoutMember};
 pub use error::VmlinuxError;

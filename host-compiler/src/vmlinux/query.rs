@@ -384,6 +384,10 @@ impl Resolver for Vmlinux {
         Ok(all.into_iter().filter(|(s, e)| m(subsys, s) && m(event, e)).collect())
     }
 
+    fn syscalls(&self) -> Result<crate::lang::Syscalls, String> {
+        Vmlinux::syscalls(self)
+    }
+
     fn kernel_release(&self) -> Option<String> {
         let elf = goblin::elf::Elf::parse(&self.map).ok()?;
         super::rodata::kernel_release(&elf, &self.map)

@@ -93,6 +93,16 @@ impl Resolver for FakeKernel {
         }
     }
 
+    fn syscalls(&self) -> Result<ktap_host::lang::Syscalls, String> {
+        // ARM EABI numbers; r0-r5 in `uregs`, the number in r7
+        let table = [(3, "read"), (4, "write"), (5, "open"), (6, "close"), (145, "readv"), (322, "openat")];
+        Ok(ktap_host::lang::Syscalls {
+            table: table.iter().map(|(n, s)| (*n, s.to_string())).collect(),
+            args: (0..6).map(|i| (i * 4, 4)).collect(),
+            exit_nr: Some((28, 4)),
+        })
+    }
+
     fn tracepoints_matching(&self, subsys: &str, event: &str) -> Result<Vec<(String, String)>, String> {
         Ok(TRACEPOINTS
             .iter()

@@ -172,6 +172,7 @@ impl Lower<'_, '_> {
                 self.emit(Opcode::Comm, &[s as i32]);
                 return Val::Str(s);
             }
+            "probename" if self.f.syscall.is_some() => return self.syscall_probename(id.span),
             "probename" => {
                 let name = match &self.f.target {
                     Some(ProbeTarget::Tracepoint { subsys, event }) => {
@@ -207,6 +208,11 @@ impl Lower<'_, '_> {
             _ => {}
         }
         match builtins::ctx_field(&id.name) {
+            Some(field)
+                if self.f.syscall.is_some() && (field.arg_index().is_some() || field == CtxField::Retval) =>
+            {
+                self.syscall_value(field, id)
+            }
             Some(field) => {
                 if !self.ctx_available(field, id) {
                     return Val::Err;

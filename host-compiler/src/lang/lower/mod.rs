@@ -29,6 +29,7 @@ use super::format_spec::{self, Piece};
 use super::lexer::string_offsets;
 use super::{Resolver, board_arch_name};
 use crate::board::Arch;
+use crate::sidecar::SyscallProbe;
 
 mod builtins;
 mod call;
@@ -38,6 +39,7 @@ mod func;
 mod member;
 mod probe;
 mod stmt;
+mod syscall;
 mod table;
 
 /// Largest index of the 16-bit pools (strings, constants, formats).
@@ -91,6 +93,8 @@ pub struct ProbeOut {
     pub spec: String,
     /// The head as written.
     pub span: Span,
+    /// A probe on system calls by name (`trace syscalls:sys_enter_NAME`).
+    pub syscalls: Option<SyscallProbe>,
 }
 
 /// A table of the program.
@@ -190,6 +194,7 @@ fn lower_pass(
         compiling: Vec::new(),
         func_depth: HashMap::new(),
         cur_head: span(0, 0),
+        pending_syscall: None,
     };
     for item in &script.items {
         match item {
@@ -343,6 +348,8 @@ struct FuncState {
     ret: Option<(RetKind, Span)>,
     /// Named functions this one calls, for the frame budget.
     callees: Vec<u16>,
+    /// A probe on system calls by name: which, and where their number and arguments are.
+    syscall: Option<SyscallProbe>,
 }
 
 impl FuncState {
@@ -364,6 +371,7 @@ impl FuncState {
             to_end: Vec::new(),
             ret: None,
             callees: Vec::new(),
+            syscall: None,
         }
     }
 }
@@ -422,6 +430,8 @@ struct Lower<'a, 'd> {
     func_depth: HashMap<u16, u32>,
     /// The head of the probe being compiled.
     cur_head: Span,
+    /// The system calls the attach point being resolved traces, for its handler.
+    pending_syscall: Option<SyscallProbe>,
 }
 
 const VOID_FUNCTIONS: &[&str] = &["print", "printf", "print_hist", "delete", "exit"];

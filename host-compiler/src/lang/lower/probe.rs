@@ -238,6 +238,7 @@ impl Lower<'_, '_> {
         }
         for (target, addr, name, every_cpu) in targets {
             let spec = target.spec();
+            let syscalls = self.pending_syscall.clone();
             let func = self.handler(p, at, target, with_inits);
             let Some(kind) = kind else { continue };
             if self.prog.probes.len() == MAX_PROBES as usize {
@@ -246,7 +247,16 @@ impl Lower<'_, '_> {
                     p.head,
                 ));
             }
-            self.prog.probes.push(ProbeOut { kind, addr, every_cpu, name, func, spec, span: p.head });
+            self.prog.probes.push(ProbeOut {
+                kind,
+                addr,
+                every_cpu,
+                name,
+                func,
+                spec,
+                span: p.head,
+                syscalls,
+            });
         }
     }
 
@@ -255,9 +265,14 @@ impl Lower<'_, '_> {
         self.f = FuncState::new(at);
         self.f.spec = target.spec();
         self.f.target = Some(target);
+        self.f.syscall = self.pending_syscall.take();
         if with_inits {
             self.emit_inits(p.head);
         }
+        self.syscall_filter(p.head);
+        self.open_scope();
+        let text = self.src.get(p.head.start..p.body.span.end).unwrap_or("");
+        self.syscall_probename_once(text, p.head);
         if let Some(pred) = &p.pred {
             let m = self.mark();
             let skip = self.branch(pred, false);
@@ -268,6 +283,7 @@ impl Lower<'_, '_> {
         for s in &p.body.stmts {
             self.stmt(s);
         }
+        self.close_scope();
         self.close_scope();
         let ends = std::mem::take(&mut self.f.to_end);
         self.patch_here(ends);
@@ -359,6 +375,7 @@ impl Lower<'_, '_> {
             func,
             spec,
             span,
+            syscalls: None,
         });
     }
 
@@ -388,6 +405,9 @@ impl Lower<'_, '_> {
                     }
                 };
                 vec![(t.clone(), addr, sym.name.clone(), false)]
+            }
+            ProbeTarget::Tracepoint { subsys, event } if subsys.name == "syscalls" => {
+                self.syscall_attach(t, subsys, event)
             }
             ProbeTarget::Tracepoint { subsys, event } if is_glob(&subsys.name) || is_glob(&event.name) => {
                 let at = join(subsys.span, event.span);

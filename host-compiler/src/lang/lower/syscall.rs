@@ -1,0 +1,322 @@
+//! `trace syscalls:sys_enter_NAME` and `sys_exit_NAME` (and globs such as `sys_enter_*`).
+//!
+//! The `syscalls:*` events are ftrace-only on Debian kernels: no tracepoint a module can attach.
+//! They are built on `raw_syscalls:sys_enter(regs, id)` and `raw_syscalls:sys_exit(regs, ret)`:
+//! the handler starts with a test of the call's number (a binary search over the traced numbers,
+//! in the VM), `argN` reads the user register the call's ABI passes argument N in from the saved
+//! `struct pt_regs`, `retval` is `ret`, and `probename` names the real event
+//! (`syscalls:sys_enter_openat`). Numbers, names and register places come from the board's vmlinux
+//! through [`Resolver::syscalls`].
+
+use ktap_protocol::isa::Width;
+
+use super::probe::is_glob;
+use super::*;
+use crate::lang::glob_match;
+
+/// At most this many numbers are tested one by one; more are split in halves first.
+const LINEAR: usize = 4;
+
+/// The hidden local holding a `syscalls:` handler's `probename`.
+const PROBENAME: &str = "#probename";
+
+/// The calls of a `syscalls:` probe whose table is unknown (`check` without a vmlinux, or after an
+/// error): the body is checked with every argument register available.
+fn unknown_calls(exit: bool) -> SyscallProbe {
+    SyscallProbe { exit, calls: Vec::new(), all: true, args: vec![(0, 8); 6], exit_nr: Some((0, 8)) }
+}
+
+impl Lower<'_, '_> {
+    /// The attach point of a `syscalls:` probe; remembers the calls for its handler.
+    pub(super) fn syscall_attach(
+        &mut self,
+        t: &ProbeTarget,
+        subsys: &Ident,
+        event: &Ident,
+    ) -> Vec<(ProbeTarget, u64, String, bool)> {
+        let at = join(subsys.span, event.span);
+        let (exit, pattern) =
+            match (event.name.strip_prefix("sys_enter_"), event.name.strip_prefix("sys_exit_")) {
+                (Some(p), _) => (false, p),
+                (_, Some(p)) => (true, p),
+                _ => {
+                    self.err(
+                        Diagnostic::error(
+                            format!("unknown system call event `syscalls:{}`", event.name),
+                            event.span,
+                        )
+                        .note(
+                            "system call events are `syscalls:sys_enter_NAME` and `syscalls:sys_exit_NAME`",
+                        ),
+                    );
+                    return Vec::new();
+                }
+            };
+        let raw = if exit { "sys_exit" } else { "sys_enter" };
+        let sc = match self.env.resolver.syscalls() {
+            Ok(sc) => sc,
+            // `check` without a vmlinux: the body is still checked, with every argument register
+            Err(_) if !self.env.need_addresses => {
+                self.pending_syscall = Some(unknown_calls(exit));
+                return vec![(t.clone(), 0, raw.into(), false)];
+            }
+            Err(msg) => {
+                self.err(
+                    Diagnostic::error(
+                        format!("cannot number the system calls of `syscalls:{}`", event.name),
+                        at,
+                    )
+                    .note(msg),
+                );
+                // the body is still checked as a syscall handler's
+                self.pending_syscall = Some(unknown_calls(exit));
+                return Vec::new();
+            }
+        };
+        let calls: Vec<(u32, String)> =
+            sc.table.iter().filter(|(_, n)| glob_match(pattern, n)).cloned().collect();
+        if calls.is_empty() {
+            let mut d = Diagnostic::error(format!("no system call matches `{pattern}`"), event.span);
+            if !is_glob(pattern)
+                && let Some(s) = did_you_mean(pattern, sc.table.iter().map(|(_, n)| n.as_str()))
+            {
+                d = d.note(s);
+            }
+            self.err(d.note("names come from the kernel's `sys_call_table`"));
+            // the body is still checked as a syscall handler's
+            self.pending_syscall = Some(unknown_calls(exit));
+            return Vec::new();
+        }
+        let all = calls.len() == sc.table.len();
+        if exit && sc.exit_nr.is_none() && !all {
+            self.err(
+                Diagnostic::error(
+                    format!("`syscalls:{}` cannot be told apart from other calls here", event.name),
+                    at,
+                )
+                .note(format!(
+                    "on {} the saved registers do not keep the call's number until it returns",
+                    board_arch_name(self.env.arch)
+                ))
+                .note("trace every call (`syscalls:sys_exit_*`) or `raw_syscalls:sys_exit`"),
+            );
+            // the body is still checked as a syscall handler's
+            self.pending_syscall = Some(unknown_calls(exit));
+            return Vec::new();
+        }
+        self.pending_syscall = Some(SyscallProbe { exit, calls, all, args: sc.args, exit_nr: sc.exit_nr });
+        vec![(t.clone(), 0, raw.into(), false)]
+    }
+
+    /// The call's number, in a new register: `id` at entry, from the saved registers at exit.
+    fn syscall_nr(&mut self, sc: &SyscallProbe, at: Span) -> u8 {
+        let r = self.alloc_int(at);
+        match (sc.exit, sc.exit_nr) {
+            (false, _) => self.emit(Opcode::Ctx, &[r as i32, CtxField::Arg1 as i32]),
+            (true, Some((off, bytes))) => {
+                self.emit(Opcode::Ctx, &[r as i32, CtxField::Arg0 as i32]);
+                let w = Width { bytes, signed: true };
+                self.emit(Opcode::Ldk, &[r as i32, r as i32, off as i32, w.to_byte() as i32]);
+            }
+            (true, None) => self.emit(Opcode::Movi, &[r as i32, -1]),
+        }
+        r
+    }
+
+    /// A `syscalls:` handler's first instructions: calls other than the traced ones end the run.
+    pub(super) fn syscall_filter(&mut self, at: Span) {
+        let Some(sc) = self.f.syscall.clone() else { return };
+        if sc.all {
+            return;
+        }
+        let m = self.mark();
+        let nr = self.syscall_nr(&sc, at);
+        let (mut hit, mut miss) = (Vec::new(), Vec::new());
+        self.nr_switch(nr, &sc.calls, &mut hit, &mut miss);
+        self.f.to_end.extend(miss);
+        self.patch_here(hit);
+        self.reset(m);
+    }
+
+    /// Binary search of register `nr` over `calls` (sorted by number): a match jumps through
+    /// `hit`, a number not in `calls` through `miss`.
+    fn nr_switch(&mut self, nr: u8, calls: &[(u32, String)], hit: &mut Vec<Patch>, miss: &mut Vec<Patch>) {
+        let at = self.cur_head;
+        if calls.len() <= LINEAR {
+            for (n, _) in calls {
+                let m = self.mark();
+                let k = self.alloc_int(at);
+                self.emit(Opcode::Movi, &[k as i32, *n as i32]);
+                hit.push(self.emit_jump(Opcode::Jeq, &[nr as i32, k as i32], &[]));
+                self.reset(m);
+            }
+            miss.push(self.emit_jump(Opcode::Jmp, &[], &[]));
+            return;
+        }
+        let mid = calls.len() / 2;
+        let m = self.mark();
+        let k = self.alloc_int(at);
+        self.emit(Opcode::Movi, &[k as i32, calls[mid].0 as i32]);
+        let low = self.emit_jump(Opcode::Jlt, &[nr as i32, k as i32], &[]);
+        self.reset(m);
+        self.nr_switch(nr, &calls[mid..], hit, miss);
+        self.patch_here(vec![low]);
+        self.nr_switch(nr, &calls[..mid], hit, miss);
+    }
+
+    /// `probename` in a `syscalls:` handler: the event of the call that hit, computed once per run
+    /// at the start of the handler (see [`Lower::syscall_probename_once`]).
+    pub(super) fn syscall_probename(&mut self, at: Span) -> Val {
+        let Some(sc) = self.f.syscall.clone() else { return Val::Err };
+        if let [(_, name)] = sc.calls.as_slice() {
+            let dir = if sc.exit { "sys_exit" } else { "sys_enter" };
+            return Val::Str(self.load_str(&format!("syscalls:{dir}_{name}"), at));
+        }
+        if sc.exit && sc.exit_nr.is_none() {
+            self.err(Diagnostic::error("`probename` cannot name the call that returned here", at).note(
+                format!(
+                    "on {} the saved registers do not keep the call's number until it returns",
+                    board_arch_name(self.env.arch)
+                ),
+            ));
+            return Val::Err;
+        }
+        match self.f.locals.iter().find(|l| l.name == PROBENAME) {
+            Some(l) => Val::Str(l.reg),
+            // not computed: the handler's text did not mention it (cannot happen), or an error
+            None => Val::Err,
+        }
+    }
+
+    /// At the start of a `syscalls:` handler whose text uses `probename` for more than one call:
+    /// the event's name into a register the whole run reads. A binary search over the numbers
+    /// (after the number filter, every number reaching it is one of the calls; for a whole-table
+    /// pattern, numbers the table does not name get the raw event's name), each leaf loading the
+    /// call's name, shared by `sys_enter_` and `sys_exit_`; then the prefix is joined on.
+    pub(super) fn syscall_probename_once(&mut self, text: &str, at: Span) {
+        let Some(sc) = self.f.syscall.clone() else { return };
+        let uses = text.match_indices("probename").any(|(i, _)| {
+            let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+            !word(text[..i].chars().next_back()) && !word(text[i + "probename".len()..].chars().next())
+        });
+        if !uses || sc.calls.len() < 2 || (sc.exit && sc.exit_nr.is_none()) {
+            return;
+        }
+        let dir = if sc.exit { "sys_exit" } else { "sys_enter" };
+        let s = self.alloc_str(at);
+        self.f.locals.push(Local { name: PROBENAME.into(), span: at, ty: Ty::Str, reg: s });
+        let m = self.mark();
+        let nr = self.syscall_nr(&sc, at);
+        // (number, name); `None`: a number between the table's that names no call
+        let mut items: Vec<(u32, Option<&str>)> = Vec::new();
+        let (mut raw, mut named) = (Vec::new(), Vec::new());
+        if sc.all {
+            let (lo, hi) = (sc.calls[0].0, sc.calls[sc.calls.len() - 1].0);
+            let mut it = sc.calls.iter().peekable();
+            for n in lo..=hi {
+                let name = it.next_if(|(c, _)| *c == n).map(|(_, name)| name.as_str());
+                items.push((n, name));
+            }
+            // an item covers the numbers up to the next one's: a run of unnamed numbers is one item
+            items.dedup_by(|next, prev| prev.1.is_none() && next.1.is_none());
+            let k = self.alloc_int(at);
+            self.emit(Opcode::Movi, &[k as i32, lo as i32]);
+            raw.push(self.emit_jump(Opcode::Jlt, &[nr as i32, k as i32], &[]));
+            self.emit(Opcode::Movi, &[k as i32, hi as i32]);
+            raw.push(self.emit_jump(Opcode::Jlt, &[k as i32, nr as i32], &[]));
+        } else {
+            items = sc.calls.iter().map(|(n, name)| (*n, Some(name.as_str()))).collect();
+        }
+        self.name_search(nr, &items, s, &mut named, &mut raw);
+        self.patch_here(named);
+        let p = self.load_str(&format!("syscalls:{dir}_"), at);
+        self.emit(Opcode::Scat, &[s as i32, p as i32, s as i32]);
+        let done = self.emit_jump(Opcode::Jmp, &[], &[]);
+        self.patch_here(raw);
+        let id = self.string_id(format!("raw_syscalls:{dir}").as_bytes(), at);
+        self.emit(Opcode::Lds, &[s as i32, id as i32]);
+        self.patch_here(vec![done]);
+        self.reset(m);
+    }
+
+    /// Binary search of register `nr` over `items` (sorted by first number, each covering the
+    /// numbers up to the next; `nr` known to be in one): each leaf loads the name into `s` and jumps
+    /// through `named`, or through `raw` for numbers without a name.
+    fn name_search(
+        &mut self,
+        nr: u8,
+        items: &[(u32, Option<&str>)],
+        s: u8,
+        named: &mut Vec<Patch>,
+        raw: &mut Vec<Patch>,
+    ) {
+        let at = self.cur_head;
+        if let [(_, name)] = items {
+            match name {
+                Some(name) => {
+                    let id = self.string_id(name.as_bytes(), at);
+                    self.emit(Opcode::Lds, &[s as i32, id as i32]);
+                    named.push(self.emit_jump(Opcode::Jmp, &[], &[]));
+                }
+                None => raw.push(self.emit_jump(Opcode::Jmp, &[], &[])),
+            }
+            return;
+        }
+        let mid = items.len() / 2;
+        let m = self.mark();
+        let k = self.alloc_int(at);
+        self.emit(Opcode::Movi, &[k as i32, items[mid].0 as i32]);
+        let low = self.emit_jump(Opcode::Jlt, &[nr as i32, k as i32], &[]);
+        self.reset(m);
+        self.name_search(nr, &items[mid..], s, named, raw);
+        self.patch_here(vec![low]);
+        self.name_search(nr, &items[..mid], s, named, raw);
+    }
+
+    /// `argN` (entry) or `retval` (exit) of a `syscalls:` handler.
+    pub(super) fn syscall_value(&mut self, field: CtxField, id: &Ident) -> Val {
+        let Some(sc) = self.f.syscall.clone() else { return Val::Err };
+        if field == CtxField::Retval {
+            if !sc.exit {
+                self.err(
+                    Diagnostic::error("`retval` is only available in `syscalls:sys_exit_*` blocks", id.span)
+                        .note("at sys_enter the call has not run yet"),
+                );
+                return Val::Err;
+            }
+            let r = self.alloc_int(id.span);
+            self.emit(Opcode::Ctx, &[r as i32, CtxField::Arg1 as i32]);
+            return Val::Int(r);
+        }
+        let n = usize::from(field.arg_index().unwrap_or(0));
+        if sc.exit {
+            self.err(
+                Diagnostic::error(
+                    format!("`{}` is not available in `syscalls:sys_exit_*` blocks", id.name),
+                    id.span,
+                )
+                .note("a call's arguments are read at entry: trace `syscalls:sys_enter_NAME` too"),
+            );
+            return Val::Err;
+        }
+        let Some(&(off, bytes)) = sc.args.get(n) else {
+            let max = sc.args.len();
+            self.err(
+                Diagnostic::error(
+                    format!("`{}` is not available on {}", id.name, board_arch_name(self.env.arch)),
+                    id.span,
+                )
+                .note(format!(
+                    "system calls there pass {max} arguments in registers: arg0 to arg{}",
+                    max.saturating_sub(1)
+                )),
+            );
+            return Val::Err;
+        };
+        let r = self.alloc_int(id.span);
+        self.emit(Opcode::Ctx, &[r as i32, CtxField::Arg0 as i32]);
+        let w = Width { bytes, signed: true };
+        self.emit(Opcode::Ldk, &[r as i32, r as i32, off as i32, w.to_byte() as i32]);
+        Val::Int(r)
+    }
+}
