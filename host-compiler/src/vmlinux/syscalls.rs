@@ -11,18 +11,11 @@
 use std::collections::HashMap;
 
 use goblin::elf::Elf;
+use goblin::elf::header::{EM_AARCH64, EM_ARM, EM_MIPS, EM_PPC, EM_PPC64, EM_X86_64};
 use goblin::elf::section_header::SHT_NOBITS;
 
 use super::Vmlinux;
 use crate::lang::Syscalls;
-
-/// ELF machines (see `abi.rs`).
-const EM_MIPS: u16 = 8;
-const EM_PPC: u16 = 20;
-const EM_PPC64: u16 = 21;
-const EM_ARM: u16 = 40;
-const EM_X86_64: u16 = 62;
-const EM_AARCH64: u16 = 183;
 
 /// Prefixes of syscall handler symbols, most specific first.
 const PREFIXES: &[&str] = &["__arm64_sys_", "__x64_sys_", "__se_sys_", "__sys_", "sys_", "ppc_"];

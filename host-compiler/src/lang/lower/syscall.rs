@@ -94,10 +94,7 @@ impl Lower<'_, '_> {
                     format!("`syscalls:{}` cannot be told apart from other calls here", event.name),
                     at,
                 )
-                .note(format!(
-                    "on {} the saved registers do not keep the call's number until it returns",
-                    board_arch_name(self.env.arch)
-                ))
+                .note(self.number_lost())
                 .note("trace every call (`syscalls:sys_exit_*`) or `raw_syscalls:sys_exit`"),
             );
             // the body is still checked as a syscall handler's
@@ -138,27 +135,34 @@ impl Lower<'_, '_> {
         self.reset(m);
     }
 
+    /// Why a call's number is unknown at `sys_exit` on this arch.
+    fn number_lost(&self) -> String {
+        let arch = board_arch_name(self.env.arch);
+        format!("on {arch} the saved registers do not keep the call's number until it returns")
+    }
+
+    /// A jump taken when register `nr` compares to `n` by `op` (`Jeq`, `Jlt`: below `n`).
+    fn jump_if(&mut self, op: Opcode, nr: u8, n: u32) -> Patch {
+        let m = self.mark();
+        let k = self.alloc_int(self.cur_head);
+        self.emit(Opcode::Movi, &[k as i32, n as i32]);
+        let p = self.emit_jump(op, &[nr as i32, k as i32], &[]);
+        self.reset(m);
+        p
+    }
+
     /// Binary search of register `nr` over `calls` (sorted by number): a match jumps through
     /// `hit`, a number not in `calls` through `miss`.
     fn nr_switch(&mut self, nr: u8, calls: &[(u32, String)], hit: &mut Vec<Patch>, miss: &mut Vec<Patch>) {
-        let at = self.cur_head;
         if calls.len() <= LINEAR {
             for (n, _) in calls {
-                let m = self.mark();
-                let k = self.alloc_int(at);
-                self.emit(Opcode::Movi, &[k as i32, *n as i32]);
-                hit.push(self.emit_jump(Opcode::Jeq, &[nr as i32, k as i32], &[]));
-                self.reset(m);
+                hit.push(self.jump_if(Opcode::Jeq, nr, *n));
             }
             miss.push(self.emit_jump(Opcode::Jmp, &[], &[]));
             return;
         }
         let mid = calls.len() / 2;
-        let m = self.mark();
-        let k = self.alloc_int(at);
-        self.emit(Opcode::Movi, &[k as i32, calls[mid].0 as i32]);
-        let low = self.emit_jump(Opcode::Jlt, &[nr as i32, k as i32], &[]);
-        self.reset(m);
+        let low = self.jump_if(Opcode::Jlt, nr, calls[mid].0);
         self.nr_switch(nr, &calls[mid..], hit, miss);
         self.patch_here(vec![low]);
         self.nr_switch(nr, &calls[..mid], hit, miss);
@@ -173,12 +177,8 @@ impl Lower<'_, '_> {
             return Val::Str(self.load_str(&format!("syscalls:{dir}_{name}"), at));
         }
         if sc.exit && sc.exit_nr.is_none() {
-            self.err(Diagnostic::error("`probename` cannot name the call that returned here", at).note(
-                format!(
-                    "on {} the saved registers do not keep the call's number until it returns",
-                    board_arch_name(self.env.arch)
-                ),
-            ));
+            let note = self.number_lost();
+            self.err(Diagnostic::error("`probename` cannot name the call that returned here", at).note(note));
             return Val::Err;
         }
         match self.f.locals.iter().find(|l| l.name == PROBENAME) {
@@ -263,11 +263,7 @@ impl Lower<'_, '_> {
             return;
         }
         let mid = items.len() / 2;
-        let m = self.mark();
-        let k = self.alloc_int(at);
-        self.emit(Opcode::Movi, &[k as i32, items[mid].0 as i32]);
-        let low = self.emit_jump(Opcode::Jlt, &[nr as i32, k as i32], &[]);
-        self.reset(m);
+        let low = self.jump_if(Opcode::Jlt, nr, items[mid].0);
         self.name_search(nr, &items[mid..], s, named, raw);
         self.patch_here(vec![low]);
         self.name_search(nr, &items[..mid], s, named, raw);
