@@ -47,6 +47,15 @@ impl TestEnv {
         TestEnv { board, artifacts, host_bin: PathBuf::from(var("KTAP_HOST_BIN")) }
     }
 
+    /// The environment for another built board (`target/ktap/<name>/artifacts.toml`), for tests
+    /// that compare boards; `KTAP_HOST_BIN` as for [`TestEnv::get`].
+    pub fn for_board(name: &str) -> TestEnv {
+        let board = Board::load(&workspace().join("boards"), name).unwrap_or_else(|e| panic!("{e}"));
+        let artifacts = Artifacts::load(&Artifacts::default_dir(name), name)
+            .unwrap_or_else(|e| panic!("{e} (run `cargo xtask build --board {name}`)"));
+        TestEnv { board, artifacts, host_bin: PathBuf::from(var("KTAP_HOST_BIN")) }
+    }
+
     /// Boot a fresh guest (settled: see [`TestEnv::settle`]).
     pub fn boot(&self) -> Guest {
         let guest = Guest::boot(&self.board, &self.artifacts).unwrap_or_else(|e| panic!("boot failed: {e}"));
@@ -91,6 +100,7 @@ impl TestEnv {
     /// stdout. On a board with a kprobe hazard the workload must not fork while kprobes are armed.
     pub fn trace(&self, script: &Path, workload: &str, timeout: Duration) -> String {
         let mut guest = self.boot();
+        // `push` already opts in on a board with a kprobe hazard (twice is a usage error)
         let mut c = self.push(guest.agent_port());
         c.arg(script);
         let mut run = HostRun::spawn(c);

@@ -36,6 +36,8 @@ pub enum Scope {
     EveryBoard,
     /// On the primary board (and with `--full`): the code under test is the same on every arch.
     Primary,
+    /// Once per selected pair of [`ENDIAN_TWINS`], after the boards: it compares two boards.
+    Pair,
 }
 
 /// One file of `tests/tests/`, where it runs, and why there.
@@ -100,6 +102,11 @@ pub const E2E_FILES: &[E2eFile] = &[
     },
     E2eFile { name: "link_noise", scope: Scope::Primary, why: "transport: framing and retransmission" },
     E2eFile { name: "link_ssh", scope: Scope::Primary, why: "transport: ssh runs the agent over its stdio" },
+    E2eFile {
+        name: "endian_twins",
+        scope: Scope::Pair,
+        why: "the same script on a little- and a big-endian board of one arch must print the same",
+    },
 ];
 
 /// Options of `cargo xtask test`.
@@ -174,6 +181,7 @@ pub fn select_boards(spec: &str) -> Result<Vec<String>> {
 pub fn e2e_files(board: &str, full: bool) -> Vec<&'static str> {
     E2E_FILES
         .iter()
+        .filter(|f| f.scope != Scope::Pair)
         .filter(|f| full || board == PRIMARY || f.scope == Scope::EveryBoard)
         .map(|f| f.name)
         .collect()
@@ -208,12 +216,40 @@ pub fn run(args: &Args) -> Result<()> {
     for (name, secs, ok) in &results {
         println!("test:   {name:<14} {} in {secs:.0} s", if *ok { "passed" } else { "FAILED" });
     }
+    let mut failed: Vec<String> = results.iter().filter(|r| !r.2).map(|r| r.0.clone()).collect();
+    for (a, b) in ENDIAN_TWINS {
+        if boards.iter().any(|n| n == a) && boards.iter().any(|n| n == b) {
+            // runs even when a board's own suite failed: it needs only both builds
+            let t = Instant::now();
+            let name = format!("endian twins {a},{b}");
+            match twin_suite(a, b) {
+                Ok(()) => println!("test:   {name} passed in {:.0} s", t.elapsed().as_secs_f64()),
+                Err(e) => {
+                    println!("test:   {name} FAILED: {e:#}");
+                    failed.push(name);
+                }
+            }
+        }
+    }
     println!("test: {} board(s) in {:.0} s in all", boards.len(), start.elapsed().as_secs_f64());
-    let failed: Vec<&str> = results.iter().filter(|r| !r.2).map(|r| r.0.as_str()).collect();
     if !failed.is_empty() {
         bail!("failed on board(s): {}", failed.join(", "));
     }
     Ok(())
+}
+
+/// Board pairs that differ only in byte order: when a run selects both, the same script must print
+/// the same on each (`tests/tests/endian_twins.rs`, scope [`Scope::Pair`]).
+pub const ENDIAN_TWINS: [(&str, &str); 1] = [("qemu-mipsel", "qemu-mips")];
+
+/// The cross-board test of a twin pair, after both boards' suites (and so their builds) ran.
+fn twin_suite(a: &str, b: &str) -> Result<()> {
+    let host_bin = build::build_host()?;
+    let mut e2e = cargo();
+    e2e.args(["test", "-p", "ktap-e2e", "--test", "endian_twins", "--", "--test-threads=1"])
+        .env("KTAP_TWIN_BOARDS", format!("{a},{b}"))
+        .env("KTAP_HOST_BIN", host_bin);
+    step(&format!("endian twins {a},{b}"), e2e)
 }
 
 /// How one board's suite ended: seconds taken and whether it passed (`None`: it never ran).
@@ -345,9 +381,11 @@ mod tests {
         let mut listed: Vec<String> = E2E_FILES.iter().map(|f| f.name.to_owned()).collect();
         listed.sort();
         assert_eq!(listed, on_disk, "tests/tests/ and E2E_FILES differ: give each file a scope");
-        assert_eq!(e2e_files(PRIMARY, false).len(), E2E_FILES.len());
+        let per_board = E2E_FILES.iter().filter(|f| f.scope != Scope::Pair).count();
+        assert_eq!(e2e_files(PRIMARY, false).len(), per_board);
         let core = e2e_files("qemu-mipsel", false);
         assert!(core.contains(&"walking_skeleton") && !core.contains(&"link_ssh"));
-        assert_eq!(e2e_files("qemu-mipsel", true).len(), E2E_FILES.len());
+        assert_eq!(e2e_files("qemu-mipsel", true).len(), per_board);
+        assert!(!e2e_files(PRIMARY, true).contains(&"endian_twins"), "a pair test needs two boards");
     }
 }
