@@ -50,13 +50,18 @@ pub fn ensure(
     let gcc = format!("{}{}", k.cross_compile, crate::build_module::gcc_name(&k.cross_gcc_package));
     let gcc_version = first_line(&gcc, "--version")?;
     let ld_version = first_line(&format!("{}ld", k.cross_compile), "--version")?;
-    let mut h = sha1_smol::Sha1::new();
-    for part in [
+    // everything but the fragment: entries that agree on it can seed each other's builds
+    let toolchain_key = [
         format!("recipe {RECIPE}"),
         format!("{LINUX_SOURCE} {version}"),
         format!("arch {} {}", k.kbuild_arch, k.cross_compile),
         gcc_version,
         ld_version,
+    ]
+    .join("\n");
+    let mut h = sha1_smol::Sha1::new();
+    for part in [
+        toolchain_key.clone(),
         format!("image {} targets {}", spec.image, spec.make_targets.join(" ")),
         fragment_text.clone(),
     ] {
@@ -80,7 +85,31 @@ pub fn ensure(
         "no cached kernel {name}: building {LINUX_SOURCE} {version} for {} (tinyconfig + {})",
         board.name, spec.fragment
     ));
-    build(board, spec, &fragment, &tree, &gcc, &version, &dir, busybox)
+    let seed = seed_for(&kernels, &board.name, &toolchain_key);
+    build(board, spec, &fragment, &tree, &gcc, &version, &dir, busybox, seed.as_deref(), &toolchain_key)
+}
+
+/// The file in a kernel entry naming its source, arch and compiler (see [`seed_for`]).
+const TOOLCHAIN_KEY: &str = "toolchain-key";
+
+/// A complete entry of the same board built from the same source with the same compiler and
+/// recipe (only the fragment or the image targets differ), newest first: its build tree is a valid
+/// starting point, since Kbuild recompiles exactly what a changed config symbol touches (fixdep
+/// records, per object, the symbols it used). This makes changing a fragment cost minutes, not a
+/// full build.
+fn seed_for(kernels: &Path, board: &str, toolchain_key: &str) -> Option<PathBuf> {
+    let prefix = format!("{board}-");
+    let mut seeds: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(kernels)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&prefix)))
+        .filter(|p| p.join("complete").exists() && p.join("build/vmlinux").exists())
+        .filter(|p| std::fs::read_to_string(p.join(TOOLCHAIN_KEY)).is_ok_and(|k| k == toolchain_key))
+        .filter_map(|p| Some((std::fs::metadata(p.join("complete")).ok()?.modified().ok()?, p)))
+        .collect();
+    seeds.sort();
+    seeds.pop().map(|(_, p)| p)
 }
 
 /// One `CONFIG_X=value` (or `# CONFIG_X is not set`) line of a fragment, with its line number.
@@ -280,12 +309,27 @@ fn build(
     version: &str,
     dir: &Path,
     busybox: busybox_src::Busybox,
+    seed: Option<&Path>,
+    toolchain_key: &str,
 ) -> Result<KernelCache> {
     if dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
     }
     let out = dir.join("build");
-    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    match seed {
+        Some(seed) => {
+            progress(format!(
+                "starting from {} (same source, compiler and recipe): Kbuild rebuilds what the config change touches",
+                seed.display()
+            ));
+            cmd::run(cmd::command("cp").arg("-a").arg(seed.join("build")).arg(&out))
+                .with_context(|| format!("copying the build tree of {}", seed.display()))?;
+        }
+        None => std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?,
+    }
+    std::fs::write(dir.join(TOOLCHAIN_KEY), toolchain_key)
+        .with_context(|| format!("cannot write {}", dir.join(TOOLCHAIN_KEY).display()))?;
     let k = &board.kernel;
     let make = |extra: &[&str]| {
         let mut c = cmd::command("make");
