@@ -27,6 +27,7 @@ mod nr {
     pub const RT_SIGPROCMASK: u32 = 4195;
     pub const EXIT_GROUP: u32 = 4246;
     pub const CLOCK_GETTIME: u32 = 4263;
+    pub const CLOCK_GETTIME64: u32 = 4403;
     pub const OPENAT: u32 = 4288;
 }
 
@@ -130,12 +131,24 @@ pub fn poll(reqs: &mut [PollReq], timeout_ms: u32) -> Result<usize, Errno> {
     Ok(count)
 }
 
-/// A monotonic clock in milliseconds.
+/// A monotonic clock in milliseconds: `clock_gettime64` (Linux 5.1+; a kernel built without the
+/// 32-bit time_t calls, `COMPAT_32BIT_TIME` off, has only this one), else the time32 call of older
+/// kernels. Neither failing would freeze the heartbeat and stats timers, so that is a fatal error.
 pub fn now_ms() -> u64 {
     const CLOCK_MONOTONIC: usize = 1;
+    let mut ts64 = [0i64; 2]; // struct __kernel_timespec: s64 seconds, s64 nanoseconds
+    // SAFETY: `ts64` is a __kernel_timespec, valid for writes.
+    if unsafe { syscall(nr::CLOCK_GETTIME64, CLOCK_MONOTONIC, ts64.as_mut_ptr() as usize, 0, 0) }.is_ok() {
+        return (ts64[0] as u64) * 1000 + (ts64[1] as u64) / 1_000_000;
+    }
     let mut ts = [0i32; 2]; // time32 timespec: the monotonic clock fits for 68 years of uptime
     // SAFETY: `ts` is a timespec, valid for writes.
-    let _ = unsafe { syscall(nr::CLOCK_GETTIME, CLOCK_MONOTONIC, ts.as_mut_ptr() as usize, 0, 0) };
+    if unsafe { syscall(nr::CLOCK_GETTIME, CLOCK_MONOTONIC, ts.as_mut_ptr() as usize, 0, 0) }.is_err() {
+        let msg = b"ktap-agent: the kernel has neither clock_gettime64 nor clock_gettime\n";
+        // SAFETY: `msg` is valid for reads of its length.
+        let _ = unsafe { syscall(nr::WRITE, 2, msg.as_ptr() as usize, msg.len(), 0) };
+        exit(70);
+    }
     (ts[0] as u32 as u64) * 1000 + (ts[1] as u32 as u64) / 1_000_000
 }
 
