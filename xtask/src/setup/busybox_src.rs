@@ -54,12 +54,7 @@ pub fn ensure(board: &Board, release: &Release, cache: &Path, refresh: bool) -> 
     let apt = source_apt(release, cache)?;
     progress("downloading Debian's busybox source package");
     apt.source_download("busybox", &work)?;
-    let dsc = std::fs::read_dir(&work)
-        .with_context(|| format!("cannot read {}", work.display()))?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "dsc"))
-        .with_context(|| format!("apt-get source left no .dsc in {}", work.display()))?;
+    let dsc = cmd::find_with_extension(&work, "dsc", "apt-get source")?;
     // busybox_1.35.0-4+deb12u1.dsc: the version without its epoch
     let stem = dsc.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let version = stem.strip_prefix("busybox_").unwrap_or(&stem).to_owned();

@@ -135,6 +135,17 @@ pub fn run_logged(cmd: &Command, log: &Path, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// The first file in `dir` whose name ends in `.ext` (what `apt-get download`/`source` left there);
+/// `tool` names the command for the error.
+pub fn find_with_extension(dir: &Path, ext: &str, tool: &str) -> Result<PathBuf> {
+    std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == ext))
+        .with_context(|| format!("{tool} left no .{ext} in {}", dir.display()))
+}
+
 /// Apparent size in bytes of a file or a whole tree (symlinks count as themselves, not followed).
 pub fn disk_size(path: &Path) -> u64 {
     let Ok(meta) = std::fs::symlink_metadata(path) else { return 0 };

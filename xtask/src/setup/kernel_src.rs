@@ -254,12 +254,7 @@ fn fetch_source(apt: &SideApt, version: &str, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(&debs).with_context(|| format!("cannot create {}", debs.display()))?;
     progress(format!("downloading {LINUX_SOURCE} {version} (~140 MB)"));
     apt.download(&[format!("{LINUX_SOURCE}={version}")], &debs)?;
-    let deb = std::fs::read_dir(&debs)
-        .with_context(|| format!("cannot read {}", debs.display()))?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        .with_context(|| format!("apt-get download left no .deb in {}", debs.display()))?;
+    let deb = cmd::find_with_extension(&debs, "deb", "apt-get download")?;
     // the package holds one tarball, usr/src/linux-source-6.1.tar.xz: unpack it straight from the
     // package's data, never writing the tarball itself
     progress(format!("unpacking {} into {}", LINUX_SOURCE, dir.display()));
