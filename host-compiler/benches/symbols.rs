@@ -57,6 +57,18 @@ fn layouts(v: &Vmlinux) {
     }
 }
 
+/// One `ktap-host symbols type NAME` process with cache root `cache`.
+fn symbols_type(host: &str, cache: &Path, vmlinux: &Path, name: &str) {
+    let o = Command::new(host)
+        .env("KTAP_CACHE", cache)
+        .args(["symbols", "--vmlinux"])
+        .arg(vmlinux)
+        .args(["type", name])
+        .output()
+        .expect("ktap-host");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 fn main() {
     let Some(path) = symbols::armmp_vmlinux() else {
         eprintln!("symbols bench: no armmp -dbg vmlinux (run `cargo xtask setup`): skipped");
@@ -97,30 +109,11 @@ fn main() {
     });
     let host = env!("CARGO_BIN_EXE_ktap-host");
     let empty = tempfile::tempdir().expect("temp dir");
-    g.bench_function("ktap-host symbols type 'struct sk_buff' (no cache, process)", |b| {
-        b.iter(|| {
-            let o = Command::new(host)
-                .env("KTAP_CACHE", empty.path())
-                .args(["symbols", "--vmlinux"])
-                .arg(&path)
-                .args(["type", "struct sk_buff"])
-                .output()
-                .expect("ktap-host");
-            assert!(o.status.success());
-        })
-    });
-    g.bench_function("ktap-host symbols type 'struct sk_buff' (cache filled, process)", |b| {
-        b.iter(|| {
-            let o = Command::new(host)
-                .env("KTAP_CACHE", cache.path())
-                .args(["symbols", "--vmlinux"])
-                .arg(&path)
-                .args(["type", "struct sk_buff"])
-                .output()
-                .expect("ktap-host");
-            assert!(o.status.success());
-        })
-    });
+    for (row, dir) in [("no cache", empty.path()), ("cache filled", cache.path())] {
+        g.bench_function(format!("ktap-host symbols type 'struct sk_buff' ({row}, process)"), |b| {
+            b.iter(|| symbols_type(host, dir, &path, "struct sk_buff"))
+        });
+    }
     if Command::new("pahole").arg("--version").output().is_ok() {
         let list = STRUCTS.join(",");
         g.bench_function("pahole -F dwarf -C sk_buff,task_struct,file (process)", |b| {
@@ -177,26 +170,12 @@ fn main() {
             runs.sort();
             println!("symbols/pahole -F dwarf -C {s} (process): median of 3 {:?}", runs[1]);
             let t = std::time::Instant::now();
-            let o = Command::new(host)
-                .env("KTAP_CACHE", cache.path())
-                .args(["symbols", "--vmlinux"])
-                .arg(&path)
-                .args(["type", &format!("struct {s}")])
-                .output()
-                .expect("ktap-host");
-            assert!(o.status.success());
+            symbols_type(host, cache.path(), &path, &format!("struct {s}"));
             println!("symbols/ktap-host symbols type 'struct {s}' (cached, process): {:?}", t.elapsed());
             // no cache: past the lazy share of the units, the whole index is built (and cached)
             let cold = tempfile::tempdir().expect("temp dir");
             let t = std::time::Instant::now();
-            let o = Command::new(host)
-                .env("KTAP_CACHE", cold.path())
-                .args(["symbols", "--vmlinux"])
-                .arg(&path)
-                .args(["type", &format!("struct {s}")])
-                .output()
-                .expect("ktap-host");
-            assert!(o.status.success());
+            symbols_type(host, cold.path(), &path, &format!("struct {s}"));
             println!("symbols/ktap-host symbols type 'struct {s}' (no cache, process): {:?}", t.elapsed());
         }
     }
