@@ -116,6 +116,30 @@ pub struct Board {
     pub kernel: KernelSpec,
     /// How to emulate the board; absent for real hardware.
     pub qemu: Option<QemuSpec>,
+    /// How the host reaches a real board's agent when `push`/`deploy` get no --port or --ssh.
+    #[serde(default)]
+    pub link: Option<LinkSpec>,
+}
+
+/// A real board's default transport (`[link]`): a serial port or an ssh target. Command-line
+/// flags override it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkSpec {
+    /// Host-side serial device wired to the agent's UART (e.g. /dev/ttyUSB0).
+    pub port: Option<String>,
+    /// Line speed of `port` [default: the agent's baud].
+    pub baud: Option<u32>,
+    /// `port` is the board's login console (type the agent command at its shell prompt).
+    #[serde(default)]
+    pub console: bool,
+    /// `[user@]host[:port]` for the system ssh.
+    pub ssh: Option<String>,
+    /// ssh/scp `-o` options.
+    #[serde(default)]
+    pub ssh_options: Vec<String>,
+    /// The command that starts the agent over ssh or on the console.
+    pub agent_command: Option<String>,
 }
 
 /// The target agent: its Rust target and the device it talks on.
@@ -331,6 +355,26 @@ impl Board {
                 format!("fragment `{}` must be a path inside the boards directory", s.fragment),
             );
         }
+        if let Some(l) = &self.link {
+            let message = match (&l.port, &l.ssh) {
+                (Some(_), Some(_)) => Some("[link] names both a port and an ssh target; keep one"),
+                (None, None) => Some("[link] needs a port or an ssh target"),
+                (None, Some(_)) if l.console => Some("[link] console = true needs a port"),
+                _ if self.qemu.is_some() => Some(
+                    "a QEMU board is reached through the pty of the guest it boots; [link] is for real boards",
+                ),
+                _ if l.baud == Some(0) => Some("[link] baud must be positive"),
+                _ => None,
+            };
+            if let Some(m) = message {
+                return invalid("link", m.into());
+            }
+            if let Some(t) = &l.ssh
+                && let Err(e) = t.parse::<crate::link::SshTarget>()
+            {
+                return invalid("link", format!("[link] ssh = `{t}`: {e}"));
+            }
+        }
         if let Some(q) = &self.qemu
             && (q.smp == 0 || q.memory_mb < 64)
         {
@@ -420,6 +464,39 @@ mod tests {
         assert!(err.contains("kernel-source-fragment"), "{err}");
         let armv7 = Board::load(&boards_dir(), "qemu-armv7").unwrap();
         assert!(matches!(armv7.kernel.origin(), Some(KernelOrigin::Debian { flavour: "armmp", .. })));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_link_section_names_one_transport_of_a_real_board() {
+        let dir = std::env::temp_dir().join(format!("ktap-board-link-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let real = std::fs::read_to_string(boards_dir().join("armv7.toml")).unwrap();
+        let (head, _) = real.split_once("\n[link]\n").expect("armv7 names its default port");
+        let path = dir.join("armv7.toml");
+        let with = |link: &str| {
+            std::fs::write(&path, format!("{head}\n[link]\n{link}\n")).unwrap();
+            Board::from_file(&path)
+        };
+        let b = with("ssh = \"root@router:2222\"\nssh_options = [\"IdentityFile=k\"]").unwrap();
+        let l = b.link.unwrap();
+        assert_eq!((l.ssh.as_deref(), l.ssh_options.len(), l.port), (Some("root@router:2222"), 1, None));
+        let b = with("port = \"/dev/ttyUSB3\"\nbaud = 57600\nconsole = true").unwrap();
+        assert_eq!(b.link.unwrap().baud, Some(57600));
+        for (bad, why) in [
+            ("port = \"/dev/ttyUSB0\"\nssh = \"b\"", "both"),
+            ("baud = 9600", "needs a port or an ssh target"),
+            ("ssh = \"b\"\nconsole = true", "needs a port"),
+            ("ssh = \"root@\"", "ssh = `root@`"),
+            ("port = \"/dev/ttyUSB0\"\nspeed = 1", "unknown field `speed`"),
+        ] {
+            let err = with(bad).unwrap_err().to_string();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+        let qemu = std::fs::read_to_string(boards_dir().join("qemu-armv7.toml")).unwrap();
+        let path = dir.join("qemu-armv7.toml");
+        std::fs::write(&path, format!("{qemu}\n[link]\nport = \"/dev/pts/3\"\n")).unwrap();
+        assert!(Board::from_file(&path).unwrap_err().to_string().contains("real boards"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -551,3 +551,63 @@ fn lost_pieces_are_asked_for_again_and_the_output_is_complete() {
     assert_eq!(sum.resend_requests, 2);
     assert!(sum.problems().unwrap().contains("2 resend requests (all lost records recovered)"), "{sum:?}");
 }
+
+#[test]
+fn install_file_resends_a_chunk_whose_answer_was_lost_and_checks_the_result() {
+    use ktap_protocol::pack::{Unpacker, crc32};
+    let content: Vec<u8> = (0..40_000u32).flat_map(|i| (i % 1000).to_le_bytes()).collect();
+    let want = content.clone();
+    let (peer, port) = pty_peer();
+    let board = agent(peer, move |p| {
+        p.handshake(&KERNEL_ID, "_stext", 0xc000_8000);
+        let Some(Got::FileBegin { path, len, packed, crc, mode }) = p.recv_no_ping(SECS5) else { panic!() };
+        assert_eq!(
+            (path.as_str(), len as usize, crc, mode),
+            ("/opt/ktap/ktap.ko", want.len(), crc32(&want), 0o644)
+        );
+        p.send(&AgentMsg::FileAck { next: 0 });
+        let mut got = Vec::new();
+        let mut u = Unpacker::new(u64::from(len));
+        let mut next = 0u32;
+        let mut dropped_one = false;
+        loop {
+            match p.recv_no_ping(SECS5) {
+                Some(Got::FileChunk { offset, data }) if offset == next => {
+                    if !dropped_one && offset > 0 {
+                        // this chunk's acknowledgement is lost: the host must send it again
+                        dropped_one = true;
+                        continue;
+                    }
+                    next += data.len() as u32;
+                    u.feed(&data, next < packed, |b| {
+                        got.extend_from_slice(b);
+                        Ok::<(), ()>(())
+                    })
+                    .unwrap();
+                    p.send(&AgentMsg::FileAck { next });
+                }
+                Some(Got::FileChunk { .. }) => p.send(&AgentMsg::FileAck { next }),
+                Some(Got::FileEnd) => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(dropped_one && got == want);
+        p.send(&AgentMsg::FileDone { len, crc });
+        assert_eq!(p.recv_no_ping(SECS5), Some(Got::ModuleLoad { path: "/opt/ktap/ktap.ko".into() }));
+        p.send(&AgentMsg::Error { code: codes::MODULE_LOAD, detail: -8 });
+    });
+    let mut s = connect(&port).unwrap();
+    let mut seen = Vec::new();
+    let r = s
+        .install_file("/opt/ktap/ktap.ko", &content, 0o644, &mut |done, total| seen.push((done, total)))
+        .unwrap();
+    assert_eq!(r.len, content.len() as u64);
+    assert!(r.packed < r.len / 2 && r.resent >= 1, "{r:?}");
+    assert_eq!(seen.last().map(|(d, t)| d == t), Some(true));
+    let err = s.load_module("/opt/ktap/ktap.ko").unwrap_err().to_string();
+    assert!(err.contains("refused to load the module") && err.contains("ENOEXEC"), "{err}");
+    board.join().unwrap();
+    // a relative destination is refused before anything is sent
+    let err = s.install_file("ktap.ko", b"x", 0o644, &mut |_, _| {}).unwrap_err().to_string();
+    assert!(err.contains("absolute"), "{err}");
+}

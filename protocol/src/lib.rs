@@ -7,6 +7,8 @@
 //! - [`wire`]: postcard messages between host and agent, with a version handshake.
 //! - [`kdev`]: the `/dev/ktap` ioctl interface between the agent and the kernel module.
 //! - [`frame`]: COBS framing with a CRC-32 per frame, resynchronising after garbage.
+//! - `pack` (feature `pack`): DEFLATE (miniz_oxide) for bulk transfers: packed on the host, unpacked as a stream on
+//!   the board with a fixed window, length and CRC checked.
 //! - `asm` (feature `alloc`): the text assembler that `ktap-host asm` and the verifier tests use.
 //!
 //! Everything here is `no_std`, allocation-free unless the `alloc` feature is on, and panic-free on the
@@ -36,5 +38,7 @@ pub mod image;
 pub mod isa;
 pub mod kdev;
 pub mod limits;
+#[cfg(feature = "pack")]
+pub mod pack;
 pub mod record;
 pub mod wire;

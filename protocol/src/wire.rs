@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 /// The wire protocol version. Bump on any incompatible change to messages or framing.
 /// 3: the record stream is reliable and flow-controlled (`Records{offset}`, `Ack`, `Nak`,
 /// `Stopped{end}`), uploads are acknowledged chunk by chunk (`LoadAck`).
-pub const PROTOCOL_VERSION: u16 = 3;
+/// 4: files are installed through the protocol (`FileBegin`/`FileChunk`/`FileEnd`, packed with
+/// [`crate::pack`]) and the module loaded from one (`ModuleLoad`): `deploy` over a serial line.
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// The agent disarms a running program when no message arrived from the host for this long. With the
 /// agent's 100 ms poll and a ping every [`HEARTBEAT_INTERVAL_MS`], a host that dies (or a cable pulled)
@@ -22,6 +24,13 @@ pub const HEARTBEAT_INTERVAL_MS: u32 = 250;
 pub const CHUNK: usize = 512;
 /// Smallest image chunk the host falls back to on a noisy link (a frame this short usually survives).
 pub const MIN_CHUNK: usize = 48;
+/// Largest piece of a packed file in one [`HostMsg::FileChunk`] (a frame's payload is at most
+/// [`crate::frame::MAX_PAYLOAD`]; the path is not repeated in chunks).
+pub const FILE_CHUNK: usize = 960;
+/// Longest destination path of [`HostMsg::FileBegin`] and [`HostMsg::ModuleLoad`], in bytes.
+pub const MAX_PATH: usize = 200;
+/// The kernel module's name, as `delete_module` wants it when [`HostMsg::ModuleLoad`] replaces it.
+pub const MODULE_NAME: &core::ffi::CStr = c"ktap";
 /// Largest piece of the record stream in one [`AgentMsg::Records`].
 pub const RECORD_BATCH: usize = 768;
 /// Smallest piece of the record stream the agent falls back to after retransmissions.
@@ -87,6 +96,39 @@ pub enum HostMsg<'a> {
         next: u64,
         /// Bytes the host accepts beyond `next`.
         window: u32,
+    },
+    /// Start writing a file at the absolute path `path` (through a temporary file beside it, renamed
+    /// into place by `FileEnd`; missing directories are created). The content follows packed
+    /// ([`crate::pack`]): `packed` bytes that unpack to `len` bytes with CRC-32 `crc`. Answered with
+    /// [`AgentMsg::FileAck`] `{next: 0}`; replaces any unfinished file.
+    FileBegin {
+        /// Absolute destination path, at most [`MAX_PATH`] bytes.
+        path: &'a str,
+        /// Unpacked length.
+        len: u32,
+        /// Packed length (the sum of the chunks).
+        packed: u32,
+        /// CRC-32 of the unpacked content ([`crate::pack::crc32`]).
+        crc: u32,
+        /// Permission bits of the installed file (e.g. 0o755).
+        mode: u32,
+    },
+    /// One piece of the packed file, in order; answered with [`AgentMsg::FileAck`].
+    FileChunk {
+        /// Offset of this piece within the packed stream.
+        offset: u32,
+        /// The bytes.
+        data: &'a [u8],
+    },
+    /// All chunks were acknowledged: check length and CRC, then rename the file into place.
+    /// Answered with [`AgentMsg::FileDone`] or an `Error` (also when repeated).
+    FileEnd,
+    /// Replace the kernel module: unload any program, remove the loaded `ktap` module if there is
+    /// one, and load the module file at `path` (`finit_module`). Answered with
+    /// [`AgentMsg::ModuleLoaded`] or `Error{MODULE_LOAD, -errno}`.
+    ModuleLoad {
+        /// Absolute path of the module file on the board.
+        path: &'a str,
     },
 }
 
@@ -189,6 +231,21 @@ pub enum AgentMsg<'a> {
         /// The next image offset the agent expects.
         next: u32,
     },
+    /// File progress: every packed byte before `next` was written. Answers `FileBegin` (with 0) and
+    /// every `FileChunk` (one chunk in flight, as with images).
+    FileAck {
+        /// The next packed offset the agent expects.
+        next: u32,
+    },
+    /// The file is complete, checked and renamed into place.
+    FileDone {
+        /// Unpacked length written.
+        len: u32,
+        /// Its CRC-32.
+        crc: u32,
+    },
+    /// The module file was loaded into the kernel (`/dev/ktap` exists again).
+    ModuleLoaded,
 }
 
 /// Reason codes for [`AgentMsg::Rejected`] and [`AgentMsg::Error`].
@@ -223,6 +280,17 @@ pub mod codes {
     /// No session is open: the agent answers only `Hello` (it closes the session on `Bye` and when the
     /// heartbeat times out, disarming any program).
     pub const NO_SESSION: u16 = 0x407;
+    /// A file could not be created, written or renamed (`detail` = errno).
+    pub const FILE_WRITE: u16 = 0x408;
+    /// A file's packed stream was invalid, or it unpacked to another length or CRC than announced
+    /// (nothing was renamed into place).
+    pub const FILE_CORRUPT: u16 = 0x409;
+    /// A destination path was not absolute, too long, or contained a NUL byte.
+    pub const BAD_PATH: u16 = 0x40a;
+    /// `FileChunk`/`FileEnd` without a `FileBegin`, or a program is running.
+    pub const NO_FILE: u16 = 0x40b;
+    /// The kernel refused to load (or unload the old) module (`detail` = -errno).
+    pub const MODULE_LOAD: u16 = 0x307;
 
     /// A short description of a kernel- or agent-side code.
     pub fn describe(code: u16) -> Option<&'static str> {
@@ -240,6 +308,11 @@ pub mod codes {
             VERSION_MISMATCH => "protocol version mismatch",
             BAD_MESSAGE => "undecodable message",
             NO_SESSION => "no session on the agent (send Hello first; a heartbeat timeout ends the session)",
+            FILE_WRITE => "cannot write the file on the board",
+            FILE_CORRUPT => "the file arrived corrupted (length or CRC differ); nothing was installed",
+            BAD_PATH => "the destination path must be absolute, at most 200 bytes, without NUL",
+            NO_FILE => "no file transfer in progress (or a program is running)",
+            MODULE_LOAD => "the kernel refused to load the module",
             _ => return crate::image::ImageError::describe_code(code),
         })
     }
@@ -312,6 +385,27 @@ mod tests {
             AgentMsg::Records { offset: 1 << 40, data: &data },
             AgentMsg::LoadAck { next: 4096 },
         ] {
+            let b = encode(&m, &mut buf).unwrap();
+            assert_eq!(decode::<AgentMsg<'_>>(b).unwrap(), m);
+        }
+        for m in [
+            HostMsg::FileBegin {
+                path: "/tmp/ktap/ktap.ko",
+                len: 120_000,
+                packed: 47_000,
+                crc: 7,
+                mode: 0o644,
+            },
+            HostMsg::FileChunk { offset: 960, data: &data },
+            HostMsg::FileEnd,
+            HostMsg::ModuleLoad { path: "/tmp/ktap/ktap.ko" },
+        ] {
+            let b = encode(&m, &mut buf).unwrap();
+            assert_eq!(decode::<HostMsg<'_>>(b).unwrap(), m);
+        }
+        for m in
+            [AgentMsg::FileAck { next: 3 }, AgentMsg::FileDone { len: 9, crc: 1 }, AgentMsg::ModuleLoaded]
+        {
             let b = encode(&m, &mut buf).unwrap();
             assert_eq!(decode::<AgentMsg<'_>>(b).unwrap(), m);
         }

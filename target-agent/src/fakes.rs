@@ -1,6 +1,7 @@
 //! In-memory fakes of the device and the link for the unit tests.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::string::{String, ToString};
 use std::vec::Vec;
 
 use ktap_protocol::frame;
@@ -9,6 +10,7 @@ use ktap_protocol::image::build::ImageBuilder;
 use ktap_protocol::kdev::KStats;
 use ktap_protocol::wire::{self, AgentMsg};
 
+use crate::install::Install;
 use crate::outq::frame_len;
 use crate::{Device, Errno, Link, LoadError};
 
@@ -58,6 +60,16 @@ pub struct FakeDevice {
     pub endless: bool,
     /// The size of every read buffer offered.
     pub read_sizes: Vec<usize>,
+    /// Installed files: path -> (content, mode).
+    pub files: BTreeMap<String, (Vec<u8>, u32)>,
+    /// The temporary file being written: (path, content).
+    pub writing: Option<(String, Vec<u8>)>,
+    /// File and module calls, in order ("create /p", "commit /p", "discard /p", "module /p").
+    pub file_log: Vec<String>,
+    /// Make `write` fail with this errno.
+    pub write_errno: Option<Errno>,
+    /// Make `load_module` fail with this errno.
+    pub module_errno: Option<Errno>,
 }
 
 impl FakeDevice {
@@ -132,6 +144,41 @@ impl Device for FakeDevice {
         self.image = None;
         self.ring.clear();
         Ok(())
+    }
+}
+
+fn path(p: &core::ffi::CStr) -> String {
+    p.to_str().unwrap().to_string()
+}
+
+impl Install for FakeDevice {
+    fn create(&mut self, tmp: &core::ffi::CStr) -> Result<(), Errno> {
+        self.file_log.push(std::format!("create {}", path(tmp)));
+        self.writing = Some((path(tmp), Vec::new()));
+        Ok(())
+    }
+    fn write(&mut self, data: &[u8]) -> Result<(), Errno> {
+        if let Some(e) = self.write_errno {
+            return Err(e);
+        }
+        self.writing.as_mut().expect("write without create").1.extend_from_slice(data);
+        Ok(())
+    }
+    fn commit(&mut self, tmp: &core::ffi::CStr, dest: &core::ffi::CStr, mode: u32) -> Result<(), Errno> {
+        self.file_log.push(std::format!("commit {}", path(dest)));
+        let (name, data) = self.writing.take().expect("commit without create");
+        assert_eq!(name, path(tmp));
+        self.files.insert(path(dest), (data, mode));
+        Ok(())
+    }
+    fn discard(&mut self, tmp: &core::ffi::CStr) {
+        self.file_log.push(std::format!("discard {}", path(tmp)));
+        self.writing = None;
+    }
+    fn load_module(&mut self, p: &core::ffi::CStr) -> Result<(), Errno> {
+        assert!(self.image.is_none(), "the module is replaced with a program loaded");
+        self.file_log.push(std::format!("module {}", path(p)));
+        self.module_errno.map_or(Ok(()), Err)
     }
 }
 

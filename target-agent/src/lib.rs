@@ -7,6 +7,8 @@
 //!   drives a [`Device`] and answers through a [`Link`]: handshake, image upload, build-id check,
 //!   start/stop, record streaming, periodic stats and the heartbeat that disarms when the host vanishes.
 //! - [`upload`]: reassembles an image from in-order chunks into a caller-supplied fixed buffer.
+//! - [`install`]: files sent by `deploy` over a serial line, unpacked into a temporary file and renamed
+//!   into place once their CRC matches; the module loaded from one.
 //! - [`batch`]: cuts the kernel's record stream into [`AgentMsg::Records`] batches, never splitting a record.
 //! - [`outq`]: a fixed-size queue of encoded frames for the binary's link writer.
 //! - [`kinfo`]: parsers for what the Hello reply reports (`/sys/kernel/notes`, `/proc/kallsyms`).
@@ -35,6 +37,7 @@
 extern crate std;
 
 pub mod batch;
+pub mod install;
 pub mod kinfo;
 pub mod outq;
 pub mod session;

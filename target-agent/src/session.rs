@@ -45,6 +45,7 @@ use ktap_protocol::wire::{
 };
 
 use crate::batch;
+use crate::install::{self, FileRx, Install};
 use crate::stream::RecordStream;
 use crate::upload::{Refusal, Step, Upload};
 use crate::{AGENT_VERSION, BoardInfo, Device, Errno, Link, LoadError};
@@ -144,6 +145,8 @@ struct Core<'a, D, L> {
     kernel_done: bool,
     /// The answer to the last `LoadEnd`, repeated if the host asks again.
     last_load: Option<LoadReply>,
+    /// Files being installed (`deploy` over the protocol).
+    files: FileRx,
 }
 
 /// What a `LoadEnd` was answered with.
@@ -176,7 +179,7 @@ fn to_stats(k: KStats, link_dropped: u64) -> Stats {
     }
 }
 
-impl<'a, D: Device, L: Link> Session<'a, D, L> {
+impl<'a, D: Device + Install, L: Link> Session<'a, D, L> {
     /// A session waiting for `Hello`. `image_buf` receives uploads (its length is the largest image
     /// accepted; the binary uses `limits::MAX_IMAGE`).
     pub fn new(info: BoardInfo<'a>, image_buf: &'a mut [u8], dev: D, link: L) -> Self {
@@ -201,6 +204,7 @@ impl<'a, D: Device, L: Link> Session<'a, D, L> {
                 drain_reads: 0,
                 kernel_done: false,
                 last_load: None,
+                files: FileRx::new(),
             },
         }
     }
@@ -229,6 +233,7 @@ impl<'a, D: Device, L: Link> Session<'a, D, L> {
 
     /// The agent is exiting: disarm and unload whatever is loaded (closing `/dev/ktap` does the same).
     pub fn shutdown(&mut self) {
+        self.core.files.abort(&mut self.core.dev);
         self.core.disarm_and_unload();
         self.core.state = State::AwaitHello;
     }
@@ -279,7 +284,7 @@ impl<'a, D: Device, L: Link> Session<'a, D, L> {
     }
 }
 
-impl<D: Device, L: Link> Core<'_, D, L> {
+impl<D: Device + Install, L: Link> Core<'_, D, L> {
     fn error(&mut self, code: u16, detail: i32) {
         self.link.send(&AgentMsg::Error { code, detail });
     }
@@ -333,6 +338,7 @@ impl<D: Device, L: Link> Core<'_, D, L> {
         match (self.state, msg) {
             (_, HostMsg::Hello { version, .. }) => self.hello(version),
             (_, HostMsg::Bye) => {
+                self.files.abort(&mut self.dev);
                 self.disarm_and_unload();
                 self.upload.reset();
                 self.state = State::AwaitHello;
@@ -364,10 +370,54 @@ impl<D: Device, L: Link> Core<'_, D, L> {
             (_, HostMsg::Ping { seq }) => self.link.send(&AgentMsg::Pong { seq }),
             (_, HostMsg::Ack { next, window }) => self.ack(next, window, false, now),
             (_, HostMsg::Nak { next, window }) => self.ack(next, window, true, now),
+            // a running program keeps the board as it is: no file or module changes under it
+            (
+                State::Running | State::Draining,
+                HostMsg::FileBegin { .. }
+                | HostMsg::FileChunk { .. }
+                | HostMsg::FileEnd
+                | HostMsg::ModuleLoad { .. },
+            ) => self.error(codes::BUSY, 0),
+            (_, HostMsg::FileBegin { path, len, packed, crc, mode }) => {
+                let r = self.files.begin(&mut self.dev, path, len, packed, crc, mode);
+                self.file_reply(r);
+            }
+            (_, HostMsg::FileChunk { offset, data }) => {
+                let r = self.files.chunk(&mut self.dev, offset, data);
+                self.file_reply(r);
+            }
+            (_, HostMsg::FileEnd) => {
+                let r = self.files.end(&mut self.dev);
+                self.file_reply(r);
+            }
+            (_, HostMsg::ModuleLoad { path }) => self.module_load(path),
+        }
+    }
+
+    fn file_reply(&mut self, r: install::Reply) {
+        match r {
+            install::Reply::Ack(next) => self.link.send(&AgentMsg::FileAck { next }),
+            install::Reply::Done { len, crc } => self.link.send(&AgentMsg::FileDone { len, crc }),
+            install::Reply::Error(code, detail) => self.error(code, detail),
+        }
+    }
+
+    /// Replace the kernel module with the file at `path`. Whatever program is loaded goes first: the
+    /// old module cannot be removed while `/dev/ktap` is open.
+    fn module_load(&mut self, path: &str) {
+        let Some(p) = install::PathBuf::new(path, b"") else {
+            return self.error(codes::BAD_PATH, 0);
+        };
+        self.disarm_and_unload();
+        self.last_load = None;
+        match self.dev.load_module(p.as_cstr()) {
+            Ok(()) => self.link.send(&AgentMsg::ModuleLoaded),
+            Err(errno) => self.error(codes::MODULE_LOAD, errno.saturating_neg()),
         }
     }
 
     fn hello(&mut self, version: u16) {
+        self.files.abort(&mut self.dev);
         self.disarm_and_unload();
         self.upload.reset();
         self.last_load = None;

@@ -15,9 +15,10 @@ use ktap_protocol::asm::assemble;
 
 use crate::paths;
 
-/// The targets, in the order the board meets untrusted bytes: link frames, messages, then images;
-/// then the script parser (the host's own untrusted input).
-const TARGETS: [&str; 6] = ["frame_decode", "wire_decode", "image_decode", "verify", "run", "parse"];
+/// The targets, in the order the board meets untrusted bytes: link frames, messages, packed file
+/// chunks (deploy), then images; then the script parser (the host's own untrusted input).
+const TARGETS: [&str; 7] =
+    ["frame_decode", "wire_decode", "unpack", "image_decode", "verify", "run", "parse"];
 
 /// Run the fuzz targets.
 #[derive(clap::Args)]
@@ -25,7 +26,7 @@ pub struct Args {
     /// Seconds per target
     #[arg(long, default_value_t = 60)]
     seconds: u64,
-    /// Only this target (frame_decode, wire_decode, image_decode, verify, run, parse)
+    /// Only this target (frame_decode, wire_decode, unpack, image_decode, verify, run, parse)
     #[arg(long)]
     target: Option<String>,
 }
@@ -87,6 +88,16 @@ fn link_seeds(framed: bool) -> Vec<(String, Vec<u8>)> {
         HostMsg::Bye,
         HostMsg::Ack { next: 4096, window: 32768 },
         HostMsg::Nak { next: 300, window: 32768 },
+        HostMsg::FileBegin {
+            path: "/tmp/ktap/ktap.ko",
+            len: 120_000,
+            packed: 47_000,
+            crc: 0x1234_5678,
+            mode: 0o644,
+        },
+        HostMsg::FileChunk { offset: 960, data: &chunk },
+        HostMsg::FileEnd,
+        HostMsg::ModuleLoad { path: "/tmp/ktap/ktap.ko" },
     ] {
         add(wire::encode(&m, &mut buf).unwrap_or_default());
     }
@@ -109,6 +120,9 @@ fn link_seeds(framed: bool) -> Vec<(String, Vec<u8>)> {
         AgentMsg::Pong { seq: 7 },
         AgentMsg::Error { code: 0x406, detail: 1 },
         AgentMsg::LoadAck { next: 512 },
+        AgentMsg::FileAck { next: 960 },
+        AgentMsg::FileDone { len: 120_000, crc: 0x1234_5678 },
+        AgentMsg::ModuleLoaded,
     ] {
         add(wire::encode(&m, &mut buf).unwrap_or_default());
     }
@@ -126,6 +140,24 @@ fn link_seeds(framed: bool) -> Vec<(String, Vec<u8>)> {
             (format!("msg-{i}"), bytes)
         })
         .collect()
+}
+
+/// Packed streams for `unpack` (split byte, limit byte, then the packed bytes): the test scripts and
+/// a repetitive binary, packed as `deploy` packs files.
+fn unpack_seeds(root: &Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    let mut add = |name: String, data: &[u8]| {
+        let mut s = vec![63u8, 255u8];
+        s.extend(ktap_protocol::pack::pack(data));
+        out.push((name, s));
+    };
+    add("zeros".into(), &[0u8; 40_000]);
+    let ramp: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8 ^ (i / 1000) as u8).collect();
+    add("ramp".into(), &ramp);
+    for (name, bytes) in script_seeds(root)?.into_iter().take(8) {
+        add(name, &bytes);
+    }
+    Ok(out)
 }
 
 /// Seed scripts for the parser: every `.kp` of the samples and the compiler's tests.
@@ -203,6 +235,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             "frame_decode" => link_seeds(true),
             "wire_decode" => link_seeds(false),
             "parse" => script_seeds.clone(),
+            "unpack" => unpack_seeds(&root)?,
             _ => image_seeds.clone(),
         };
         for (name, bytes) in &seeds {

@@ -96,24 +96,62 @@ pub struct LinkOpts {
 }
 
 impl LinkOpts {
-    /// Whether a link to a real board was given (else a QEMU board is booted).
-    pub fn given(&self) -> bool {
-        self.port.is_some() || self.ssh.is_some()
+    /// Whether a link to a real board was given, on the command line or in the board file's
+    /// `[link]` (else a QEMU board is booted).
+    pub fn given(&self, board: &Board) -> bool {
+        self.port.is_some() || self.ssh.is_some() || board.link.is_some()
     }
 
-    /// Open the link to a real board given on the command line; `None` when neither --port nor --ssh
-    /// was given.
+    /// The transport to use: the command line's --port or --ssh if given, else the board file's
+    /// `[link]`, whose settings the command line's --baud, --console, --ssh-option and
+    /// --agent-command still override.
+    pub fn resolve(&self, board: &Board) -> anyhow::Result<LinkOpts> {
+        let mut opts = LinkOpts {
+            port: self.port.clone(),
+            baud: self.baud,
+            console: self.console,
+            ssh: self.ssh.clone(),
+            ssh_options: self.ssh_options.clone(),
+            agent_command: self.agent_command.clone(),
+        };
+        let Some(l) = board.link.as_ref().filter(|_| self.port.is_none() && self.ssh.is_none()) else {
+            return Ok(opts);
+        };
+        opts.port = l.port.clone();
+        opts.ssh = match &l.ssh {
+            Some(t) => Some(t.parse().map_err(|e| anyhow::anyhow!("board {} [link] ssh: {e}", board.name))?),
+            None => None,
+        };
+        opts.baud = self.baud.or(l.baud);
+        opts.console = self.console || l.console;
+        if self.ssh_options.is_empty() {
+            opts.ssh_options = l.ssh_options.clone();
+        }
+        opts.agent_command = self.agent_command.clone().or_else(|| l.agent_command.clone());
+        Ok(opts)
+    }
+
+    /// Open the link to a real board given on the command line or in the board file; `None` when
+    /// there is neither.
     pub fn open(&self, board: &Board) -> anyhow::Result<Option<Box<dyn Link>>> {
-        let baud = self.baud.unwrap_or(board.agent.baud);
-        if let Some(target) = &self.ssh {
-            let cmd = self.agent_command.clone().unwrap_or_else(ssh::default_agent_command);
-            let link = target.open(&self.ssh_options, &cmd)?;
+        let opts = self.resolve(board)?;
+        let from_board = if self.port.is_none() && self.ssh.is_none() {
+            format!(" (the [link] of board {}; --port or --ssh overrides it)", board.name)
+        } else {
+            String::new()
+        };
+        let baud = opts.baud.unwrap_or(board.agent.baud);
+        if let Some(target) = &opts.ssh {
+            let cmd = opts.agent_command.clone().unwrap_or_else(ssh::default_agent_command);
+            let link =
+                target.open(&opts.ssh_options, &cmd).with_context(|| format!("ssh {target}{from_board}"))?;
             return Ok(Some(Box::new(link)));
         }
-        let Some(port) = &self.port else { return Ok(None) };
-        let mut link = SerialLink::open(port, baud)?;
-        if self.console {
-            let cmd = self.agent_command.clone().unwrap_or_else(|| console::default_agent_command(baud));
+        let Some(port) = &opts.port else { return Ok(None) };
+        let mut link =
+            SerialLink::open(port, baud).with_context(|| format!("serial port {port}{from_board}"))?;
+        if opts.console {
+            let cmd = opts.agent_command.clone().unwrap_or_else(|| console::default_agent_command(baud));
             console::start_agent(&mut link, &cmd)
                 .with_context(|| format!("starting the agent on the console {port}"))?;
         }
@@ -150,7 +188,7 @@ impl Cmd {
             ),
             None => None,
         };
-        if self.run.is_some() && self.link.given() {
+        if self.run.is_some() && self.link.given(&board) {
             bail!(
                 "--run types a command on a booted QEMU guest's console; with --port or --ssh, run your workload on the board yourself"
             );

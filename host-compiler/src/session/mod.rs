@@ -22,6 +22,7 @@
 //! Architecture invariant: this module never prints; everything for the user goes through [`Output`].
 
 mod errno;
+mod install;
 mod reject;
 pub mod stream;
 
@@ -37,6 +38,7 @@ use ktap_protocol::wire::{
     self, AgentMsg, CHUNK, HEARTBEAT_INTERVAL_MS, HostMsg, MIN_CHUNK, PROTOCOL_VERSION, Stats, codes,
 };
 
+pub use install::Installed;
 pub use reject::{ImageContext, agent_error, function_at, reason, rejection};
 
 use self::stream::RecordRx;
@@ -178,6 +180,14 @@ pub enum SessionError {
         what: &'static str,
         /// What came.
         got: String,
+    },
+    /// A file could not be installed on the board.
+    #[error("installing {path} on the board: {text}")]
+    Install {
+        /// The destination on the board.
+        path: String,
+        /// What went wrong.
+        text: String,
     },
     /// Writing formatted output failed (e.g. stdout closed).
     #[error("writing output: {0}")]
@@ -398,6 +408,9 @@ fn msg_name(m: &AgentMsg<'_>) -> String {
         AgentMsg::Stats(_) => "Stats".into(),
         AgentMsg::Stopped { .. } => "Stopped".into(),
         AgentMsg::LoadAck { next } => format!("LoadAck({next})"),
+        AgentMsg::FileAck { next } => format!("FileAck({next})"),
+        AgentMsg::FileDone { len, .. } => format!("FileDone({len} bytes)"),
+        AgentMsg::ModuleLoaded => "ModuleLoaded".into(),
         AgentMsg::Pong { seq } => format!("Pong({seq})"),
         AgentMsg::Error { code, .. } => format!("Error({code:#06x})"),
     }
@@ -714,7 +727,12 @@ impl<L: Link> Session<L> {
                     | AgentMsg::Loaded { .. }
                     | AgentMsg::LoadAck { .. },
                 ) => {}
-                Ok(m @ AgentMsg::Rejected { .. }) => {
+                Ok(
+                    m @ (AgentMsg::Rejected { .. }
+                    | AgentMsg::FileAck { .. }
+                    | AgentMsg::FileDone { .. }
+                    | AgentMsg::ModuleLoaded),
+                ) => {
                     return Err(SessionError::Unexpected {
                         port: self.port.clone(),
                         what: "records",

@@ -29,6 +29,10 @@ pub enum Got {
     Bye,
     Ack { next: u64, window: u32 },
     Nak { next: u64, window: u32 },
+    FileBegin { path: String, len: u32, packed: u32, crc: u32, mode: u32 },
+    FileChunk { offset: u32, data: Vec<u8> },
+    FileEnd,
+    ModuleLoad { path: String },
 }
 
 pub struct Peer {
@@ -97,6 +101,12 @@ impl Peer {
                     HostMsg::Bye => Got::Bye,
                     HostMsg::Ack { next, window } => Got::Ack { next, window },
                     HostMsg::Nak { next, window } => Got::Nak { next, window },
+                    HostMsg::FileBegin { path, len, packed, crc, mode } => {
+                        Got::FileBegin { path: path.to_owned(), len, packed, crc, mode }
+                    }
+                    HostMsg::FileChunk { offset, data } => Got::FileChunk { offset, data: data.to_vec() },
+                    HostMsg::FileEnd => Got::FileEnd,
+                    HostMsg::ModuleLoad { path } => Got::ModuleLoad { path: path.to_owned() },
                 };
                 inbox.push_back(m);
             });

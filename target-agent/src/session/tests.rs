@@ -733,3 +733,65 @@ fn shutdown_disarms() {
     assert!(!s.device().armed && s.device().image.is_none());
     assert_eq!(s.state(), State::AwaitHello);
 }
+
+#[test]
+fn files_are_installed_and_the_module_replaced_outside_a_running_program() {
+    use ktap_protocol::pack::{crc32, pack};
+    let mut buf = vec![0u8; 4096];
+    let mut s = session(&mut buf);
+    let data: Vec<u8> = (0..5000u32).flat_map(|i| (i % 300).to_le_bytes()).collect();
+    let packed = pack(&data);
+    let begin = HostMsg::FileBegin {
+        path: "/lib/ktap/ktap.ko",
+        len: data.len() as u32,
+        packed: packed.len() as u32,
+        crc: crc32(&data),
+        mode: 0o644,
+    };
+    // no session, no install
+    s.on_message(begin.clone(), 0);
+    assert_eq!(s.link().msgs(), [error(codes::NO_SESSION, 0)]);
+    hello(&mut s);
+    s.on_message(begin.clone(), 0);
+    s.on_message(HostMsg::FileChunk { offset: 0, data: &packed }, 0);
+    s.on_message(HostMsg::FileEnd, 0);
+    s.on_message(HostMsg::ModuleLoad { path: "/lib/ktap/ktap.ko" }, 0);
+    assert_eq!(
+        s.link().msgs(),
+        [
+            AgentMsg::FileAck { next: 0 },
+            AgentMsg::FileAck { next: packed.len() as u32 },
+            AgentMsg::FileDone { len: data.len() as u32, crc: crc32(&data) },
+            AgentMsg::ModuleLoaded,
+        ]
+    );
+    assert!(s.device().files["/lib/ktap/ktap.ko"].0 == data);
+    assert_eq!(s.device().file_log.last().map(|l| l.as_str()), Some("module /lib/ktap/ktap.ko"));
+
+    // a loaded program is unloaded first (the fake asserts it), then the kernel's refusal is reported
+    upload(&mut s, &image(&BUILD_ID), 0);
+    s.device_mut().module_errno = Some(17);
+    s.link_mut().clear();
+    s.on_message(HostMsg::ModuleLoad { path: "/lib/ktap/ktap.ko" }, 0);
+    assert_eq!(s.link().msgs(), [error(codes::MODULE_LOAD, -17)]);
+    assert_eq!(s.state(), State::Idle);
+
+    // while a program runs, nothing on the board changes
+    upload(&mut s, &image(&BUILD_ID), 0);
+    s.on_message(HostMsg::Start, 0);
+    s.link_mut().clear();
+    s.on_message(begin, 0);
+    s.on_message(HostMsg::ModuleLoad { path: "/x" }, 0);
+    assert_eq!(s.link().msgs(), [error(codes::BUSY, 0), error(codes::BUSY, 0)]);
+}
+
+#[test]
+fn a_new_session_discards_an_unfinished_file() {
+    let mut buf = vec![0u8; 4096];
+    let mut s = session(&mut buf);
+    hello(&mut s);
+    s.on_message(HostMsg::FileBegin { path: "/tmp/a", len: 10, packed: 10, crc: 0, mode: 0o600 }, 0);
+    hello(&mut s);
+    assert_eq!(s.device().file_log, ["create /tmp/a.part", "discard /tmp/a.part"]);
+    assert!(s.device().files.is_empty());
+}

@@ -3,12 +3,16 @@
 //! The device is opened at the first load and closed after every unload, so it is held only while a
 //! program is loaded: a second agent (another SSH session) can use it once this one's session ended,
 //! and closing is also the kernel's disarm, whatever happened before.
+//!
+//! The same value installs files and replaces the module for `deploy` over the protocol
+//! ([`Install`], through `sys::files`): the module can only be replaced while `/dev/ktap` is closed.
 
 use core::ffi::c_void;
 
+use ktap_agent::install::Install;
 use ktap_agent::{Device, Errno, LoadError};
 use ktap_protocol::kdev::{IOC_LOAD, IOC_START, IOC_STATS, IOC_STOP, IOC_UNLOAD, KStats, LoadArgs};
-use ktap_protocol::wire::codes;
+use ktap_protocol::wire::{MODULE_NAME, codes};
 
 use crate::sys::{self, Access, Fd, errno};
 
@@ -19,12 +23,14 @@ pub const PATH: &core::ffi::CStr = c"/dev/ktap";
 #[derive(Debug, Default)]
 pub struct Ktap {
     fd: Option<Fd>,
+    /// The temporary file an install is writing.
+    writing: Option<Fd>,
 }
 
 impl Ktap {
     /// Not opened yet.
     pub const fn new() -> Self {
-        Ktap { fd: None }
+        Ktap { fd: None, writing: None }
     }
 
     /// The open descriptor (to poll for records).
@@ -105,5 +111,48 @@ impl Device for Ktap {
         let r = self.simple(IOC_UNLOAD);
         self.close();
         r
+    }
+}
+
+impl Install for Ktap {
+    fn create(&mut self, tmp: &core::ffi::CStr) -> Result<(), Errno> {
+        if let Some(fd) = self.writing.take() {
+            sys::close(fd);
+        }
+        sys::files::make_parents(tmp)?;
+        self.writing = Some(sys::files::create(tmp)?);
+        Ok(())
+    }
+
+    fn write(&mut self, mut data: &[u8]) -> Result<(), Errno> {
+        let fd = self.writing.ok_or(errno::ENODEV)?;
+        while !data.is_empty() {
+            match sys::write(fd, data) {
+                Ok(0) => return Err(sys::files::ENOSPC),
+                Ok(n) => data = data.get(n..).unwrap_or(&[]),
+                Err(errno::EINTR) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, tmp: &core::ffi::CStr, path: &core::ffi::CStr, mode: u32) -> Result<(), Errno> {
+        let fd = self.writing.take().ok_or(errno::ENODEV)?;
+        sys::files::chmod_sync_close(fd, mode)?;
+        sys::files::rename(tmp, path)
+    }
+
+    fn discard(&mut self, tmp: &core::ffi::CStr) {
+        if let Some(fd) = self.writing.take() {
+            sys::close(fd);
+        }
+        let _ = sys::files::unlink(tmp);
+    }
+
+    fn load_module(&mut self, path: &core::ffi::CStr) -> Result<(), Errno> {
+        // the session unloaded any program; make sure the device is released too
+        self.close();
+        sys::files::load_module(MODULE_NAME, path)
     }
 }

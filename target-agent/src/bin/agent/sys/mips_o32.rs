@@ -35,7 +35,7 @@ mod nr {
 ///
 /// # Safety
 /// The arguments must be valid for the call `n` (pointers to live memory of the right size).
-unsafe fn syscall(n: u32, a: usize, b: usize, c: usize, d: usize) -> Result<usize, Errno> {
+pub(super) unsafe fn syscall(n: u32, a: usize, b: usize, c: usize, d: usize) -> Result<usize, Errno> {
     let v0: usize;
     let a3: usize;
     // SAFETY: the caller's contract; the kernel returns in v0/a3 and may clobber v1 and t0-t9.

@@ -13,6 +13,8 @@ pub use linux_raw::*;
 
 #[cfg(all(target_arch = "mips", target_endian = "big"))]
 mod mips_o32;
+
+pub mod files;
 #[cfg(all(target_arch = "mips", target_endian = "big"))]
 pub use mips_o32::*;
 

@@ -1,0 +1,153 @@
+//! `ktap-host deploy` through the protocol into a QEMU guest whose module was removed first: the agent
+//! and the module arrive packed in acknowledged CRC-checked frames (over the guest's serial pty, and
+//! over a real sshd bridged to it), are renamed into place under a directory that did not exist,
+//! the module is loaded from the deployed file, and traces then run on the deployed pieces.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use ktap_e2e::sshd::Sshd;
+use ktap_e2e::{HostRun, TestEnv, scratch_dir};
+use ktap_host::qemu::Guest;
+
+const T: Duration = Duration::from_secs(120);
+
+/// Remove the module init loaded (the agent holds `/dev/ktap` only while a program is loaded).
+fn remove_module(guest: &mut Guest) {
+    guest
+        .console
+        .run_ok("rmmod ktap && ! grep -q '^ktap ' /proc/modules && [ ! -e /dev/ktap ] && echo gone", T)
+        .unwrap();
+}
+
+/// The host's md5 of `file`.
+fn md5(file: &Path) -> String {
+    let out = Command::new("md5sum").arg(file).output().expect("md5sum on the host");
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_owned()
+}
+
+/// The deployed files are the built ones, with their modes, and no temporary file is left.
+fn check_installed(env: &TestEnv, guest: &mut Guest, dest: &str) {
+    for (f, mode) in [(&env.artifacts.agent, "-rwxr-xr-x"), (&env.artifacts.module, "-rw-r--r--")] {
+        let name = f.file_name().unwrap().to_string_lossy();
+        let got = guest.console.run_ok(&format!("md5sum {dest}/{name}; ls -l {dest}/{name}"), T).unwrap();
+        assert!(got.contains(&md5(f)), "{dest}/{name} differs from {}:\n{got}", f.display());
+        assert!(got.lines().any(|l| l.starts_with(mode)), "{dest}/{name} mode:\n{got}");
+    }
+    let listing = guest.console.run_ok(&format!("ls -a {dest}"), T).unwrap();
+    assert!(!listing.contains(".part"), "a temporary file was left:\n{listing}");
+    let loaded = guest.console.run_ok("grep '^ktap ' /proc/modules; ls -l /dev/ktap", T).unwrap();
+    assert!(loaded.contains("ktap ") && loaded.contains("/dev/ktap"), "module not loaded:\n{loaded}");
+}
+
+/// Push the board's exact-count kprobe case through `push` (a command with its link set) and check
+/// the count.
+fn trace_counts(env: &TestEnv, guest: &mut Guest, mut push: Command) -> String {
+    let case = env.kprobe_case(300);
+    push.arg(&case.script);
+    let mut run = HostRun::spawn(push);
+    run.wait_stderr("tracing", T);
+    guest.console.run_ok(&case.workload, T).unwrap();
+    run.signal("INT");
+    let (status, out, err) = run.finish(T);
+    assert!(status.success(), "push failed: {status}\n{out}\n{err}");
+    assert_eq!(case.counted(&out), Some(case.count), "stdout:\n{out}\nstderr:\n{err}");
+    err
+}
+
+#[test]
+fn deploy_over_serial_installs_agent_and_module_and_the_trace_runs_on_them() {
+    let env = TestEnv::get();
+    let mut guest = env.boot();
+    remove_module(&mut guest);
+    let port = guest.agent_port().to_owned();
+
+    // without the module, a push says what is missing
+    let mut push = env.push(&port);
+    push.arg(&env.kprobe_case(1).script);
+    let (status, _, err) = HostRun::spawn(push).finish(T);
+    assert!(!status.success() && err.contains("is the ktap module loaded?"), "{err}");
+
+    let dest = "/tmp/fresh/ktap";
+    let mut deploy = env.host();
+    deploy
+        .arg("deploy")
+        .arg("--port")
+        .arg(&port)
+        .arg("--artifacts")
+        .arg(env.artifacts.agent.parent().unwrap())
+        .args(["--dest", dest]);
+    let (status, _, err) = HostRun::spawn(deploy).finish(T);
+    assert!(status.success(), "deploy failed: {status}\n{err}");
+    assert!(err.contains(&format!("installed {dest}/ktap.ko")) && err.contains("sent packed"), "{err}");
+    assert!(err.contains(&format!("module loaded from {dest}/ktap.ko")), "{err}");
+    check_installed(&env, &mut guest, dest);
+
+    // the deployed module traces through the running agent ...
+    trace_counts(&env, &mut guest, env.push(&port));
+
+    // ... and through the deployed agent, started in place of init's
+    let dev = &env.board.agent.device;
+    let baud = env.board.agent.baud;
+    guest
+        .console
+        .run_ok("killall ktap-agent; while pidof ktap-agent >/dev/null; do usleep 50000; done", T)
+        .unwrap();
+    guest
+        .console
+        .run_ok(&format!("setsid {dest}/ktap-agent {dev} --baud {baud} >/tmp/deployed.log 2>&1 & true"), T)
+        .unwrap();
+    trace_counts(&env, &mut guest, env.push(&port));
+    let running = guest.console.run_ok("cat /proc/$(pidof ktap-agent)/cmdline | tr '\\0' ' '", T).unwrap();
+    assert!(running.contains(&format!("{dest}/ktap-agent")), "{running}");
+
+    // a second deploy replaces the loaded module (the module load step, again, with one in place)
+    let mut again = env.host();
+    again
+        .arg("deploy")
+        .arg("--port")
+        .arg(&port)
+        .arg("--artifacts")
+        .arg(env.artifacts.agent.parent().unwrap())
+        .args(["--dest", dest]);
+    let (status, _, err) = HostRun::spawn(again).finish(T);
+    assert!(status.success() && err.contains("module loaded"), "second deploy failed: {status}\n{err}");
+    check_installed(&env, &mut guest, dest);
+    let dmesg = guest.console.run_ok("dmesg", T).unwrap();
+    let bad = ktap_e2e::kernel_complaints(&dmesg);
+    assert!(bad.is_empty(), "kernel complained:\n{}", bad.join("\n"));
+    guest.shutdown();
+}
+
+#[test]
+fn deploy_over_ssh_through_the_agent_loads_the_module_in_the_guest() {
+    let env = TestEnv::get();
+    let sshd = Sshd::start(&scratch_dir("sshd-deploy"));
+    let mut guest = env.boot();
+    remove_module(&mut guest);
+    // the remote command bridges ssh's stdio to the guest's agent UART (the guest has no network)
+    let bridge = format!("{} stdio {}", env!("CARGO_BIN_EXE_link_relay"), guest.agent_port().display());
+    let dest = "/tmp/over-ssh";
+    let mut deploy = env.host();
+    deploy
+        .arg("deploy")
+        .args(sshd.host_args())
+        .args(["--via", "agent", "--agent-command", &bridge])
+        .arg("--artifacts")
+        .arg(env.artifacts.agent.parent().unwrap())
+        .args(["--dest", dest]);
+    let (status, _, err) = HostRun::spawn(deploy).finish(T);
+    assert!(status.success(), "deploy --ssh --via agent failed: {status}\n{err}");
+    assert!(err.contains(&format!("module loaded from {dest}/ktap.ko")), "{err}");
+    check_installed(&env, &mut guest, dest);
+
+    let mut push = env.host();
+    push.arg("push")
+        .args(sshd.host_args())
+        .args(["--agent-command", &bridge, "--vmlinux"])
+        .arg(&env.artifacts.vmlinux)
+        .args(env.kprobe_opt_in());
+    trace_counts(&env, &mut guest, push);
+    guest.shutdown();
+}
