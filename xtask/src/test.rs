@@ -100,6 +100,12 @@ pub const E2E_FILES: &[E2eFile] = &[
         scope: Scope::Primary,
         why: "transport: the same host and agent code over any UART",
     },
+    E2eFile {
+        name: "link_deploy",
+        scope: Scope::EveryBoard,
+        why: "deploy writes files and loads the module through the agent's own syscalls, which differ per \
+              arch (rustix backends, hand-written o32 on big-endian MIPS)",
+    },
     E2eFile { name: "link_noise", scope: Scope::Primary, why: "transport: framing and retransmission" },
     E2eFile { name: "link_ssh", scope: Scope::Primary, why: "transport: ssh runs the agent over its stdio" },
     E2eFile {
