@@ -195,7 +195,7 @@ impl Cmd {
         }
 
         // A QEMU board's artifacts (and so its vmlinux) are known before it boots.
-        let artifacts = match self.link.given() {
+        let artifacts = match self.link.given(&board) {
             true => None,
             false => Some(qemu_artifacts(&board, self.artifacts.as_deref())?),
         };
@@ -316,7 +316,10 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(600);
 /// real hardware, which needs `--port` or `--ssh`.
 fn qemu_artifacts(board: &Board, dir: Option<&Path>) -> anyhow::Result<Artifacts> {
     if board.qemu.is_none() {
-        bail!("board `{}` is real hardware: give --port with its serial device, or --ssh", board.name);
+        bail!(
+            "board `{}` is real hardware: give --port with its serial device, or --ssh (or a [link] in its board file)",
+            board.name
+        );
     }
     let dir = dir.map_or_else(|| Artifacts::default_dir(&board.name), Path::to_path_buf);
     Ok(Artifacts::load(&dir, &board.name)?)
@@ -335,7 +338,10 @@ fn open_link(
     }
     let baud = opts.baud.unwrap_or(board.agent.baud);
     let Some(artifacts) = artifacts else {
-        bail!("board `{}` is real hardware: give --port with its serial device, or --ssh", board.name);
+        bail!(
+            "board `{}` is real hardware: give --port with its serial device, or --ssh (or a [link] in its board file)",
+            board.name
+        );
     };
     eprintln!("ktap: booting {} in QEMU (kernel {})", board.name, artifacts.kernel_release);
     let started = Instant::now();
