@@ -11,7 +11,8 @@ use ktap_e2e::sshd::Sshd;
 use ktap_e2e::{HostRun, TestEnv, scratch_dir};
 use ktap_host::qemu::Guest;
 
-const T: Duration = Duration::from_secs(120);
+/// Generous: a deploy is ~170 KB through a TCG guest's UART, on a machine that may be busy.
+const T: Duration = Duration::from_secs(300);
 
 /// Remove the module init loaded (the agent holds `/dev/ktap` only while a program is loaded).
 fn remove_module(guest: &mut Guest) {

@@ -33,6 +33,10 @@ pub struct Installed {
 
 /// How long the module load may take (the kernel links and initialises it before answering).
 const MODULE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a file chunk waits for its acknowledgement before it is resent (smaller). Longer than
+/// an image chunk's wait: a file is many chunks back to back, and on a slow or busy board a resend
+/// of a chunk that was merely late only adds to the line's load.
+const FILE_RETRY: Duration = Duration::from_secs(2);
 
 impl<L: Link> Session<L> {
     /// Write `content` to `path` on the board with permission bits `mode`. `progress` is called with
@@ -73,7 +77,7 @@ impl<L: Link> Session<L> {
                     let from = at as usize;
                     let data = &packed[from..(from + chunk).min(packed.len())];
                     self.send(&HostMsg::FileChunk { offset: at, data })?;
-                    (REQUEST_RETRY, false)
+                    (FILE_RETRY, false)
                 }
                 // the agent syncs the file to storage before answering
                 Some(_) => {
