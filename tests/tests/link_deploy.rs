@@ -57,6 +57,14 @@ fn trace_counts(env: &TestEnv, guest: &mut Guest, mut push: Command) -> String {
     err
 }
 
+/// `ktap-host deploy` of the built agent and module over the serial `port` into `dest`.
+fn deploy_over(env: &TestEnv, port: &Path, dest: &str) -> Command {
+    let mut deploy = env.host();
+    deploy.arg("deploy").arg("--port").arg(port).arg("--artifacts");
+    deploy.arg(env.artifacts.agent.parent().unwrap()).args(["--dest", dest]);
+    deploy
+}
+
 #[test]
 fn deploy_over_serial_installs_agent_and_module_and_the_trace_runs_on_them() {
     let env = TestEnv::get();
@@ -71,15 +79,7 @@ fn deploy_over_serial_installs_agent_and_module_and_the_trace_runs_on_them() {
     assert!(!status.success() && err.contains("is the ktap module loaded?"), "{err}");
 
     let dest = "/tmp/fresh/ktap";
-    let mut deploy = env.host();
-    deploy
-        .arg("deploy")
-        .arg("--port")
-        .arg(&port)
-        .arg("--artifacts")
-        .arg(env.artifacts.agent.parent().unwrap())
-        .args(["--dest", dest]);
-    let (status, _, err) = HostRun::spawn(deploy).finish(T);
+    let (status, _, err) = HostRun::spawn(deploy_over(&env, &port, dest)).finish(T);
     assert!(status.success(), "deploy failed: {status}\n{err}");
     assert!(err.contains(&format!("installed {dest}/ktap.ko")) && err.contains("sent packed"), "{err}");
     assert!(err.contains(&format!("module loaded from {dest}/ktap.ko")), "{err}");
@@ -104,15 +104,7 @@ fn deploy_over_serial_installs_agent_and_module_and_the_trace_runs_on_them() {
     assert!(running.contains(&format!("{dest}/ktap-agent")), "{running}");
 
     // a second deploy replaces the loaded module (the module load step, again, with one in place)
-    let mut again = env.host();
-    again
-        .arg("deploy")
-        .arg("--port")
-        .arg(&port)
-        .arg("--artifacts")
-        .arg(env.artifacts.agent.parent().unwrap())
-        .args(["--dest", dest]);
-    let (status, _, err) = HostRun::spawn(again).finish(T);
+    let (status, _, err) = HostRun::spawn(deploy_over(&env, &port, dest)).finish(T);
     assert!(status.success() && err.contains("module loaded"), "second deploy failed: {status}\n{err}");
     check_installed(&env, &mut guest, dest);
     let dmesg = guest.console.run_ok("dmesg", T).unwrap();
