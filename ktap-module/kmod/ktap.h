@@ -96,7 +96,7 @@ u64 ktap_probes_missed(struct ktap_session *s);
 
 /* ktap_timer.c: timer probes (hrtimers) */
 int ktap_timers_alloc(struct ktap_session *s);
-void ktap_timers_arm(struct ktap_session *s);
+int ktap_timers_arm(struct ktap_session *s);
 void ktap_timers_disarm(struct ktap_session *s);
 void ktap_timers_free(struct ktap_session *s);
 

@@ -13,6 +13,7 @@
 #include <linux/smp.h>
 #include <linux/timekeeping.h>
 #include <linux/uidgid.h>
+#include <asm/unaligned.h>
 
 #include "ktap.h"
 
@@ -139,25 +140,44 @@ s64 ktap_hit_ctx(void *opaque, u32 field)
 	return 0;	/* kretprobe arguments are gone at return; BEGIN/END have none */
 }
 
+/*
+ * Length of the name in the TASK_COMM_LEN bytes at c: the first NUL, found a word at a time (in a
+ * little-endian word, the lowest byte flagged by the has-a-zero-byte test is the first NUL; bytes
+ * above it may be flagged falsely). At most TASK_COMM_LEN - 1. strnlen() costs several
+ * instructions per byte here, and this runs on every `execname`.
+ */
+static u32 ktap_comm_len(const u8 *c)
+{
+	u32 i;
+
+	for (i = 0; i < TASK_COMM_LEN; i += 4) {
+		u32 w = get_unaligned_le32(c + i);
+		u32 z = (w - 0x01010101u) & ~w & 0x80808080u;
+
+		if (z)
+			return min_t(u32, i + (__ffs(z) >> 3), TASK_COMM_LEN - 1);
+	}
+	return TASK_COMM_LEN - 1;
+}
+
 u32 ktap_hit_comm(void *opaque, u8 *buf, u32 len)
 {
+	u8 comm[TASK_COMM_LEN];
+	u32 n;
+
 	/*
-	 * Like bpf_get_current_comm: a racy copy without task_lock, harmless. Copied whole (four words)
-	 * into the caller's buffer first, then measured there, so the length matches the bytes copied
-	 * even if the task renames itself meanwhile.
+	 * Like bpf_get_current_comm: a racy copy without task_lock, harmless. Measured in our copy, so
+	 * the length matches the bytes copied even if the task renames itself meanwhile; copied whole
+	 * (four words) straight into the caller's buffer when it has room.
 	 */
 	if (likely(len >= TASK_COMM_LEN)) {
 		memcpy(buf, current->comm, TASK_COMM_LEN);
-		return strnlen(buf, TASK_COMM_LEN - 1);
-	} else {
-		char comm[TASK_COMM_LEN];
-		u32 n;
-
-		memcpy(comm, current->comm, sizeof(comm));
-		n = strnlen(comm, min_t(u32, len, sizeof(comm) - 1));
-		memcpy(buf, comm, n);
-		return n;
+		return ktap_comm_len(buf);
 	}
+	memcpy(comm, current->comm, sizeof(comm));
+	n = min_t(u32, ktap_comm_len(comm), len);
+	memcpy(buf, comm, n);
+	return n;
 }
 
 int ktap_emit(void *opaque, const u8 *rec, u32 len)

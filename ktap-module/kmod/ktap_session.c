@@ -176,7 +176,11 @@ int ktap_session_start(struct ktap_session *s)
 	ret = ktap_probes_arm(s);
 	if (ret)
 		return ret;
-	ktap_timers_arm(s);
+	ret = ktap_timers_arm(s);
+	if (ret) {
+		ktap_probes_disarm(s);
+		return ret;
+	}
 	WRITE_ONCE(s->state, KTAP_RUNNING);
 	return 0;
 }

@@ -38,6 +38,10 @@ pub enum RecordKind {
     TableEnd = 3,
     /// The program called `exit`: the host stops tracing (trace_end still runs). No values.
     Exit = 4,
+    /// A hit of handler function `id` ran out of instruction budget and was aborted. Sent the first
+    /// time per function only (every such hit is counted in `budget_exhausted`), so the host can
+    /// name the probe without a flood. No values.
+    BudgetExhausted = 5,
 }
 
 /// Size of one encoded bucket (index + count).
@@ -61,6 +65,7 @@ impl RecordKind {
             2 => Some(RecordKind::TableEntry),
             3 => Some(RecordKind::TableEnd),
             4 => Some(RecordKind::Exit),
+            5 => Some(RecordKind::BudgetExhausted),
             _ => None,
         }
     }

@@ -1,7 +1,8 @@
 //! ISA v2 in the board's real kernel, with programs written in the text assembly (`ktap_protocol::asm`)
 //! and pushed as images: kernel memory through the no-fault reads (the kernel's own banner against
 //! `/proc/version`, a faulting address that must not oops), a symbolized kernel stack, tick and
-//! profile timers, and `exit` stopping the trace by itself with `trace_end` still running.
+//! profile timers (following CPU hotplug), and `exit` stopping the trace by itself with `trace_end`
+//! still running.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -204,6 +205,108 @@ fn tick_and_profile_timers_fire() {
     // 2 s at 100 Hz under TCG: generous bounds, but a timer that never fires or never stops fails
     assert!((20..=1000).contains(&ticks), "{}: {ticks} ticks in ~2 s\n{err}", env.board.name);
     assert_eq!(cpus, online, "profile timers ran on {cpus} of {online} CPUs");
+    assert_clean(&mut guest);
+    guest.shutdown();
+}
+
+/// Guest monotonic time in ns from a `/proc/timer_list` "now at N nsecs" line (the clock `ctx time`
+/// reads).
+fn now_lines(out: &str) -> Vec<i64> {
+    out.lines()
+        .filter_map(|l| l.trim().strip_prefix("now at ")?.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn profile_timers_follow_cpu_hotplug() {
+    let env = TestEnv::get();
+    let mut guest = env.boot();
+    let online = "/sys/devices/system/cpu/cpu1/online";
+    let (state, _) = guest.console.run(&format!("cat {online} 2>/dev/null || echo none"), T).unwrap();
+    if state.lines().last().map(str::trim) != Some("1") {
+        eprintln!("skipped: {} has no hot-pluggable cpu1 ({state:?})", env.board.name);
+        guest.shutdown();
+        return;
+    }
+    // every profile hit on cpu1 reports its time
+    let src = "
+        .func profile int=3
+            ctx r0, cpu
+            movi r1, 1
+            jne r0, r1, other
+            ctx r2, time
+            printf f0, (r2)
+        other:
+            ret
+        .probe timer profile-5ms period=5000000 every-cpu -> fn0
+        .format f0 (int)
+    ";
+    let img = image(&env, "hotplug", src, &sidecar(&["c1 %d\n"], ""));
+    let now = "grep -m1 'now at' /proc/timer_list";
+    let script = format!(
+        "sleep 1; {now}; echo 0 > {online}; {now}; sleep 1; {now}; echo 1 > {online}; {now}; sleep 1; cat {online}"
+    );
+    // Offlining a CPU stops the machine; under TCG on a busy host that can stall the guest past the
+    // agent's 1.2 s heartbeat, which ends the session (the link's rule, not the timers'): that case
+    // alone is tried again, at most three times in all.
+    let mut attempt = 0;
+    let (out, [off_start, off_done, on_start, on_done]) = loop {
+        attempt += 1;
+        let mut run = push(&env, guest.agent_port(), &img);
+        run.wait_stderr(ARMED, T);
+        let console = guest.console.run_ok(&script, T).unwrap();
+        let [.., a, b, c, d] = now_lines(&console)[..] else { panic!("{console}") };
+        assert_eq!(console.lines().last().map(str::trim), Some("1"), "cpu1 did not come back:\n{console}");
+        run.signal("INT");
+        let (status, out, err) = run.finish(T);
+        if status.success() {
+            break (out, [a, b, c, d]);
+        }
+        assert!(
+            attempt < 3 && err.contains("no session on the agent"),
+            "push failed (attempt {attempt}): {status}\n{out}\n{err}"
+        );
+        eprintln!("hotplug: attempt {attempt}: the session ended during hotplug (heartbeat), trying again");
+    };
+    let hits: Vec<i64> = out.lines().filter_map(|l| l.strip_prefix("c1 ")?.trim().parse().ok()).collect();
+    let before = hits.iter().filter(|t| **t < off_start).count();
+    let offline = hits.iter().filter(|t| **t > off_done && **t < on_start).count();
+    let after = hits.iter().filter(|t| **t > on_done).count();
+    eprintln!(
+        "hotplug: cpu1 profile hits before offline {before}, while offline {offline}, after online {after}"
+    );
+    assert!(before > 0, "no profile hit on cpu1 before it went offline");
+    assert_eq!(offline, 0, "profile hits on cpu1 while it was offline");
+    assert!(after > 0, "the profile timer did not resume on cpu1 after it came back online");
+    assert_clean(&mut guest);
+    guest.console.run_ok("rmmod ktap", T).unwrap();
+    guest.shutdown();
+}
+
+#[test]
+fn a_hit_out_of_budget_is_aborted_counted_and_named() {
+    let env = TestEnv::get();
+    let mut guest = env.boot();
+    let dir = std::env::temp_dir().join(format!("ktap-vm-ops-{}-budget", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("spin.kp");
+    // a loop that never ends by itself: every hit runs out of budget
+    std::fs::write(
+        &script,
+        "var laps = 0\ntick-100ms {\n    var i = 0\n    while i >= 0 { i += 1 }\n    laps += 1\n}\n",
+    )
+    .unwrap();
+    let mut c = env.push(guest.agent_port());
+    c.arg(&script);
+    let mut run = HostRun::spawn(c);
+    run.wait_stderr(ARMED, T);
+    guest.console.run_ok("sleep 1", T).unwrap();
+    run.signal("INT");
+    let (status, out, err) = run.finish(T);
+    assert!(status.success(), "push failed: {status}\n{out}\n{err}");
+    let named = err.lines().filter(|l| l.contains("tick-100ms: a hit ran out of instruction budget")).count();
+    assert_eq!(named, 1, "the first exhaustion names its probe, once:\n{err}");
+    assert!(err.contains("hits aborted: instruction budget exhausted"), "not counted:\n{err}");
     assert_clean(&mut guest);
     guest.shutdown();
 }

@@ -197,6 +197,16 @@ impl<'s> Renderer<'s> {
             },
             // the session stops tracing on it; nothing to print
             RecordKind::Exit => {}
+            RecordKind::BudgetExhausted => {
+                let name = self
+                    .sidecar
+                    .funcs
+                    .get(rec.id as usize)
+                    .map_or_else(|| format!("function #{}", rec.id), |f| f.name.clone());
+                self.problems.push(format!(
+                    "{name}: a hit ran out of instruction budget and was aborted (every such hit is counted in budget_exhausted)"
+                ));
+            }
             RecordKind::TableEnd => {
                 let entries = self.tables.remove(&rec.id).unwrap_or_default();
                 let name = self.table_name(rec.id);

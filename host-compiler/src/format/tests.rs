@@ -196,3 +196,16 @@ fn print_hist_bars_and_multi_keys() {
     assert!(lines[1].trim_start().starts_with("dd, 2 |") && lines[1].ends_with(" 8"), "{text}");
     assert_eq!(lines[2].matches('@').count(), 25, "{text}");
 }
+
+#[test]
+fn a_budget_exhaustion_names_the_probe() {
+    let mut sc = sidecar();
+    let span = Span { start: 0, end: 0 };
+    sc.funcs = vec![crate::sidecar::FuncInfo { name: "kprobe:vfs_read".into(), span }];
+    let data = [rec(RecordKind::BudgetExhausted, 0, &[]), rec(RecordKind::BudgetExhausted, 9, &[])].concat();
+    let (text, problems) = render(&sc, &data);
+    assert_eq!(text, "");
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems[0].starts_with("kprobe:vfs_read: a hit ran out of instruction budget"), "{problems:?}");
+    assert!(problems[1].starts_with("function #9: a hit ran out"), "{problems:?}");
+}

@@ -17,7 +17,7 @@ use ktap_protocol::record::{RecordKind, RecordWriter};
 
 use crate::error::RunError;
 use crate::program::{Counters, Env, Program};
-use crate::table::{AGG_COUNT, AGG_MAX, AGG_MIN, AGG_STATS, AGG_SUM, Comp, KeyBuf, Table, components};
+use crate::table::{AGG_COUNT, AGG_MAX, AGG_MIN, AGG_STATS, AGG_SUM, Comp, KeyParts, Table, components};
 use crate::verified::{AluOp, ArgList, Cond, FuncInfo, Op, StrBuf};
 
 /// Where to resume after a call returns.
@@ -43,8 +43,6 @@ pub(crate) type FrameStack = [CallFrame; MAX_CALL_DEPTH];
 struct Machine<'p> {
     regs: &'p mut [i64],
     sregs: &'p mut [StrBuf],
-    /// Scratch for encoding table keys (`KEY_MAX` bytes, preallocated; never cleared).
-    key: &'p mut [u8],
     globals: &'p mut [i64],
     tables: &'p mut [Table],
     rec: &'p mut [u8],
@@ -101,18 +99,12 @@ impl Machine<'_> {
         self.tables.get_mut(usize::from(t)).ok_or(f)
     }
 
-    /// Encode the key registers of `keys` into the key scratch; table `t` and the encoded key.
-    fn key(&mut self, t: u8, keys: &ArgList) -> Result<(&mut Table, &[u8]), RunError> {
+    /// Table `t` and the key its registers `keys` hold (read in place, never copied).
+    fn key<'k>(&'k mut self, t: u8, keys: &'k ArgList) -> Result<(&'k mut Table, RegKey<'k>), RunError> {
         let f = self.fault();
-        let Machine { regs, sregs, key, tables, ib, sb, .. } = self;
-        let mut k = KeyBuf::over(key);
-        for b in keys.bytes.iter().take(keys.n.into()) {
-            match Arg::from_byte(*b) {
-                Arg::Int(r) => k.int(*regs.get(ib.wrapping_add(r.into())).ok_or(f)?),
-                Arg::Str(r) => k.str(sregs.get(sb.wrapping_add(r.into())).ok_or(f)?.as_bytes()),
-            }
-        }
-        Ok((tables.get_mut(usize::from(t)).ok_or(f)?, k.into_bytes()))
+        let Machine { regs, sregs, tables, ib, sb, .. } = self;
+        let key = RegKey { keys, regs, sregs, ib: *ib, sb: *sb };
+        Ok((tables.get_mut(usize::from(t)).ok_or(f)?, key))
     }
 
     /// Apply `f` to the value slots of `table[keys]`, inserting if absent; a full table refuses and
@@ -120,7 +112,7 @@ impl Machine<'_> {
     fn update(&mut self, t: u8, keys: &ArgList, f: impl FnOnce(&mut [i64])) -> Result<(), RunError> {
         self.charge(cost::TABLE)?;
         let (table, key) = self.key(t, keys)?;
-        let full = table.entry(key).map(f).is_err();
+        let full = table.entry(&key).map(f).is_err();
         if full {
             self.counters.table_full = self.counters.table_full.wrapping_add(1);
         }
@@ -136,7 +128,7 @@ impl Machine<'_> {
     ) -> Result<Option<T>, RunError> {
         self.charge(cost::TABLE)?;
         let (table, key) = self.key(t, keys)?;
-        Ok(table.get(key).map(f))
+        Ok(table.get(&key).map(f))
     }
 
     fn emit(
@@ -286,6 +278,29 @@ fn stat(v: &[i64], s: Stat) -> i64 {
     }
 }
 
+/// The key of a table instruction, read from the current frame's registers.
+struct RegKey<'a> {
+    keys: &'a ArgList,
+    regs: &'a [i64],
+    sregs: &'a [StrBuf],
+    ib: usize,
+    sb: usize,
+}
+
+impl KeyParts for RegKey<'_> {
+    fn len(&self) -> usize {
+        usize::from(self.keys.n)
+    }
+
+    fn part(&self, i: usize) -> Option<Comp<'_>> {
+        let b = *self.keys.bytes.get(..self.len())?.get(i)?;
+        Some(match Arg::from_byte(b) {
+            Arg::Int(r) => Comp::Int(*self.regs.get(self.ib.wrapping_add(r.into()))?),
+            Arg::Str(r) => Comp::Str(self.sregs.get(self.sb.wrapping_add(r.into()))?.as_bytes()),
+        })
+    }
+}
+
 /// A function's result on its way back to the caller.
 enum Ret {
     Void,
@@ -309,7 +324,7 @@ fn copy_sreg(sregs: &mut [StrBuf], from: usize, to: usize) -> Option<()> {
 
 impl Program {
     pub(crate) fn exec(&mut self, func: u16, env: &mut impl Env) -> Result<(), RunError> {
-        let Program { v, globals, tables, regs, sregs, key, rec, counters, frames, exited } = self;
+        let Program { v, globals, tables, regs, sregs, rec, counters, frames, exited, .. } = self;
         let mut cur: FuncInfo = *v.funcs.get(usize::from(func)).ok_or(RunError::NoSuchFunc)?;
         let mut cur_index = func;
         for r in regs.iter_mut().take(cur.n_int.into()) {
@@ -321,7 +336,6 @@ impl Program {
         let mut m = Machine {
             regs: regs.as_mut_slice(),
             sregs: sregs.as_mut_slice(),
-            key: key.as_mut_slice(),
             globals: globals.as_mut_slice(),
             tables: tables.as_mut_slice(),
             rec: rec.as_mut_slice(),
@@ -390,8 +404,116 @@ impl Program {
                     pc = cur.start;
                     continue;
                 }
+                Op::Jmp { to } => {
+                    pc = branch(pc, to, &mut m.budget)?;
+                    continue;
+                }
+                Op::Br { cond: c, a, b, to } => {
+                    pc = if cond(c, m.r(a)?, m.r(b)?) { branch(pc, to, &mut m.budget)? } else { next };
+                    continue;
+                }
+                Op::StrBr { eq, a, b, to } => {
+                    pc = if (m.s(a)?.as_bytes() == m.s(b)?.as_bytes()) == eq {
+                        branch(pc, to, &mut m.budget)?
+                    } else {
+                        next
+                    };
+                    continue;
+                }
+                Op::Movi { d, imm } => {
+                    m.set(d, imm.into())?;
+                    pc = next;
+                    continue;
+                }
+                Op::Ldc { d, c } => {
+                    let x = *v.consts.get(usize::from(c)).ok_or(m.fault())?;
+                    m.set(d, x)?;
+                    pc = next;
+                    continue;
+                }
+                Op::Mov { d, s } => {
+                    m.set(d, m.r(s)?)?;
+                    pc = next;
+                    continue;
+                }
+                Op::Alu { op, d, a, b } => {
+                    m.set(d, alu(op, m.r(a)?, m.r(b)?))?;
+                    pc = next;
+                    continue;
+                }
+                Op::Neg { d, s } => {
+                    m.set(d, m.r(s)?.wrapping_neg())?;
+                    pc = next;
+                    continue;
+                }
+                Op::Not { d, s } => {
+                    m.set(d, i64::from(m.r(s)? == 0))?;
+                    pc = next;
+                    continue;
+                }
+                Op::Addi { d, s, imm } => {
+                    m.set(d, m.r(s)?.wrapping_add(imm.into()))?;
+                    pc = next;
+                    continue;
+                }
+                Op::Ldg { d, g } => {
+                    let x = *m.global(g)?;
+                    m.set(d, x)?;
+                    pc = next;
+                    continue;
+                }
+                Op::Stg { g, s } => {
+                    *m.global(g)? = m.r(s)?;
+                    pc = next;
+                    continue;
+                }
+                Op::Addg { g, s } => {
+                    let x = m.r(s)?;
+                    let slot = m.global(g)?;
+                    *slot = slot.wrapping_add(x);
+                    pc = next;
+                    continue;
+                }
+                Op::Ctx { d, field } => {
+                    m.set(d, env.ctx(field))?;
+                    pc = next;
+                    continue;
+                }
+                Op::Comm { d } => {
+                    // straight into the register: no intermediate buffer to clear or copy
+                    let s = m.s_mut(d)?;
+                    let n = env.comm(s.buf_mut());
+                    s.set_len(n);
+                    pc = next;
+                    continue;
+                }
+                Op::Tld { d, t, ref keys } => {
+                    let x = m.lookup(t, keys, |v| v.first().copied().unwrap_or(0))?.unwrap_or(0);
+                    m.set(d, x)?;
+                    pc = next;
+                    continue;
+                }
+                Op::Tst { t, ref keys, v: r } => {
+                    let x = m.r(r)?;
+                    m.update(t, keys, |v| v.iter_mut().for_each(|s| *s = x))?;
+                    pc = next;
+                    continue;
+                }
+                Op::Tadd { t, ref keys, v: r } => {
+                    let x = m.r(r)?;
+                    m.update(t, keys, |v| v.iter_mut().for_each(|s| *s = s.wrapping_add(x)))?;
+                    pc = next;
+                    continue;
+                }
+                Op::Tagg { t, ref keys, v: r } => {
+                    let x = m.r(r)?;
+                    let kind = m.table(t)?.spec.value;
+                    m.update(t, keys, |v| Table::record(&kind, v, x))?;
+                    pc = next;
+                    continue;
+                }
                 _ => {
-                    pc = step(&mut m, op, pc, next, v, env)?;
+                    pc = step_cold(&mut m, op, pc, next, v, env)?;
                     continue;
                 }
             };
@@ -417,8 +539,12 @@ impl Program {
     }
 }
 
-/// Execute one instruction that neither calls nor returns; the next pc.
-fn step(
+/// Every instruction the dispatch loop in [`Program::exec`] does not handle itself: the common
+/// cheap ones are there, in one `match` (one jump table per instruction); these are out of line so
+/// their large locals (printf's argument arrays, string and stack buffers) do not cost the loop
+/// register spills on every hit.
+#[inline(never)]
+fn step_cold(
     m: &mut Machine<'_>,
     op: &Op,
     pc: u32,
@@ -427,77 +553,6 @@ fn step(
     env: &mut impl Env,
 ) -> Result<u32, RunError> {
     Ok(match *op {
-        Op::Ret | Op::Retv { .. } | Op::Rets { .. } | Op::Call { .. } | Op::Exit => return Err(m.fault()),
-        Op::Jmp { to } => branch(pc, to, &mut m.budget)?,
-        Op::Br { cond: c, a, b, to } => {
-            if cond(c, m.r(a)?, m.r(b)?) {
-                branch(pc, to, &mut m.budget)?
-            } else {
-                next
-            }
-        }
-        Op::StrBr { eq, a, b, to } => {
-            if (m.s(a)?.as_bytes() == m.s(b)?.as_bytes()) == eq {
-                branch(pc, to, &mut m.budget)?
-            } else {
-                next
-            }
-        }
-        Op::Movi { d, imm } => {
-            m.set(d, imm.into())?;
-            next
-        }
-        Op::Ldc { d, c } => {
-            let x = *v.consts.get(usize::from(c)).ok_or(m.fault())?;
-            m.set(d, x)?;
-            next
-        }
-        Op::Mov { d, s } => {
-            m.set(d, m.r(s)?)?;
-            next
-        }
-        Op::Alu { op, d, a, b } => {
-            m.set(d, alu(op, m.r(a)?, m.r(b)?))?;
-            next
-        }
-        Op::Neg { d, s } => {
-            m.set(d, m.r(s)?.wrapping_neg())?;
-            next
-        }
-        Op::Not { d, s } => {
-            m.set(d, i64::from(m.r(s)? == 0))?;
-            next
-        }
-        Op::Addi { d, s, imm } => {
-            m.set(d, m.r(s)?.wrapping_add(imm.into()))?;
-            next
-        }
-        Op::Ldg { d, g } => {
-            let x = *m.global(g)?;
-            m.set(d, x)?;
-            next
-        }
-        Op::Stg { g, s } => {
-            *m.global(g)? = m.r(s)?;
-            next
-        }
-        Op::Addg { g, s } => {
-            let x = m.r(s)?;
-            let slot = m.global(g)?;
-            *slot = slot.wrapping_add(x);
-            next
-        }
-        Op::Ctx { d, field } => {
-            m.set(d, env.ctx(field))?;
-            next
-        }
-        Op::Comm { d } => {
-            // straight into the register: no intermediate buffer to clear or copy
-            let s = m.s_mut(d)?;
-            let n = env.comm(s.buf_mut());
-            s.set_len(n);
-            next
-        }
         Op::Lds { d, s } => {
             let f = m.fault();
             m.set_s(d, v.string(s).ok_or(f)?)?;
@@ -508,27 +563,6 @@ fn step(
             copy_sreg(m.sregs, m.sb.wrapping_add(s.into()), m.sb.wrapping_add(d.into())).ok_or(f)?;
             next
         }
-        Op::Tld { d, t, ref keys } => {
-            let x = m.lookup(t, keys, |v| v.first().copied().unwrap_or(0))?.unwrap_or(0);
-            m.set(d, x)?;
-            next
-        }
-        Op::Tst { t, ref keys, v: r } => {
-            let x = m.r(r)?;
-            m.update(t, keys, |v| v.iter_mut().for_each(|s| *s = x))?;
-            next
-        }
-        Op::Tadd { t, ref keys, v: r } => {
-            let x = m.r(r)?;
-            m.update(t, keys, |v| v.iter_mut().for_each(|s| *s = s.wrapping_add(x)))?;
-            next
-        }
-        Op::Tagg { t, ref keys, v: r } => {
-            let x = m.r(r)?;
-            let kind = m.table(t)?.spec.value;
-            m.update(t, keys, |v| Table::record(&kind, v, x))?;
-            next
-        }
         Op::Tstat { d, t, ref keys, stat: s } => {
             let x = m.lookup(t, keys, |v| stat(v, s))?.unwrap_or(0);
             m.set(d, x)?;
@@ -537,7 +571,7 @@ fn step(
         Op::Tdel { t, ref keys } => {
             m.charge(cost::TABLE)?;
             let (table, key) = m.key(t, keys)?;
-            table.remove(key);
+            table.remove(&key);
             next
         }
         Op::Tclr { t } => {
@@ -632,6 +666,30 @@ fn step(
             m.set_s(d, buf.get(..n.saturating_mul(8)).unwrap_or(&[]))?;
             next
         }
+        Op::Ret
+        | Op::Retv { .. }
+        | Op::Rets { .. }
+        | Op::Call { .. }
+        | Op::Exit
+        | Op::Jmp { .. }
+        | Op::Br { .. }
+        | Op::StrBr { .. }
+        | Op::Movi { .. }
+        | Op::Ldc { .. }
+        | Op::Mov { .. }
+        | Op::Alu { .. }
+        | Op::Neg { .. }
+        | Op::Not { .. }
+        | Op::Addi { .. }
+        | Op::Ldg { .. }
+        | Op::Stg { .. }
+        | Op::Addg { .. }
+        | Op::Ctx { .. }
+        | Op::Comm { .. }
+        | Op::Tld { .. }
+        | Op::Tst { .. }
+        | Op::Tadd { .. }
+        | Op::Tagg { .. } => return Err(m.fault()),
     })
 }
 

@@ -7,12 +7,13 @@
 use alloc::vec::Vec;
 
 use ktap_protocol::isa::CtxField;
-use ktap_protocol::limits::{MAX_RECORD, MAX_STR};
+use ktap_protocol::limits::{MAX_FUNCS, MAX_RECORD, MAX_STR};
+use ktap_protocol::record::{RecordKind, RecordWriter};
 
 use crate::error::{AllocFailed, RunError};
 use crate::fixed::{try_filled, try_push};
 use crate::interp::{CallFrame, FrameStack};
-use crate::table::{KEY_MAX, KeyBuf, Table};
+use crate::table::{Comp, Key, Table};
 use crate::verified::{ProbeInfo, StrBuf, Verified};
 
 /// What the VM needs from the place it runs in (a probe hit in the kernel, a simulator on the host).
@@ -70,14 +71,17 @@ pub struct Program {
     pub(crate) tables: Vec<Table>,
     pub(crate) regs: Vec<i64>,
     pub(crate) sregs: Vec<StrBuf>,
-    /// Scratch for encoding table keys on the probe path (`KEY_MAX` bytes).
-    pub(crate) key: Vec<u8>,
     pub(crate) rec: Vec<u8>,
     pub(crate) counters: Counters,
     pub(crate) frames: FrameStack,
     /// The program ran `exit`: only the END handler runs from now on.
     pub(crate) exited: bool,
+    /// Functions (bit per index) whose budget exhaustion has been reported with a record.
+    budget_reported: [u64; BUDGET_REPORT_WORDS],
 }
+
+/// Words of [`Program::budget_reported`]: one bit per possible function.
+const BUDGET_REPORT_WORDS: usize = (MAX_FUNCS as usize).div_ceil(64);
 
 impl Program {
     /// Allocate everything the program will ever use. Only fallible allocation is used.
@@ -92,11 +96,11 @@ impl Program {
             tables,
             regs: try_filled(v.stack_int.max(1), 0)?,
             sregs: try_filled(v.stack_str.max(1), StrBuf::EMPTY)?,
-            key: try_filled(KEY_MAX, 0)?,
             rec: try_filled(MAX_RECORD, 0)?,
             counters: Counters::default(),
             frames: [CallFrame::default(); ktap_protocol::limits::MAX_CALL_DEPTH],
             exited: false,
+            budget_reported: [0; BUDGET_REPORT_WORDS],
             v,
         })
     }
@@ -116,10 +120,32 @@ impl Program {
         let c = &mut self.counters;
         match r {
             Ok(()) => {}
-            Err(RunError::BudgetExhausted) => c.budget_exhausted = c.budget_exhausted.wrapping_add(1),
+            Err(RunError::BudgetExhausted) => {
+                c.budget_exhausted = c.budget_exhausted.wrapping_add(1);
+                self.report_budget(func, env);
+            }
             Err(_) => c.runtime_errors = c.runtime_errors.wrapping_add(1),
         }
         r
+    }
+
+    /// The first budget exhaustion of handler `func` becomes a record naming it (so the host can
+    /// say which probe), later ones are only counted. A record the environment has no room for is
+    /// counted as dropped and tried again on the next exhaustion.
+    fn report_budget(&mut self, func: u16, env: &mut impl Env) {
+        let (word, bit) = (usize::from(func) / 64, 1u64 << (func % 64));
+        let Some(w) = self.budget_reported.get_mut(word) else { return };
+        if *w & bit != 0 {
+            return;
+        }
+        let sent = RecordWriter::new(&mut self.rec, RecordKind::BudgetExhausted, func)
+            .finish()
+            .is_some_and(|bytes| env.emit(bytes));
+        if sent {
+            *w |= bit;
+        } else {
+            self.counters.ring_dropped = self.counters.ring_dropped.wrapping_add(1);
+        }
     }
 
     /// The counters so far.
@@ -154,15 +180,11 @@ impl Program {
 
     /// `table[key]` of an int-keyed table `t` (the first value slot: the count, for aggregates).
     pub fn table_get_int(&self, t: u8, key: i64) -> Option<i64> {
-        let mut k = KeyBuf::new();
-        k.int(key);
-        self.tables.get(usize::from(t))?.get(k.as_bytes())?.first().copied()
+        self.tables.get(usize::from(t))?.get(&Key::one(Comp::Int(key)))?.first().copied()
     }
 
     /// `table[key]` of a string-keyed table `t` (the first value slot).
     pub fn table_get_str(&self, t: u8, key: &[u8]) -> Option<i64> {
-        let mut k = KeyBuf::new();
-        k.str(key);
-        self.tables.get(usize::from(t))?.get(k.as_bytes())?.first().copied()
+        self.tables.get(usize::from(t))?.get(&Key::one(Comp::Str(key)))?.first().copied()
     }
 }

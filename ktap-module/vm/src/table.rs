@@ -1,9 +1,11 @@
 //! Fixed-capacity hash tables with tuple keys and int or aggregate values, allocated once and never
 //! grown.
 //!
-//! A key is encoded into bytes ([`KeyBuf`]): per component, an integer as 8 little-endian bytes, a
-//! string as a length byte and its bytes. The encoding is prefix-free, so two keys are equal exactly
-//! when their encodings are. Entries are dense arrays of exactly `capacity` slots (heapless
+//! A stored key is encoded into bytes: per component, an integer as 8 little-endian bytes, a string as
+//! a length byte and its bytes. The encoding is prefix-free, so two keys are equal exactly when their
+//! encodings are. Lookups never encode: a [`Key`] holds the components as the registers give them,
+//! is hashed component by component and compared against the stored encoding in place; only an
+//! insert writes the encoding, straight into the table's own storage. Entries are dense arrays of exactly `capacity` slots (heapless
 //! `IndexMap` style): key bytes at a fixed stride (the longest encoding of the shape) with their
 //! lengths, values at a fixed stride of i64s (1 for int tables; count, sum, min, max and the buckets
 //! for aggregates), hashes. `index` is an open-addressing array of `u16` entry numbers (0 = empty,
@@ -23,9 +25,6 @@ use crate::fixed::try_filled;
 // entry numbers + 1 must fit the u16 index
 const _: () = assert!(MAX_TABLE_CAPACITY < u16::MAX as u32);
 
-/// Longest encoded key: every component a string of `MAX_STR` bytes.
-pub(crate) const KEY_MAX: usize = MAX_KEYS * (1 + MAX_STR);
-
 /// Aggregate value slots before the buckets.
 pub(crate) const AGG_COUNT: usize = 0;
 pub(crate) const AGG_SUM: usize = 1;
@@ -33,64 +32,164 @@ pub(crate) const AGG_MIN: usize = 2;
 pub(crate) const AGG_MAX: usize = 3;
 pub(crate) const AGG_STATS: usize = 4;
 
-/// An encoded key being built. On the probe path the bytes are the program's preallocated scratch
-/// buffer (`KeyBuf<&mut [u8]>`), so a hit neither clears nor copies more than the key's own bytes;
-/// elsewhere (host lookups, tests) an owned array.
-pub(crate) struct KeyBuf<B = [u8; KEY_MAX]> {
-    len: usize,
-    bytes: B,
-}
-
-impl KeyBuf {
-    pub(crate) fn new() -> KeyBuf {
-        KeyBuf { len: 0, bytes: [0; KEY_MAX] }
-    }
-}
-
-impl<'a> KeyBuf<&'a mut [u8]> {
-    /// A key written into `scratch` (at least `KEY_MAX` bytes for any key the verifier allows).
-    pub(crate) fn over(scratch: &'a mut [u8]) -> KeyBuf<&'a mut [u8]> {
-        KeyBuf { len: 0, bytes: scratch }
-    }
-
-    /// The encoded key, borrowed for as long as the scratch.
-    pub(crate) fn into_bytes(self) -> &'a [u8] {
-        let KeyBuf { len, bytes } = self;
-        let bytes: &'a [u8] = bytes;
-        bytes.get(..len).unwrap_or(&[])
-    }
-}
-
-impl<B: AsRef<[u8]> + AsMut<[u8]>> KeyBuf<B> {
-    /// Append `b` whole, or nothing if it does not fit (the verifier's key shapes always fit).
-    fn put(&mut self, b: &[u8]) {
-        let end = self.len.wrapping_add(b.len());
-        if let Some(d) = self.bytes.as_mut().get_mut(self.len..end) {
-            d.copy_from_slice(b);
-            self.len = end;
-        }
-    }
-
-    pub(crate) fn int(&mut self, v: i64) {
-        self.put(&v.to_le_bytes());
-    }
-
-    pub(crate) fn str(&mut self, s: &[u8]) {
-        let s = s.get(..MAX_STR).unwrap_or(s);
-        self.put(&[s.len() as u8]);
-        self.put(s);
-    }
-
-    pub(crate) fn as_bytes(&self) -> &[u8] {
-        self.bytes.as_ref().get(..self.len).unwrap_or(&[])
-    }
-}
-
 /// One decoded key component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Comp<'a> {
     Int(i64),
     Str(&'a [u8]),
+}
+
+/// A key as components, read where they are (the VM's registers, or a [`Key`]): what lookups hash
+/// and compare. Nothing is copied to build one.
+pub(crate) trait KeyParts {
+    /// Number of components.
+    fn len(&self) -> usize;
+    /// Component `i` (`None` past the end; the verifier rules out anything else).
+    fn part(&self, i: usize) -> Option<Comp<'_>>;
+}
+
+/// A key held as an array of components (host lookups, decoded keys, tests).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Key<'a> {
+    n: usize,
+    c: [Comp<'a>; MAX_KEYS],
+}
+
+impl<'a> Key<'a> {
+    pub(crate) fn new() -> Key<'a> {
+        Key { n: 0, c: [Comp::Int(0); MAX_KEYS] }
+    }
+
+    /// Append a component; past `MAX_KEYS` it is dropped.
+    pub(crate) fn push(&mut self, c: Comp<'a>) {
+        if let Some(slot) = self.c.get_mut(self.n) {
+            *slot = c;
+            self.n = self.n.wrapping_add(1);
+        }
+    }
+
+    /// A one-component key.
+    pub(crate) fn one(c: Comp<'a>) -> Key<'a> {
+        let mut k = Key::new();
+        k.push(c);
+        k
+    }
+
+    /// The key an encoding of shape `shape` holds.
+    #[cfg(test)]
+    fn decode(shape: KeyShape, enc: &'a [u8]) -> Key<'a> {
+        let mut k = Key::new();
+        for c in components(shape, enc) {
+            k.push(c);
+        }
+        k
+    }
+}
+
+impl KeyParts for Key<'_> {
+    fn len(&self) -> usize {
+        self.n
+    }
+
+    fn part(&self, i: usize) -> Option<Comp<'_>> {
+        self.c.get(..self.n)?.get(i).copied()
+    }
+}
+
+/// The components of `key`, in order.
+fn parts<K: KeyParts + ?Sized>(key: &K) -> impl Iterator<Item = Comp<'_>> {
+    (0..key.len()).map_while(|i| key.part(i))
+}
+
+/// Bytes of the encoding of `key`.
+fn encoded_len<K: KeyParts + ?Sized>(key: &K) -> usize {
+    parts(key).fold(0usize, |n, c| {
+        n.wrapping_add(match c {
+            Comp::Int(_) => 8,
+            Comp::Str(s) => 1usize.wrapping_add(s.len().min(MAX_STR)),
+        })
+    })
+}
+
+/// Write the encoding of `key` into `out` (exactly `encoded_len` bytes); `false` if it does not fit.
+fn encode<K: KeyParts + ?Sized>(key: &K, out: &mut [u8]) -> bool {
+    let mut at = 0usize;
+    let mut put = |b: &[u8]| {
+        let end = at.wrapping_add(b.len());
+        match out.get_mut(at..end) {
+            Some(d) => {
+                d.copy_from_slice(b);
+                at = end;
+                true
+            }
+            None => false,
+        }
+    };
+    parts(key).all(|c| match c {
+        Comp::Int(v) => put(&v.to_le_bytes()),
+        Comp::Str(s) => {
+            let s = s.get(..MAX_STR).unwrap_or(s);
+            put(&[s.len() as u8]) && put(s)
+        }
+    })
+}
+
+/// Whether the stored encoding `enc` is `key` (compared in place, a word at a time).
+fn matches<K: KeyParts + ?Sized>(key: &K, enc: &[u8]) -> bool {
+    let mut rest = enc;
+    for i in 0..key.len() {
+        match key.part(i) {
+            Some(Comp::Int(v)) => {
+                let Some((b, r)) = rest.split_first_chunk::<8>() else { return false };
+                if i64::from_le_bytes(*b) != v {
+                    return false;
+                }
+                rest = r;
+            }
+            Some(Comp::Str(s)) => {
+                let s = s.get(..MAX_STR).unwrap_or(s);
+                let Some((n, r)) = rest.split_first() else { return false };
+                let Some((b, r)) = r.split_at_checked(usize::from(*n)) else { return false };
+                if b.len() != s.len() || !same_bytes(b, s) {
+                    return false;
+                }
+                rest = r;
+            }
+            None => return false,
+        }
+    }
+    rest.is_empty()
+}
+
+/// The hash of `key`: one multiply for a lone integer, else per component in the machine's word
+/// width.
+fn hash<K: KeyParts + ?Sized>(key: &K) -> u32 {
+    if key.len() == 1 {
+        if let Some(Comp::Int(v)) = key.part(0) {
+            return mix(v as u64);
+        }
+    }
+    let mut h = Hasher::new();
+    for c in parts(key) {
+        match c {
+            Comp::Int(v) => h.int(v),
+            Comp::Str(s) => h.str(s.get(..MAX_STR).unwrap_or(s)),
+        }
+    }
+    h.finish()
+}
+
+/// `a == b` for slices of equal length, four bytes at a time (a call to `memcmp` costs more than
+/// the short keys it would compare).
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let (mut x, mut y) = (a.chunks_exact(4), b.chunks_exact(4));
+    for (p, q) in (&mut x).zip(&mut y) {
+        let w = |c: &[u8]| u32::from_ne_bytes(c.try_into().unwrap_or([0; 4]));
+        if w(p) != w(q) {
+            return false;
+        }
+    }
+    x.remainder().iter().zip(y.remainder()).all(|(p, q)| p == q)
 }
 
 /// The components of an encoded key of shape `shape`.
@@ -154,56 +253,75 @@ fn mix(x: u64) -> u32 {
     (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as u32
 }
 
-/// The hash of an encoded key. One 8-byte key (an int) is one multiply. Longer keys are taken a
-/// machine word at a time in the word's own width (a 32-bit board never does 64-bit multiplies
-/// here): murmur3's 32-bit block step and finaliser there, a multiply-xorshift per word on 64-bit.
-/// Only this table ever sees the value.
-fn hash(key: &[u8]) -> u32 {
-    if let Ok(b) = <[u8; 8]>::try_from(key) {
-        return mix(u64::from_le_bytes(b));
-    }
-    if cfg!(target_pointer_width = "64") { hash_words64(key) } else { hash_words32(key) }
+/// The hash of a key with more than a lone integer: component by component, a machine word at a
+/// time in the word's own width (a 32-bit board never does 64-bit multiplies here; the byte-wise
+/// FNV-1a it replaces did one per byte). Only this table ever sees the value.
+#[derive(Clone, Copy)]
+enum Hasher {
+    /// 32-bit targets: murmur3's 32-bit block step and finaliser (no 64-bit multiplies).
+    W32(u32),
+    /// 64-bit targets: a multiply-xorshift per 8-byte word.
+    W64(u64),
 }
 
-fn hash_words64(key: &[u8]) -> u32 {
-    const K: u64 = 0x9e37_79b9_7f4a_7c15;
-    let step = |h: u64, w: u64| {
-        let x = (h ^ w).wrapping_mul(K);
+impl Hasher {
+    fn new() -> Hasher {
+        if cfg!(target_pointer_width = "64") { Hasher::W64(0) } else { Hasher::W32(0) }
+    }
+
+    fn word32(h: u32, w: u32) -> u32 {
+        let k = w.wrapping_mul(0xcc9e_2d51).rotate_left(15).wrapping_mul(0x1b87_3593);
+        (h ^ k).rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64)
+    }
+
+    fn word64(h: u64, w: u64) -> u64 {
+        let x = (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         x ^ (x >> 29)
-    };
-    let mut chunks = key.chunks_exact(8);
-    let mut h = key.len() as u64;
-    for c in &mut chunks {
-        h = step(h, u64::from_le_bytes(c.try_into().unwrap_or([0; 8])));
     }
-    let mut tail = [0u8; 8];
-    for (d, b) in tail.iter_mut().zip(chunks.remainder()) {
-        *d = *b;
-    }
-    mix(step(h, u64::from_le_bytes(tail)))
-}
 
-fn hash_words32(key: &[u8]) -> u32 {
-    const C1: u32 = 0xcc9e_2d51;
-    const C2: u32 = 0x1b87_3593;
-    let block = |w: u32| w.wrapping_mul(C1).rotate_left(15).wrapping_mul(C2);
-    let mut chunks = key.chunks_exact(4);
-    let mut h = 0u32;
-    for c in &mut chunks {
-        h ^= block(u32::from_le_bytes(c.try_into().unwrap_or([0; 4])));
-        h = h.rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64);
+    fn int(&mut self, v: i64) {
+        *self = match *self {
+            Hasher::W32(h) => Hasher::W32(Hasher::word32(Hasher::word32(h, v as u32), (v >> 32) as u32)),
+            Hasher::W64(h) => Hasher::W64(Hasher::word64(h, v as u64)),
+        }
     }
-    let mut tail = [0u8; 4];
-    for (d, b) in tail.iter_mut().zip(chunks.remainder()) {
-        *d = *b;
+
+    /// The length, then the bytes a word at a time (the tail zero-padded).
+    fn str(&mut self, s: &[u8]) {
+        *self = match *self {
+            Hasher::W32(mut h) => {
+                h = Hasher::word32(h, s.len() as u32);
+                let mut c = s.chunks_exact(4);
+                for w in &mut c {
+                    h = Hasher::word32(h, u32::from_le_bytes(w.try_into().unwrap_or([0; 4])));
+                }
+                let tail = c.remainder().iter().rev().fold(0u32, |w, b| w << 8 | u32::from(*b));
+                Hasher::W32(Hasher::word32(h, tail))
+            }
+            Hasher::W64(mut h) => {
+                h = Hasher::word64(h, s.len() as u64);
+                let mut c = s.chunks_exact(8);
+                for w in &mut c {
+                    h = Hasher::word64(h, u64::from_le_bytes(w.try_into().unwrap_or([0; 8])));
+                }
+                let tail = c.remainder().iter().rev().fold(0u64, |w, b| w << 8 | u64::from(*b));
+                Hasher::W64(Hasher::word64(h, tail))
+            }
+        }
     }
-    h ^= block(u32::from_le_bytes(tail));
-    h ^= key.len() as u32;
-    h ^= h >> 16;
-    h = h.wrapping_mul(0x85eb_ca6b);
-    h ^= h >> 13;
-    h = h.wrapping_mul(0xc2b2_ae35);
-    h ^ (h >> 16)
+
+    fn finish(self) -> u32 {
+        match self {
+            Hasher::W32(mut h) => {
+                h ^= h >> 16;
+                h = h.wrapping_mul(0x85eb_ca6b);
+                h ^= h >> 13;
+                h = h.wrapping_mul(0xc2b2_ae35);
+                h ^ (h >> 16)
+            }
+            Hasher::W64(h) => mix(h),
+        }
+    }
 }
 
 impl Table {
@@ -255,7 +373,7 @@ impl Table {
 
     /// Probe for `key`: `(slot, Some(entry))` if present, `(empty slot, None)` if not.
     /// `None` only if the index has no empty slot, which the load factor rules out.
-    fn find(&self, key: &[u8], h: u32) -> Option<(usize, Option<usize>)> {
+    fn find<K: KeyParts + ?Sized>(&self, key: &K, h: u32) -> Option<(usize, Option<usize>)> {
         let mut slot = h as usize & self.mask;
         for _ in 0..self.index.len() {
             let idx = *self.index.get(slot)?;
@@ -263,7 +381,7 @@ impl Table {
                 return Some((slot, None));
             }
             let e = usize::from(idx).wrapping_sub(1);
-            if self.hashes.get(e) == Some(&h) && self.key_of(e) == key {
+            if self.hashes.get(e) == Some(&h) && matches(key, self.key_of(e)) {
                 return Some((slot, Some(e)));
             }
             slot = slot.wrapping_add(1) & self.mask;
@@ -272,28 +390,31 @@ impl Table {
     }
 
     /// The value slots for `key` (one for int tables), if present.
-    pub(crate) fn get(&self, key: &[u8]) -> Option<&[i64]> {
+    pub(crate) fn get<K: KeyParts + ?Sized>(&self, key: &K) -> Option<&[i64]> {
         let (_, e) = self.find(key, hash(key))?;
         Some(self.vals(e?))
     }
 
     /// The value slots for `key`, inserting an empty value if absent (0; for aggregates count 0 and
     /// min/max ready for the first value). A full table refuses (and counts) the insert.
-    pub(crate) fn entry(&mut self, key: &[u8]) -> Result<&mut [i64], Full> {
+    pub(crate) fn entry<K: KeyParts + ?Sized>(&mut self, key: &K) -> Result<&mut [i64], Full> {
         let h = hash(key);
         let (slot, found) = self.find(key, h).ok_or(Full)?;
         let e = match found {
             Some(e) => e,
             None => {
                 let e = self.len;
-                if e >= self.capacity() || key.len() > self.stride {
+                let n = encoded_len(key);
+                if e >= self.capacity() || n > self.stride {
                     self.refused = self.refused.wrapping_add(1);
                     return Err(Full);
                 }
                 let start = e.wrapping_mul(self.stride);
-                let dst = self.keys.get_mut(start..start.wrapping_add(key.len())).ok_or(Full)?;
-                dst.copy_from_slice(key);
-                *self.klens.get_mut(e).ok_or(Full)? = key.len() as u16;
+                let dst = self.keys.get_mut(start..start.wrapping_add(n)).ok_or(Full)?;
+                if !encode(key, dst) {
+                    return Err(Full);
+                }
+                *self.klens.get_mut(e).ok_or(Full)? = n as u16;
                 *self.hashes.get_mut(e).ok_or(Full)? = h;
                 let aggregate = self.spec.value.is_aggregate();
                 let v = self.vals_mut(e).ok_or(Full)?;
@@ -346,7 +467,7 @@ impl Table {
     }
 
     /// Remove `key` if present.
-    pub(crate) fn remove(&mut self, key: &[u8]) {
+    pub(crate) fn remove<K: KeyParts + ?Sized>(&mut self, key: &K) {
         let Some((slot, Some(e))) = self.find(key, hash(key)) else { return };
         self.unlink(slot);
         let last = self.len.wrapping_sub(1);
@@ -450,7 +571,7 @@ fn copy_within<T: Copy>(v: &mut [T], from: usize, to: usize) {
 #[cfg(test)]
 mod tests {
     extern crate std;
-    use std::collections::HashMap;
+    use std::collections::{HashMap, HashSet};
     use std::vec::Vec;
 
     use super::*;
@@ -459,10 +580,8 @@ mod tests {
         Table::new(&TableSpec::single(KeyKind::Int, cap)).unwrap()
     }
 
-    fn ik(k: i64) -> KeyBuf {
-        let mut b = KeyBuf::new();
-        b.int(k);
-        b
+    fn ik(k: i64) -> Key<'static> {
+        Key::one(Comp::Int(k))
     }
 
     #[test]
@@ -477,10 +596,10 @@ mod tests {
             let k = (x % 97) as i64 - 48;
             match x % 3 {
                 0 => {
-                    t.remove(ik(k).as_bytes());
+                    t.remove(&ik(k));
                     m.remove(&k);
                 }
-                _ => match t.entry(ik(k).as_bytes()) {
+                _ => match t.entry(&ik(k)) {
                     Ok(v) => {
                         v[0] += 1;
                         *m.entry(k).or_default() += 1;
@@ -491,7 +610,7 @@ mod tests {
             assert_eq!(t.len(), m.len());
         }
         for k in -48..=48 {
-            assert_eq!(t.get(ik(k).as_bytes()).map(|v| v[0]), m.get(&k).copied());
+            assert_eq!(t.get(&ik(k)).map(|v| v[0]), m.get(&k).copied());
         }
         let mut seen = 0;
         while let Some((key, v)) = t.entry_at(seen) {
@@ -502,7 +621,7 @@ mod tests {
         assert_eq!(seen, m.len());
         t.clear();
         assert_eq!(t.len(), 0);
-        assert!(t.get(ik(0).as_bytes()).is_none());
+        assert!(t.get(&ik(0)).is_none());
         assert!(t.index.iter().all(|i| *i == 0));
     }
 
@@ -514,43 +633,68 @@ mod tests {
             capacity: 2,
         };
         let mut t = Table::new(&spec).unwrap();
-        let key = |s: &[u8], i: i64| {
-            let mut b = KeyBuf::new();
-            b.str(s);
-            b.int(i);
-            b
+        let key = |s: &'static [u8], i: i64| {
+            let mut k = Key::one(Comp::Str(s));
+            k.push(Comp::Int(i));
+            k
         };
-        t.entry(key(b"a", 1).as_bytes()).unwrap()[0] += 5;
-        t.entry(key(b"a", 2).as_bytes()).unwrap()[0] += 7;
-        assert_eq!(t.entry(key(b"c", 1).as_bytes()), Err(Full));
+        t.entry(&key(b"a", 1)).unwrap()[0] += 5;
+        t.entry(&key(b"a", 2)).unwrap()[0] += 7;
+        assert_eq!(t.entry(&key(b"c", 1)), Err(Full));
         assert_eq!(t.refused, 1);
-        assert_eq!(t.get(key(b"a", 2).as_bytes()), Some(&[7][..]));
+        assert_eq!(t.get(&key(b"a", 2)), Some(&[7][..]));
         let (k, _) = t.entry_at(1).unwrap();
         assert_eq!(components(spec.keys, k).collect::<Vec<_>>(), [Comp::Str(b"a"), Comp::Int(2)]);
-        t.remove(key(b"a", 1).as_bytes());
-        assert_eq!(t.get(key(b"a", 1).as_bytes()), None);
-        assert_eq!(t.get(key(b"a", 2).as_bytes()), Some(&[7][..]));
+        t.remove(&key(b"a", 1));
+        assert_eq!(t.get(&key(b"a", 1)), None);
+        assert_eq!(t.get(&key(b"a", 2)), Some(&[7][..]));
     }
 
     #[test]
-    fn word_hashes_spread_similar_keys() {
+    fn hashes_spread_similar_keys_in_both_widths() {
         // keys like the comm names of one workload: the index uses the low bits
-        for f in [hash_words32, hash_words64] {
-            let mut seen = std::collections::HashSet::new();
-            let mut low = std::collections::HashSet::new();
-            for i in 0..4096 {
-                let mut k = KeyBuf::new();
-                k.str(std::format!("kworker/{i}").as_bytes());
-                seen.insert(f(k.as_bytes()));
-                low.insert(f(k.as_bytes()) & 0x1fff);
-            }
-            assert_eq!(seen.len(), 4096);
+        for width in [Hasher::W32(0), Hasher::W64(0)] {
+            let h = |k: &Key<'_>| {
+                let mut h = width;
+                for c in parts(k) {
+                    match c {
+                        Comp::Int(v) => h.int(v),
+                        Comp::Str(s) => h.str(s),
+                    }
+                }
+                h.finish()
+            };
+            let names: Vec<Vec<u8>> = (0..4096).map(|i| std::format!("kworker/{i}").into_bytes()).collect();
+            let full: HashSet<u32> = names.iter().map(|n| h(&Key::one(Comp::Str(n)))).collect();
+            let low: HashSet<u32> = names.iter().map(|n| h(&Key::one(Comp::Str(n))) & 0x1fff).collect();
+            assert_eq!(full.len(), 4096);
             // 4096 keys in 8192 slots: a random function leaves about 2 600 distinct slots
             assert!(low.len() > 2400, "{}", low.len());
-            // a key and its extension by zero bytes differ (the length is hashed)
-            assert_ne!(f(b"ab"), f(b"ab\0"));
-            assert_ne!(f(b""), f(b"\0"));
+            // the length is hashed: a string and its extension by zero bytes differ
+            assert_ne!(h(&Key::one(Comp::Str(b"ab"))), h(&Key::one(Comp::Str(b"ab\0"))));
+            let mut two = Key::one(Comp::Str(b"a"));
+            two.push(Comp::Str(b""));
+            assert_ne!(h(&two), h(&Key::one(Comp::Str(b"a"))));
         }
+    }
+
+    #[test]
+    fn keys_compare_in_place_with_their_encoding() {
+        let mut k = Key::one(Comp::Str(b"hello, world"));
+        k.push(Comp::Int(-5));
+        let mut enc = [0u8; 64];
+        assert!(encode(&k, &mut enc[..encoded_len(&k)]));
+        let enc = &enc[..encoded_len(&k)];
+        assert_eq!(enc.len(), 1 + 12 + 8);
+        assert!(matches(&k, enc));
+        let shape = KeyShape::of(&[KeyKind::Str, KeyKind::Int]);
+        assert!(matches(&Key::decode(shape, enc), enc));
+        assert_eq!(hash(&Key::decode(shape, enc)), hash(&k));
+        let mut other = Key::one(Comp::Str(b"hello, worle"));
+        other.push(Comp::Int(-5));
+        assert!(!matches(&other, enc));
+        assert!(!matches(&Key::one(Comp::Str(b"hello, world")), enc));
+        assert!(!matches(&k, &enc[..enc.len() - 1]));
     }
 
     #[test]

@@ -325,6 +325,8 @@ fn an_infinite_loop_exhausts_the_budget_and_only_that_hit() {
     let c = p.counters();
     assert_eq!((c.hits, c.budget_exhausted, c.runtime_errors), (3, 2, 0));
     assert_eq!(p.globals()[1], 1);
+    // the first exhaustion of `spin` names it in a record (for the host to name the probe), once
+    assert_eq!(env.decoded(), [(RecordKind::BudgetExhausted, 0, vec![])]);
 }
 
 #[test]
