@@ -10,7 +10,10 @@
 //! nanosecond per guest instruction, so costs come out in guest instructions, and the figures
 //! do not depend on how busy the host is (wall-clock timing under TCG on a shared two-core machine
 //! varied by more than the kprobe cost itself). Time is read from `/proc/timer_list` (ns; the
-//! 10 ms steps of `/proc/uptime` are too coarse).
+//! 10 ms steps of `/proc/uptime` are too coarse). Each kprobe is timed once the kernel has optimized
+//! it (`CONFIG_OPTPROBES`: a jump to a detour instead of the breakpoint trap, a few ms after
+//! registration) or after two seconds if it never is, and its state is printed: timing one variant
+//! trapped and another jumping would compare different kprobe paths.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -136,17 +139,31 @@ fn timed_workload(guest: &mut Guest) -> Result<f64> {
     }
 }
 
+/// Wait until the kprobe on `vfs_read` is optimized (a jump instead of the breakpoint trap, which
+/// the kernel does a little after registering it when it can, `CONFIG_OPTPROBES`), for at most
+/// about two seconds, so every variant is timed in the same settled state; its kprobes list line.
+fn settled_kprobe(guest: &mut Guest) -> Result<String> {
+    let list = "grep vfs_read /sys/kernel/debug/kprobes/list";
+    let out = guest.console.run_ok(
+        &format!(
+            "for i in 1 2 3 4 5 6 7 8 9 10; do {list} | grep -q OPTIMIZED && break; sleep 0.2; done; {list}"
+        ),
+        T,
+    )?;
+    match out.lines().rev().find(|l| l.contains("vfs_read") && !l.contains("grep")) {
+        Some(l) => Ok(l.trim().to_owned()),
+        None => bail!("no kprobe on vfs_read is listed:\n{out}"),
+    }
+}
+
 /// The workload's time with `ktap_bare.ko` loaded (checked to be on `vfs_read`), unloaded after.
-fn timed_bare(guest: &mut Guest) -> Result<f64> {
+fn timed_bare(guest: &mut Guest) -> Result<(f64, String)> {
     let c = &mut guest.console;
     c.run_ok(&format!("insmod /lib/modules/{} symbol=vfs_read", crate::build_module::BARE_MODULE), T)?;
-    let list = c.run_ok("cat /sys/kernel/debug/kprobes/list", T)?;
-    if !list.lines().any(|l| l.contains("vfs_read")) {
-        bail!("ktap_bare.ko loaded but no kprobe on vfs_read is listed:\n{list}");
-    }
+    let state = settled_kprobe(guest)?;
     let secs = timed_workload(guest)?;
     guest.console.run_ok("rmmod ktap_bare", T)?;
-    Ok(secs)
+    Ok((secs, state))
 }
 
 /// Measure on `guest` and print the figures.
@@ -157,12 +174,21 @@ pub fn run(built: &Built, guest: &mut Guest) -> Result<()> {
         let mut secs = [0.0f64; 4];
         for (i, v) in Variant::ALL.into_iter().enumerate() {
             let Some(src) = v.script() else {
-                secs[i] = if v == Variant::Bare { timed_bare(guest)? } else { timed_workload(guest)? };
+                secs[i] = match v {
+                    Variant::Bare => {
+                        let (t, state) = timed_bare(guest)?;
+                        println!("bench: kprobe round {round}: bare kprobe `{state}`");
+                        t
+                    }
+                    _ => timed_workload(guest)?,
+                };
                 continue;
             };
             let script = dir.join(format!("ktap-bench-kprobe-{}-{i}.kp", std::process::id()));
             std::fs::write(&script, src)?;
             let push = Push::start(built, guest.agent_port(), &script)?;
+            let state = settled_kprobe(guest)?;
+            println!("bench: kprobe round {round}: ktap kprobe `{state}`");
             secs[i] = timed_workload(guest)?;
             let out = push.stop()?;
             let _ = std::fs::remove_file(&script);
