@@ -54,3 +54,22 @@ fn an_assembly_error_names_the_line() {
     assert!(err.contains("bad.kasm:3: no label `nowhere`"), "{err}");
     assert!(!d.join("x").exists());
 }
+
+/// A reader that closed its end (`ktap-host disasm IMAGE | head`) ends the listing quietly with
+/// exit 0, like any filter: no panic message about stdout.
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let src = "trace_begin { printf(\"%d\\n\", 1) }\n";
+    let opts = lang::CompileOptions { arch: Arch::Arm, build_id: vec![1, 2, 3] };
+    let c = lang::compile(src, "pipe.kp", &opts, &lang::NoKernel).unwrap_or_else(|d| panic!("{d:?}"));
+    let d = dir("pipe");
+    let img = d.join("pipe.kimg");
+    std::fs::write(&img, &c.image).unwrap();
+    // the read end is closed before the child starts, so its first write fails with EPIPE
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let o = Command::new(BIN).arg("disasm").arg(&img).stdout(writer).stderr(Stdio::piped()).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

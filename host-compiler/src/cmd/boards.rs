@@ -22,20 +22,21 @@ impl Cmd {
         if names.is_empty() {
             bail!("no board files (*.toml) in {}", dir.display());
         }
-        println!(
-            "{:<16} {:<10} {:<7} {:<20} {:<5} DESCRIPTION",
+        let mut table = format!(
+            "{:<16} {:<10} {:<7} {:<20} {:<5} DESCRIPTION\n",
             "NAME", "ARCH", "ENDIAN", "AGENT DEVICE", "KIND"
         );
         let mut bad = 0;
         for name in names {
             match Board::load(&dir, &name) {
-                Ok(b) => println!("{}", line(&b)),
+                Ok(b) => table.push_str(&format!("{}\n", line(&b))),
                 Err(e) => {
                     bad += 1;
-                    println!("{name:<16} invalid: {e}");
+                    table.push_str(&format!("{name:<16} invalid: {e}\n"));
                 }
             }
         }
+        super::emit(&table)?;
         if bad > 0 {
             bail!("{bad} board file(s) in {} do not validate", dir.display());
         }

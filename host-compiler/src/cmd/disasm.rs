@@ -40,8 +40,7 @@ pub fn run(args: DisasmArgs) -> anyhow::Result<()> {
     let sidecar = load_sidecar(path, args.sidecar.as_deref(), args.no_sidecar)?;
     let text = disassemble(&bytes, sidecar.as_ref())
         .with_context(|| format!("{} is not a valid image", path.display()))?;
-    print!("{text}");
-    Ok(())
+    super::emit(&text)
 }
 
 /// The sidecar given, or IMAGE.json when it exists (`None` with `ignore`).

@@ -61,6 +61,18 @@ impl Command {
     }
 }
 
+/// Write a command's output to stdout. A reader that went away (`ktap-host disasm X | head`) ends
+/// the output quietly, as it does for any Unix filter; `print!` would panic there, because Rust
+/// ignores SIGPIPE and the write fails with EPIPE instead.
+pub fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("cannot write to stdout"),
+    }
+}
+
 /// The `boards/` directory of the workspace this binary was built from, so any cwd works.
 pub fn default_boards_dir() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../boards"))

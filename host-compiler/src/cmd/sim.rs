@@ -69,7 +69,7 @@ impl SimArgs {
             _ => Renderer::new(&sidecar),
         };
         let out = sim::simulate_with(&image, &sidecar, &evs, renderer).with_context(|| origin.clone())?;
-        print!("{}", out.stdout);
+        super::emit(&out.stdout)?;
         for p in &out.problems {
             eprintln!("ktap: {p}");
         }

@@ -66,8 +66,7 @@ impl Cmd {
             Query::Sym(a) => sym::run(&source, &a, self.json),
             Query::Tracepoint(a) => tracepoint::run(&source, &a, self.json),
         }?;
-        print!("{out}");
-        Ok(())
+        super::emit(&out)
     }
 }
 

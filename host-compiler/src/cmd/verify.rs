@@ -40,15 +40,14 @@ impl VerifyArgs {
             Ok(v) => {
                 let mut probes = 0;
                 img.probes(|_| probes += 1);
-                println!(
-                    "ok: {} functions, {probes} probes, {} tables, {} globals, {} code bytes, budget {}",
+                super::emit(&format!(
+                    "ok: {} functions, {probes} probes, {} tables, {} globals, {} code bytes, budget {}\n",
                     v.funcs().len(),
                     img.tables().count(),
                     img.globals,
                     img.code.len(),
                     v.budget(),
-                );
-                Ok(())
+                ))
             }
             Err(e) => {
                 let place = where_in(&img, &e, sidecar.as_ref());
