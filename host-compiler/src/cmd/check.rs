@@ -38,8 +38,9 @@ pub struct ScriptOpts {
     pub vmlinux: Option<PathBuf>,
     /// Without a vmlinux: the kernel's System.map, or /proc/kallsyms saved from the board as root.
     /// Resolves kprobe functions and tracepoints only; `arg.NAME` and struct members need a
-    /// vmlinux with DWARF, and the image carries no build-id
-    #[arg(long, alias = "kallsyms", value_name = "PATH", conflicts_with = "vmlinux")]
+    /// vmlinux with DWARF, and the image carries no build-id. Given, it is used instead of any
+    /// vmlinux (a KTAP_VMLINUX left in the environment does not get in the way)
+    #[arg(long, alias = "kallsyms", value_name = "PATH")]
     pub system_map: Option<PathBuf>,
     #[command(flatten)]
     pub board: BoardOpts,
