@@ -118,16 +118,23 @@ pub(crate) enum Names<'a> {
 impl<'a> Names<'a> {
     /// The DIE defining type `key` (`struct sk_buff`, `u32`): its first full definition.
     pub fn type_get(&self, key: &str) -> Result<Option<u64>, String> {
+        self.lazy_or_full(|l, shared| l.type_get(shared, key), |i| i.types.get(key))
+    }
+
+    /// `lazy`'s answer when the lazy index can give one (`Some`), else `full`'s from the whole
+    /// index, built after the lazy one's lock is released (building takes that lock's owner).
+    fn lazy_or_full<T>(
+        &self,
+        lazy_q: impl FnOnce(&mut Lazy, &Shared) -> Result<Option<T>, String>,
+        full_q: impl FnOnce(&Index) -> T,
+    ) -> Result<T, String> {
         match *self {
-            Names::Full(i) => Ok(i.types.get(key)),
+            Names::Full(i) => Ok(full_q(i)),
             Names::Lazy { lazy, shared, owner } => {
-                let mut l = lazy.lock().map_err(|_| "DWARF index lock poisoned")?;
-                match l.type_get(shared, key)? {
+                let answer = lazy_q(&mut *lazy.lock().map_err(|_| "DWARF index lock poisoned")?, shared)?;
+                match answer {
                     Some(found) => Ok(found),
-                    None => {
-                        drop(l);
-                        Ok(owner.full_index()?.types.get(key))
-                    }
+                    None => Ok(full_q(owner.full_index()?)),
                 }
             }
         }
@@ -154,19 +161,7 @@ impl<'a> Names<'a> {
 
     /// The subprogram whose body starts at (or just past) `addr`, and where its body starts.
     pub fn function_at(&self, addr: u64) -> Result<Option<(u64, u64)>, String> {
-        match *self {
-            Names::Full(i) => Ok(i.funcs_at.function_at(addr)),
-            Names::Lazy { lazy, shared, owner } => {
-                let mut l = lazy.lock().map_err(|_| "DWARF index lock poisoned")?;
-                match l.function_at(shared, addr)? {
-                    Some(found) => Ok(found),
-                    None => {
-                        drop(l);
-                        Ok(owner.full_index()?.funcs_at.function_at(addr))
-                    }
-                }
-            }
-        }
+        self.lazy_or_full(|l, shared| l.function_at(shared, addr), |i| i.funcs_at.function_at(addr))
     }
 }
 
