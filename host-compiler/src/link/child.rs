@@ -54,9 +54,14 @@ impl ChildLink {
     }
 
     fn closed(&mut self) -> io::Error {
-        let status = match self.child.try_wait() {
-            Ok(Some(st)) => format!(" ({st})"),
-            _ => String::new(),
+        // the pipe closes a moment before the exit is reapable; wait briefly so the status can be named
+        let deadline = Instant::now() + Duration::from_millis(500);
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(st)) => break format!(" ({st})"),
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+                _ => break String::new(),
+            }
         };
         io::Error::new(io::ErrorKind::UnexpectedEof, format!("`{}` closed its output{status}", self.name))
     }
@@ -80,10 +85,13 @@ impl Link for ChildLink {
     fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
         let name = &self.name;
         let stdin = self.stdin.as_mut().ok_or_else(|| io::Error::other(format!("`{name}`: stdin closed")))?;
-        stdin
-            .write_all(data)
-            .and_then(|()| stdin.flush())
-            .map_err(|e| io::Error::new(e.kind(), format!("writing to `{name}`: {e}")))
+        match stdin.write_all(data).and_then(|()| stdin.flush()) {
+            Ok(()) => Ok(()),
+            // a child that exited (ssh refused, agent missing) is reported the same whether the host
+            // noticed it first by reading or by writing: which one comes first is a race
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Err(self.closed()),
+            Err(e) => Err(io::Error::new(e.kind(), format!("writing to `{name}`: {e}"))),
+        }
     }
 
     fn name(&self) -> &str {

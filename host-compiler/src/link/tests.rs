@@ -93,6 +93,14 @@ fn child_exit_is_an_error_with_its_status() {
     let e = err.to_string();
     assert!(e.contains("`sh -c printf hi; exit 3` closed its output"), "{e}");
 
+    // writing to a child that already exited names the same cause as reading from it
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "exec 0<&-; exit 4"]);
+    let mut link = ChildLink::spawn(cmd).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let e = link.write_all(&[0u8; 70_000]).unwrap_err().to_string();
+    assert!(e.contains("closed its output (exit status: 4)"), "{e}");
+
     let e = ChildLink::spawn(Command::new("/nonexistent/ktap-agent")).unwrap_err().to_string();
     assert!(e.contains("cannot start `/nonexistent/ktap-agent`"), "{e}");
 }
