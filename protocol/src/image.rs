@@ -5,7 +5,16 @@
 //! ```text
 //! header   magic "KTAP" | u16 format version | u16 flags (0) | u16 section count | u16 reserved (0) | u32 total length
 //! table    per section: u16 kind | u16 reserved (0) | u32 offset | u32 length        (offsets from image start)
-//! sections CODE, FUNCS, CONSTS, STRINGS, GLOBALS, TABLES, PROBES, FORMATS, BUILD_ID, META
+//! sections CODE, FUNCS, CONSTS, STRINGS, GLOBALS, TABLES, PROBES, FORMATS, BUILD_ID, META, [SYMBOLS]
+//! ```
+//!
+//! SYMBOLS is optional: only an image compiled from a `System.map` (or a saved `/proc/kallsyms`)
+//! carries it, in place of a build-id. It lists every kernel symbol whose address the image uses,
+//! so the agent can compare them with the running kernel's `/proc/kallsyms` before loading:
+//!
+//! ```text
+//! u8 version (1) | u8 n | base symbol name (n bytes) | u64 base address the addresses assume
+//! u16 count | count x (u64 address | u8 n | name (n bytes))
 //! ```
 //!
 //! Counted sections start with a u16 count followed by that many entries, and must be exactly that long.
@@ -51,11 +60,13 @@ pub enum SectionKind {
     BuildId = 9,
     /// Program-wide settings (instruction budget, frame budget).
     Meta = 10,
+    /// Optional: the kernel symbols an image compiled from a symbol map uses (see the module docs).
+    Symbols = 11,
 }
 
 impl SectionKind {
     /// Every kind, in canonical order.
-    pub const ALL: [SectionKind; 10] = [
+    pub const ALL: [SectionKind; 11] = [
         SectionKind::Code,
         SectionKind::Funcs,
         SectionKind::Consts,
@@ -66,6 +77,7 @@ impl SectionKind {
         SectionKind::Formats,
         SectionKind::BuildId,
         SectionKind::Meta,
+        SectionKind::Symbols,
     ];
 
     /// The kind numbered `n`, if known.
@@ -322,6 +334,55 @@ pub struct ProbeSpec<'a> {
     pub name: &'a [u8],
 }
 
+/// The version of the SYMBOLS section layout this crate reads and writes.
+pub const SYMBOLS_VERSION: u8 = 1;
+
+/// Most entries a SYMBOLS section may list: one per distinct probed symbol at most.
+pub const MAX_SYMBOLS: usize = crate::limits::MAX_PROBES as usize;
+
+/// One entry of the SYMBOLS section: a kernel symbol and the run-time address the image assumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelSym<'a> {
+    /// Address the image uses for it.
+    pub addr: u64,
+    /// Its name, printable ASCII.
+    pub name: &'a [u8],
+    /// Byte offset of this entry within the image (for refusals).
+    pub offset: usize,
+}
+
+/// The SYMBOLS section: the base the addresses were computed from, and the entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelSyms<'a> {
+    /// Name of the base symbol (`_text` or `_stext`), for messages.
+    pub base_name: &'a [u8],
+    /// The base symbol's address the image's addresses assume.
+    pub base_addr: u64,
+    /// Number of entries.
+    pub count: usize,
+    entries: &'a [u8],
+    entries_offset: usize,
+}
+
+impl<'a> KernelSyms<'a> {
+    /// The entries, in image order (already checked by [`Image::parse`]).
+    pub fn iter(&self) -> impl Iterator<Item = KernelSym<'a>> + use<'a> {
+        let mut r = Reader::new(self.entries);
+        let base = self.entries_offset;
+        (0..self.count).map_while(move |_| {
+            let at = r.pos();
+            let addr = r.u64()?;
+            let len = r.u8()? as usize;
+            Some(KernelSym { addr, name: r.take(len)?, offset: base + at })
+        })
+    }
+
+    /// The entry at byte offset `offset` of the image, if one starts there.
+    pub fn at_offset(&self, offset: usize) -> Option<KernelSym<'a>> {
+        self.iter().find(|s| s.offset == offset)
+    }
+}
+
 /// Kind of one printf argument.
 #[repr(u8)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -530,6 +591,8 @@ pub struct Image<'a> {
     pub frame_budget: u32,
     /// GNU build-id of the vmlinux the program was compiled against (may be empty).
     pub build_id: &'a [u8],
+    /// The SYMBOLS section of an image compiled from a symbol map, if present.
+    pub symbols: Option<KernelSyms<'a>>,
 }
 
 /// Fixed bytes of a probe entry before its name.
@@ -606,6 +669,7 @@ impl<'a> Image<'a> {
             budget: 0,
             frame_budget: 0,
             build_id: &[],
+            symbols: None,
         };
         for k in [SectionKind::Code, SectionKind::Funcs] {
             if img.section(k).is_none() {
@@ -682,11 +746,56 @@ impl<'a> Image<'a> {
             }
             self.build_id = id;
         }
+        self.symbols = self.parse_symbols()?;
         // variable-length sections: strings, probes, formats
         self.walk_strings(|_| Ok(()))?;
         self.walk_probes(|_| Ok(()))?;
         self.walk_formats(|_| Ok(()))?;
         Ok(())
+    }
+
+    /// The optional SYMBOLS section, every entry checked.
+    fn parse_symbols(&self) -> Result<Option<KernelSyms<'a>>, ImageError> {
+        let k = SectionKind::Symbols;
+        let Some(sec) = self.section(k) else { return Ok(None) };
+        let mut r = Reader::new(sec);
+        let name = |r: &mut Reader<'a>, at: usize| -> Result<&'a [u8], ImageError> {
+            let len = r.u8().ok_or(self.malformed(k, at, "truncated symbol name"))? as usize;
+            if len == 0 || len > MAX_PROBE_NAME {
+                return Err(self.malformed(k, at, "symbol name empty or longer than 127 bytes"));
+            }
+            let n = r.take(len).ok_or(self.malformed(k, at, "truncated symbol name"))?;
+            if !n.iter().all(|c| c.is_ascii_graphic()) {
+                return Err(self.malformed(k, at + 1, "symbol name is not printable ASCII"));
+            }
+            Ok(n)
+        };
+        if r.u8() != Some(SYMBOLS_VERSION) {
+            return Err(self.malformed(k, 0, "unknown symbols section version"));
+        }
+        let base_name = name(&mut r, 1)?;
+        let base_addr = r.u64().ok_or(self.malformed(k, r.pos(), "missing base address"))?;
+        let at = r.pos();
+        let count = r.u16().ok_or(self.malformed(k, at, "missing entry count"))? as usize;
+        if count == 0 || count > MAX_SYMBOLS {
+            return Err(self.malformed(k, at, "symbol count must be 1 to 64"));
+        }
+        let entries_at = r.pos();
+        for _ in 0..count {
+            let at = r.pos();
+            r.u64().ok_or(self.malformed(k, at, "truncated symbol entry"))?;
+            name(&mut r, at + 8)?;
+        }
+        if r.remaining() != 0 {
+            return Err(self.malformed(k, r.pos(), "trailing bytes"));
+        }
+        Ok(Some(KernelSyms {
+            base_name,
+            base_addr,
+            count,
+            entries: sec.get(entries_at..).unwrap_or(&[]),
+            entries_offset: self.section_offset(k) + entries_at,
+        }))
     }
 
     fn walk_strings(&self, mut f: impl FnMut(&'a [u8]) -> Result<(), ImageError>) -> Result<(), ImageError> {
@@ -865,6 +974,7 @@ impl<'a> Image<'a> {
 /// Builds images on the host (the compiler and the test assembler).
 #[cfg(feature = "alloc")]
 pub mod build {
+    use alloc::vec;
     use alloc::vec::Vec;
 
     use super::*;
@@ -905,10 +1015,38 @@ pub mod build {
         pub formats: Vec<Vec<ArgKind>>,
         /// Kernel build-id.
         pub build_id: Vec<u8>,
+        /// The SYMBOLS section (images compiled from a symbol map); `None` writes no section.
+        pub symbols: Option<OwnedSymbols>,
         /// Instruction budget per hit (0: the VM's default).
         pub budget: u32,
         /// Frame memory budget in bytes (0: `MAX_FRAME_BUDGET`).
         pub frame_budget: u32,
+    }
+
+    /// The SYMBOLS section to encode.
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct OwnedSymbols {
+        /// The base symbol's name (`_text` or `_stext`).
+        pub base_name: Vec<u8>,
+        /// The base address the addresses assume.
+        pub base_addr: u64,
+        /// (address, name) of every kernel symbol the image uses.
+        pub entries: Vec<(u64, Vec<u8>)>,
+    }
+
+    impl OwnedSymbols {
+        fn encode(&self) -> Vec<u8> {
+            let mut b = vec![SYMBOLS_VERSION, self.base_name.len() as u8];
+            b.extend_from_slice(&self.base_name);
+            b.extend_from_slice(&self.base_addr.to_le_bytes());
+            b.extend_from_slice(&(self.entries.len() as u16).to_le_bytes());
+            for (addr, name) in &self.entries {
+                b.extend_from_slice(&addr.to_le_bytes());
+                b.push(name.len() as u8);
+                b.extend_from_slice(name);
+            }
+            b
+        }
     }
 
     fn counted(n: usize, body: Vec<u8>) -> Vec<u8> {
@@ -919,7 +1057,8 @@ pub mod build {
     }
 
     impl ImageBuilder {
-        /// Encode the image. Every section is written, empty ones included, in canonical order.
+        /// Encode the image. Every section is written, empty ones included, in canonical order; the
+        /// optional SYMBOLS section only when set.
         pub fn build(&self) -> Vec<u8> {
             let mut secs: Vec<(SectionKind, Vec<u8>)> = Vec::new();
             secs.push((SectionKind::Code, self.code.clone()));
@@ -971,6 +1110,9 @@ pub mod build {
             let mut meta = self.budget.to_le_bytes().to_vec();
             meta.extend_from_slice(&self.frame_budget.to_le_bytes());
             secs.push((SectionKind::Meta, meta));
+            if let Some(syms) = &self.symbols {
+                secs.push((SectionKind::Symbols, syms.encode()));
+            }
 
             let mut out = Vec::new();
             out.extend_from_slice(&MAGIC);
@@ -1041,6 +1183,76 @@ mod tests {
             build_id: vec![0xab; 20],
             budget: 500,
             frame_budget: 4000,
+            symbols: None,
+        }
+    }
+
+    fn with_symbols() -> ImageBuilder {
+        ImageBuilder {
+            build_id: Vec::new(),
+            symbols: Some(OwnedSymbols {
+                base_name: b"_text".to_vec(),
+                base_addr: 0xc000_8000,
+                entries: vec![(0xc0de, b"vfs_read".to_vec()), (0xc100, b"do_sys_openat2".to_vec())],
+            }),
+            ..sample()
+        }
+    }
+
+    #[test]
+    fn symbols_section_is_optional_and_round_trips() {
+        let plain = sample().build();
+        assert_eq!(Image::parse(&plain).unwrap().symbols, None);
+        let bytes = with_symbols().build();
+        let img = Image::parse(&bytes).unwrap();
+        let syms = img.symbols.unwrap();
+        assert_eq!((syms.base_name, syms.base_addr, syms.count), (&b"_text"[..], 0xc000_8000, 2));
+        let all: Vec<_> = syms.iter().collect();
+        assert_eq!(all.len(), 2);
+        assert_eq!((all[1].addr, all[1].name), (0xc100, &b"do_sys_openat2"[..]));
+        // offsets point at the entry's address field inside the image
+        assert_eq!(&bytes[all[1].offset..all[1].offset + 8], &0xc100u64.to_le_bytes());
+        assert_eq!(syms.at_offset(all[0].offset), Some(all[0]));
+        assert_eq!(syms.at_offset(all[0].offset + 1), None);
+        assert!(img.build_id.is_empty());
+    }
+
+    #[test]
+    fn symbols_section_errors_name_the_byte() {
+        let sec_at = |b: &[u8]| Image::parse(b).unwrap().section_offset(SectionKind::Symbols);
+        let good = with_symbols().build();
+        let base = sec_at(&good);
+        let what = |b: &[u8]| match Image::parse(b).unwrap_err() {
+            ImageError::Malformed { kind: 11, offset, what } => (offset - base, what),
+            e => panic!("{e:?}"),
+        };
+        let mut b = good.clone();
+        b[base] = 2;
+        assert_eq!(what(&b), (0, "unknown symbols section version"));
+        let mut b = good.clone();
+        b[base + 2] = b' ';
+        assert_eq!(what(&b), (2, "symbol name is not printable ASCII"));
+        let mut s = with_symbols();
+        s.symbols.as_mut().unwrap().entries.clear();
+        assert_eq!(what(&s.build()), (15, "symbol count must be 1 to 64"));
+        let mut s = with_symbols();
+        s.symbols.as_mut().unwrap().entries[0].1.clear();
+        assert_eq!(what(&s.build()), (17 + 8, "symbol name empty or longer than 127 bytes"));
+        let mut s = with_symbols();
+        s.symbols.as_mut().unwrap().entries = vec![(1, b"f".to_vec()); MAX_SYMBOLS + 1];
+        assert_eq!(what(&s.build()), (15, "symbol count must be 1 to 64"));
+        for n in 0..good.len() {
+            assert!(Image::parse(&good[..n]).is_err());
+        }
+        for i in base..good.len() {
+            for bit in 0..8 {
+                let mut b = good.clone();
+                b[i] ^= 1 << bit;
+                if let Ok(img) = Image::parse(&b) {
+                    let syms = img.symbols.unwrap();
+                    assert_eq!(syms.iter().count(), syms.count, "byte {i} bit {bit}");
+                }
+            }
         }
     }
 

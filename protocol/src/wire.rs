@@ -291,6 +291,19 @@ pub mod codes {
     pub const NO_FILE: u16 = 0x40b;
     /// The kernel refused to load (or unload the old) module (`detail` = -errno).
     pub const MODULE_LOAD: u16 = 0x307;
+    /// A symbol of the image's SYMBOLS section (compiled from a System.map) is not at that address
+    /// in the running kernel's `/proc/kallsyms` (`offset` = the entry's byte offset in the image,
+    /// `detail` = the board's address of the first symbol of that name minus the base address the
+    /// image assumes, saturated, or [`SYMBOL_ABSENT`] when no symbol of that name exists).
+    pub const SYMBOL_MISMATCH: u16 = 0x40c;
+    /// A kprobe of an image with a SYMBOLS section attaches to a symbol the section does not list,
+    /// or below its address (`offset` = the probe spec's byte offset in the image).
+    pub const SYMBOL_UNLISTED: u16 = 0x40d;
+    /// The agent could not read `/proc/kallsyms` with addresses to check an image compiled from a
+    /// System.map (`detail` = errno, 0 when it shows only zero addresses: not root, kptr_restrict).
+    pub const NO_KALLSYMS: u16 = 0x40e;
+    /// [`SYMBOL_MISMATCH`]'s detail when the running kernel has no symbol of that name.
+    pub const SYMBOL_ABSENT: i32 = i32::MIN;
 
     /// A short description of a kernel- or agent-side code.
     pub fn describe(code: u16) -> Option<&'static str> {
@@ -313,6 +326,11 @@ pub mod codes {
             BAD_PATH => "the destination path must be absolute, at most 200 bytes, without NUL",
             NO_FILE => "no file transfer in progress (or a program is running)",
             MODULE_LOAD => "the kernel refused to load the module",
+            SYMBOL_MISMATCH => "the System.map the image was compiled from does not match the running kernel",
+            SYMBOL_UNLISTED => "a kprobe's symbol is missing from the image's symbol list",
+            NO_KALLSYMS => {
+                "the agent cannot read /proc/kallsyms addresses to check the image's symbols (run it as root)"
+            }
             _ => return crate::image::ImageError::describe_code(code),
         })
     }

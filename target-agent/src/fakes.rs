@@ -70,6 +70,8 @@ pub struct FakeDevice {
     pub write_errno: Option<Errno>,
     /// Make `load_module` fail with this errno.
     pub module_errno: Option<Errno>,
+    /// What `/proc/kallsyms` holds; `Err(errno)` makes reading it fail.
+    pub kallsyms: Option<Result<Vec<u8>, Errno>>,
 }
 
 impl FakeDevice {
@@ -137,6 +139,20 @@ impl Device for FakeDevice {
         let g = core::mem::take(&mut self.garbage);
         buf[n..n + g.len()].copy_from_slice(&g);
         Ok(n + g.len())
+    }
+    fn kallsyms(&mut self, feed: &mut dyn FnMut(&[u8]) -> bool) -> Result<(), Errno> {
+        self.log.push("kallsyms");
+        let text = match &self.kallsyms {
+            Some(Ok(t)) => t.clone(),
+            Some(Err(e)) => return Err(*e),
+            None => Vec::new(),
+        };
+        for chunk in text.chunks(100) {
+            if feed(chunk) {
+                break;
+            }
+        }
+        Ok(())
     }
     fn unload(&mut self) -> Result<(), Errno> {
         self.log.push("unload");

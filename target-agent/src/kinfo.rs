@@ -117,7 +117,7 @@ impl BaseScan {
 }
 
 /// `ADDR TYPE NAME[\t[module]]` -> (ADDR, NAME).
-fn parse_line(line: &[u8]) -> Option<(u64, &[u8])> {
+pub(crate) fn parse_line(line: &[u8]) -> Option<(u64, &[u8])> {
     let mut fields = line.split(|c| *c == b' ' || *c == b'\t').filter(|f| !f.is_empty());
     let addr = fields.next()?;
     let _kind = fields.next()?;

@@ -12,6 +12,8 @@
 //! - [`batch`]: cuts the kernel's record stream into [`AgentMsg::Records`] batches, never splitting a record.
 //! - [`outq`]: a fixed-size queue of encoded frames for the binary's link writer.
 //! - [`kinfo`]: parsers for what the Hello reply reports (`/sys/kernel/notes`, `/proc/kallsyms`).
+//! - [`symcheck`]: an image compiled from a System.map is checked against `/proc/kallsyms` instead of
+//!   a build-id.
 //!
 //! The binary (`src/bin/agent/`, feature `target`) adds `_start`, the syscall layer, the tty setup and
 //! the event loop.
@@ -42,6 +44,7 @@ pub mod kinfo;
 pub mod outq;
 pub mod session;
 pub mod stream;
+pub mod symcheck;
 pub mod upload;
 
 #[cfg(test)]
@@ -110,6 +113,9 @@ pub trait Device {
     /// Detach and free the program, if any, and release the device. Also called after a refused
     /// load, which leaves nothing loaded.
     fn unload(&mut self) -> Result<(), Errno>;
+    /// Read the running kernel's `/proc/kallsyms` from the start, handing each chunk to `feed`
+    /// until it returns true or the file ends (for [`symcheck`]).
+    fn kallsyms(&mut self, feed: &mut dyn FnMut(&[u8]) -> bool) -> Result<(), Errno>;
 }
 
 /// Where [`AgentMsg`]s go: the binary frames them into an [`outq::OutQueue`] and writes it to the link.

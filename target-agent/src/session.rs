@@ -47,6 +47,7 @@ use ktap_protocol::wire::{
 use crate::batch;
 use crate::install::{self, FileRx, Install};
 use crate::stream::RecordStream;
+use crate::symcheck;
 use crate::upload::{Refusal, Step, Upload};
 use crate::{AGENT_VERSION, BoardInfo, Device, Errno, Link, LoadError};
 
@@ -479,9 +480,22 @@ impl<D: Device + Install, L: Link> Core<'_, D, L> {
             Ok(img) => img,
             Err(e) => return Some(refusal(e.code(), e.offset())),
         };
-        if parsed.build_id.is_empty() || parsed.build_id != self.info.build_id {
+        // A vmlinux-compiled image must carry the running kernel's build-id; one compiled from a
+        // System.map lists its symbols instead, checked against /proc/kallsyms (any build-id it
+        // also carries must still match).
+        let same = parsed.build_id == self.info.build_id;
+        let build_id_ok = match parsed.symbols {
+            None => same && !parsed.build_id.is_empty(),
+            Some(_) => same || parsed.build_id.is_empty(),
+        };
+        if !build_id_ok {
             let at = parsed.section_offset(SectionKind::BuildId);
             return Some(refusal(codes::BUILD_ID_MISMATCH, at));
+        }
+        if let Some(syms) = parsed.symbols {
+            if let Err(r) = symcheck::check(&parsed, syms, &mut self.dev) {
+                return Some(LoadReply::Rejected(r));
+            }
         }
         if self.state == State::Loaded {
             // The host replaces its program; the kernel holds one at a time.

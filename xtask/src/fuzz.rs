@@ -44,6 +44,16 @@ fn seeds(root: &Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     let mut out = Vec::new();
     let mut add = |name: String, src: &str| -> anyhow::Result<()> {
         let a = assemble(src).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        if out.is_empty() {
+            // the first also as an image compiled from a System.map: the optional SYMBOLS section
+            let mut b = a.image.clone();
+            b.symbols = Some(ktap_protocol::image::build::OwnedSymbols {
+                base_name: b"_stext".to_vec(),
+                base_addr: 0xc000_8240,
+                entries: vec![(0xc000_8240, b"_stext".to_vec()), (0xc05c_b724, b"vfs_read".to_vec())],
+            });
+            out.push((format!("{name}-symbols"), b.build()));
+        }
         out.push((name, a.image.build()));
         Ok(())
     };

@@ -75,6 +75,12 @@ pub const E2E_FILES: &[E2eFile] = &[
         why: "no-fault kernel reads, kernel stack capture and timers run per-arch kernel code",
     },
     E2eFile {
+        name: "system_map",
+        scope: Scope::Primary,
+        why: "push from a System.map: the agent's kallsyms check is arch-independent parsing; the \
+              base symbol and KASLR rebasing it relies on are covered per arch by arch_abi",
+    },
+    E2eFile {
         name: "samples",
         scope: Scope::Primary,
         why: "the sample scripts check the language and the formatter, the same host code for every arch",

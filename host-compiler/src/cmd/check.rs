@@ -38,8 +38,9 @@ pub struct ScriptOpts {
     pub vmlinux: Option<PathBuf>,
     /// Without a vmlinux: the kernel's System.map, or /proc/kallsyms saved from the board as root.
     /// Resolves kprobe functions and tracepoints only; `arg.NAME` and struct members need a
-    /// vmlinux with DWARF, and the image carries no build-id. Given, it is used instead of any
-    /// vmlinux (a KTAP_VMLINUX left in the environment does not get in the way)
+    /// vmlinux with DWARF. The image carries no build-id but lists the symbols it uses, which the
+    /// agent checks against the running kernel's /proc/kallsyms before arming. Given, it is used
+    /// instead of any vmlinux (a KTAP_VMLINUX left in the environment does not get in the way)
     #[arg(long, alias = "kallsyms", value_name = "PATH")]
     pub system_map: Option<PathBuf>,
     #[command(flatten)]
@@ -54,8 +55,28 @@ pub struct Loaded {
     pub name: String,
     /// Arch and build-id.
     pub opts: CompileOptions,
-    /// The vmlinux, or [`NoKernel`] without one.
-    pub resolver: Box<dyn Resolver>,
+    /// The vmlinux, if one was given (kept to leave its DWARF index cache behind).
+    pub vmlinux: Option<Box<Vmlinux>>,
+    /// The System.map, or [`NoKernel`], when there is no vmlinux.
+    other: Box<dyn Resolver>,
+}
+
+impl Loaded {
+    /// What kernel symbols and types resolve against.
+    pub fn resolver(&self) -> &dyn Resolver {
+        match &self.vmlinux {
+            Some(v) => v.as_ref(),
+            None => self.other.as_ref(),
+        }
+    }
+
+    /// After the compile: start the background DWARF index build if it read the vmlinux lazily
+    /// and no whole index is cached ([`super::symbols::index::in_background`]).
+    pub fn leave_index_behind(&self) {
+        if let Some(v) = &self.vmlinux {
+            super::symbols::index::in_background(v);
+        }
+    }
 }
 
 impl ScriptOpts {
@@ -66,12 +87,15 @@ impl ScriptOpts {
             std::fs::read_to_string(&self.script).with_context(|| format!("cannot read script {name}"))?;
         let board = self.board.load()?;
         if let Some(map) = &self.system_map {
-            let map = SymbolMap::open(map).map_err(anyhow::Error::msg)?;
+            let mut map = SymbolMap::open(map).map_err(anyhow::Error::msg)?;
+            map.set_arch(board.arch);
             let opts = CompileOptions { arch: board.arch, build_id: Vec::new() };
-            return Ok(Loaded { source, name, opts, resolver: Box::new(map) });
+            return Ok(Loaded { source, name, opts, vmlinux: None, other: Box::new(map) });
         }
-        let (opts, resolver) = kernel_resolver(self.vmlinux.as_deref(), &board, Box::new(NoKernel))?;
-        Ok(Loaded { source, name, opts, resolver })
+        let vmlinux = self.vmlinux.as_deref().map(|p| Vmlinux::open_for(p, board.arch)).transpose()?;
+        let build_id = vmlinux.as_ref().map_or_else(Vec::new, |v| v.build_id().to_vec());
+        let opts = CompileOptions { arch: board.arch, build_id };
+        Ok(Loaded { source, name, opts, vmlinux: vmlinux.map(Box::new), other: Box::new(NoKernel) })
     }
 }
 
@@ -109,10 +133,11 @@ impl CheckArgs {
 /// Check the script; `Ok` only if it has no errors.
 pub fn run(args: CheckArgs) -> anyhow::Result<()> {
     let l = args.script.load()?;
-    let diags = lang::check(&l.source, &l.name, &l.opts, l.resolver.as_ref());
+    let diags = lang::check(&l.source, &l.name, &l.opts, l.resolver());
     if !diags.is_empty() {
         return Err(fail(&diags, &l.name, &l.source));
     }
+    l.leave_index_behind();
     if let Some(map) = &args.script.system_map {
         eprintln!("{}: no errors (kernel symbols checked against {})", l.name, map.display());
     } else if args.script.vmlinux.is_none() {

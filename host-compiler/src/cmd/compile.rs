@@ -34,8 +34,9 @@ impl CompileArgs {
 /// Compile the script and write the image and its sidecar.
 pub fn run(args: CompileArgs) -> anyhow::Result<()> {
     let l = args.script.load()?;
-    let compiled = lang::compile(&l.source, &l.name, &l.opts, l.resolver.as_ref())
+    let compiled = lang::compile(&l.source, &l.name, &l.opts, l.resolver())
         .map_err(|diags| fail(&diags, &l.name, &l.source))?;
+    l.leave_index_behind();
     let out = &args.output;
     std::fs::write(out, &compiled.image).with_context(|| format!("cannot write image {}", out.display()))?;
     let sc_path = Sidecar::path_for(out);

@@ -12,12 +12,14 @@ use clap::Args;
 use ktap_host::board::Board;
 use ktap_host::format::{Renderer, kernel_symbolizer};
 use ktap_host::lang;
+use ktap_host::lang::Resolver;
 use ktap_host::link::{Link, SerialLink, SshTarget, console, ssh};
 use ktap_host::qemu::{Artifacts, Guest};
 use ktap_host::session::{
     AgentInfo, ImageContext, Output, RunOptions, Session, StopFlag, Timeouts, function_at,
 };
 use ktap_host::sidecar::Sidecar;
+use ktap_host::vmlinux::symmap::SymbolMap;
 use ktap_host::vmlinux::{Vmlinux, hex};
 use ktap_protocol::image::{Image, ProbeKind};
 
@@ -36,6 +38,13 @@ pub struct Cmd {
     /// booted QEMU board: the one in its artifacts]
     #[arg(long, env = "KTAP_VMLINUX", value_name = "PATH")]
     vmlinux: Option<PathBuf>,
+    /// Without the vmlinux: the kernel's System.map, or /proc/kallsyms saved from the board as root.
+    /// The script is compiled from it (kprobes and tracepoints; `arg.NAME` and members need a
+    /// vmlinux) and the image lists the symbols it uses, which the agent checks against the running
+    /// kernel's /proc/kallsyms before arming anything. With a vmlinux given as well, the map is
+    /// still what the script is compiled from, and the vmlinux's build-id must match the board's
+    #[arg(long, alias = "kallsyms", value_name = "PATH")]
+    system_map: Option<PathBuf>,
     /// Where `cargo xtask build` left a QEMU board's kernel, initramfs and vmlinux
     /// [default: target/ktap/BOARD of this workspace]
     #[arg(long, env = "KTAP_ARTIFACTS", value_name = "DIR")]
@@ -180,6 +189,11 @@ impl Cmd {
         let board = self.board.load()?;
         // Read inputs before touching the board, so a typo fails fast.
         let given_vmlinux = self.vmlinux.as_deref().map(|p| Vmlinux::open_for(p, board.arch)).transpose()?;
+        let mut map =
+            self.system_map.as_deref().map(SymbolMap::open).transpose().map_err(anyhow::Error::msg)?;
+        if let Some(m) = map.as_mut() {
+            m.set_arch(board.arch);
+        }
         let prebuilt = self.image.as_deref().map(load_image).transpose()?;
         let source = match &self.script {
             Some(path) => Some(
@@ -199,16 +213,21 @@ impl Cmd {
             true => None,
             false => Some(qemu_artifacts(&board, self.artifacts.as_deref())?),
         };
-        let mut vmlinux = match (given_vmlinux, &artifacts) {
-            (Some(v), _) => v,
-            (None, Some(a)) => Vmlinux::open_for(&a.vmlinux, board.arch)?,
-            (None, None) => bail!("give --vmlinux: the board's kernel symbols come from its vmlinux"),
+        // With a System.map, a QEMU board's own vmlinux is not used: the map is what was asked for.
+        let mut vmlinux = match (given_vmlinux, &artifacts, &map) {
+            (Some(v), ..) => Some(v),
+            (None, Some(a), None) => Some(Vmlinux::open_for(&a.vmlinux, board.arch)?),
+            (None, _, Some(_)) => None,
+            (None, None, None) => {
+                bail!("give --vmlinux (or --system-map): the board's kernel symbols come from its vmlinux")
+            }
         };
         // Compile once before touching the board: script errors and a refused kprobe must not cost a
         // boot or a connection. The program uploaded is compiled again once connected, against the
         // kernel base the agent reports (KASLR).
         if let (None, Some(path), Some(src)) = (&prebuilt, &self.script, &source) {
-            check_kprobes(&compile(path, src, &board, &vmlinux)?, &board, self.allow_kprobe_hazard, false)?;
+            let first = compile(path, src, &board, kernel(&map, &vmlinux)?)?;
+            check_kprobes(&first, &board, self.allow_kprobe_hazard, false)?;
         }
         if let Some(p) = &prebuilt {
             check_kprobes(p, &board, self.allow_kprobe_hazard, false)?;
@@ -230,14 +249,23 @@ impl Cmd {
             agent.release
         );
         let t_connected = t0.elapsed();
-        session.check_build_id(vmlinux.path(), vmlinux.build_id())?;
-        vmlinux.rebase(&agent.base_symbol, agent.base_addr)?;
+        // The build-id check is mandatory whenever a vmlinux is used, even beside a System.map.
+        if let Some(v) = vmlinux.as_mut() {
+            session.check_build_id(v.path(), v.build_id())?;
+            v.rebase(&agent.base_symbol, agent.base_addr)?;
+        }
+        if let Some(m) = map.as_mut() {
+            m.rebase(&agent.base_symbol, agent.base_addr).map_err(anyhow::Error::msg)?;
+        }
 
         let program = match (prebuilt, &self.script, source) {
             (Some(p), ..) => p,
-            (None, Some(path), Some(src)) => compile(path, &src, &board, &vmlinux)?,
+            (None, Some(path), Some(src)) => compile(path, &src, &board, kernel(&map, &vmlinux)?)?,
             _ => bail!("give a SCRIPT or --image"),
         };
+        if let Some(v) = &vmlinux {
+            super::symbols::index::in_background(v);
+        }
         check_program(&program, &agent, !self.no_host_verify)?;
         check_kprobes(&program, &board, self.allow_kprobe_hazard, true)?;
         let t_compiled = t0.elapsed();
@@ -248,10 +276,12 @@ impl Cmd {
         eprintln!("ktap: tracing {} ({probes} probes); Ctrl-C to stop", program.origin.display());
 
         let mut out = CliOutput {
-            renderer: match program.sidecar.stacks.is_empty() {
-                true => Renderer::new(&program.sidecar),
+            renderer: match (program.sidecar.stacks.is_empty(), &vmlinux, &map) {
+                (true, ..) => Renderer::new(&program.sidecar),
                 // stacks print as symbol+offset (the table is built only for programs that have some)
-                false => Renderer::new(&program.sidecar).with_symbolizer(kernel_symbolizer(&vmlinux)?),
+                (false, Some(v), _) => Renderer::new(&program.sidecar).with_symbolizer(kernel_symbolizer(v)?),
+                (false, None, Some(m)) => Renderer::new(&program.sidecar).with_symbolizer(m.symbolizer()),
+                (false, None, None) => Renderer::new(&program.sidecar),
             },
             stdout: std::io::stdout().lock(),
             first_event: None,
@@ -367,12 +397,37 @@ fn load_image(path: &Path) -> anyhow::Result<Program> {
     Ok(Program { image, sidecar, origin: path.to_owned() })
 }
 
-/// Compile `src` against the vmlinux (kprobe addresses rebased to the running kernel). Diagnostics go
-/// to stderr, rendered against the source.
-fn compile(path: &Path, src: &str, board: &Board, vmlinux: &Vmlinux) -> anyhow::Result<Program> {
+/// What the script is compiled against: the System.map if given (the image then lists its symbols
+/// for the agent's kallsyms check, plus the vmlinux's build-id when one is given too), else the
+/// vmlinux.
+struct Kernel<'k> {
+    resolver: &'k dyn Resolver,
+    build_id: &'k [u8],
+}
+
+fn kernel<'k>(map: &'k Option<SymbolMap>, vmlinux: &'k Option<Vmlinux>) -> anyhow::Result<Kernel<'k>> {
+    let build_id = vmlinux.as_ref().map_or(&[][..], |v| v.build_id());
+    match (map, vmlinux) {
+        (Some(m), _) => {
+            if m.symbol_base().is_none() {
+                bail!(
+                    "{} has neither `_stext` nor `_text`: the agent could not check it against the running kernel",
+                    m.path().display()
+                );
+            }
+            Ok(Kernel { resolver: m, build_id })
+        }
+        (None, Some(v)) => Ok(Kernel { resolver: v, build_id }),
+        (None, None) => bail!("compiling a script needs --vmlinux or --system-map"),
+    }
+}
+
+/// Compile `src` against the kernel's symbols (kprobe addresses rebased to the running kernel).
+/// Diagnostics go to stderr, rendered against the source.
+fn compile(path: &Path, src: &str, board: &Board, kernel: Kernel<'_>) -> anyhow::Result<Program> {
     let name = path.display().to_string();
-    let opts = lang::CompileOptions { arch: board.arch, build_id: vmlinux.build_id().to_vec() };
-    match lang::compile(src, &name, &opts, vmlinux) {
+    let opts = lang::CompileOptions { arch: board.arch, build_id: kernel.build_id.to_vec() };
+    match lang::compile(src, &name, &opts, kernel.resolver) {
         Ok(c) => Ok(Program { image: c.image, sidecar: c.sidecar, origin: path.to_owned() }),
         Err(diags) => {
             lang::emit_stderr(&diags, &name, src);
@@ -395,7 +450,9 @@ fn check_program(p: &Program, agent: &AgentInfo, verify: bool) -> anyhow::Result
         let func = function_at(ctx, e.offset()).map(|f| format!(" (in `{f}`)")).unwrap_or_default();
         bail!("image {} fails the host-side verifier: {e}{func}", p.origin.display());
     }
-    if img.build_id != agent.build_id.as_slice() {
+    // An image compiled from a System.map has no build-id (the agent checks its symbols instead);
+    // any build-id an image carries must be the running kernel's.
+    if (img.symbols.is_none() || !img.build_id.is_empty()) && img.build_id != agent.build_id.as_slice() {
         bail!(
             "image {} was compiled for kernel build-id {} but the running kernel ({}) has {}: recompile it against this kernel's vmlinux",
             p.origin.display(),

@@ -2,9 +2,11 @@
 //!
 //! One file per query under `symbols/`: `func` (parameters, types, where a kprobe finds them),
 //! `type` (a pahole-like layout), `sym` (name to address and back), `tracepoint` (`TP_PROTO`
-//! arguments and the trace record). `--json` prints the same facts as one JSON document.
+//! arguments and the trace record), `index` (build the DWARF index cache now). `--json` prints the
+//! same facts as one JSON document.
 
 mod func;
+pub mod index;
 mod sym;
 mod tracepoint;
 mod type_;
@@ -44,6 +46,9 @@ pub enum Query {
     Sym(sym::Args),
     /// A tracepoint's probe arguments (TP_PROTO) and its trace record layout, e.g. sched:sched_switch
     Tracepoint(tracepoint::Args),
+    /// Build and cache the whole DWARF name index now (check, compile and push start this in the
+    /// background after a first lazy compile)
+    Index(index::Args),
 }
 
 /// Where the facts come from.
@@ -65,6 +70,7 @@ impl Cmd {
             Query::Type(a) => type_::run(&source, &a, self.json),
             Query::Sym(a) => sym::run(&source, &a, self.json),
             Query::Tracepoint(a) => tracepoint::run(&source, &a, self.json),
+            Query::Index(a) => index::run(&source, &a, self.json),
         }?;
         super::emit(&out)
     }

@@ -23,7 +23,7 @@ pub mod lexer;
 pub mod lower;
 pub mod parser;
 
-use ktap_protocol::image::build::{ImageBuilder, OwnedProbe};
+use ktap_protocol::image::build::{ImageBuilder, OwnedProbe, OwnedSymbols};
 use ktap_protocol::image::{FuncSpec, Image, KeyShape, PROBE_EVERY_CPU, ProbeKind, TableSpec, ValueKind};
 use ktap_protocol::limits::{MAX_BUILD_ID, MAX_CODE, MAX_FUNCS, MAX_IMAGE};
 
@@ -99,6 +99,13 @@ pub trait Resolver {
 
     /// The kernel's release string (`6.1.0-28-armmp`), for `kernel_v`; `None` when unknown.
     fn kernel_release(&self) -> Option<String> {
+        None
+    }
+
+    /// For symbols without a build-id (a System.map): the base symbol (`_text` or `_stext`) and
+    /// the address the resolved addresses assume. Then the image lists every symbol it attaches to
+    /// (its SYMBOLS section), which the agent checks against the running kernel's kallsyms.
+    fn symbol_base(&self) -> Option<(String, u64)> {
         None
     }
 }
@@ -226,7 +233,10 @@ fn run(
         diags.dedup();
         return Err(diags);
     }
-    let (builder, sidecar) = assemble(&prog, file_name, opts);
+    let (mut builder, sidecar) = assemble(&prog, file_name, opts);
+    if need_addresses {
+        builder.symbols = symbols_section(&builder, resolver);
+    }
     let code_len = builder.code.len();
     if code_len > MAX_CODE || builder.funcs.len() > MAX_FUNCS as usize {
         let biggest = prog.funcs.iter().max_by_key(|f| f.code.len()).map_or(whole, |f| f.span);
@@ -256,6 +266,24 @@ fn run(
         ]);
     }
     Ok(Compiled { image, sidecar })
+}
+
+/// The SYMBOLS section for a resolver without a build-id: the base symbol first (so even a
+/// program of tracepoints only is checked against the map, and a KASLR slide shows up as such),
+/// then each kprobe's and kretprobe's symbol once, at its start (a probe may carry an offset).
+fn symbols_section(b: &ImageBuilder, resolver: &dyn Resolver) -> Option<OwnedSymbols> {
+    let (base_name, base_addr) = resolver.symbol_base()?;
+    let mut entries: Vec<(u64, Vec<u8>)> = vec![(base_addr, base_name.clone().into_bytes())];
+    for p in b.probes.iter().filter(|p| matches!(p.kind, ProbeKind::Kprobe | ProbeKind::Kretprobe)) {
+        let name = String::from_utf8_lossy(&p.name);
+        if entries.iter().any(|(_, n)| *n == p.name) {
+            continue;
+        }
+        // resolved once already while lowering, so this cannot fail now
+        let addr = resolver.kprobe_addr(&name).ok()?;
+        entries.push((addr, p.name.clone()));
+    }
+    Some(OwnedSymbols { base_name: base_name.into_bytes(), base_addr, entries })
 }
 
 /// `Image::parse`, then the VM's verifier (skipped by `check` when kprobes have no address yet:

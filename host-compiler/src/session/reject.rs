@@ -46,6 +46,9 @@ pub fn rejection(code: u16, offset: u32, detail: i32, machine: &str, ctx: ImageC
         }
         return s;
     }
+    if let Some(text) = symbol_refusal(code, offset, detail, machine, ctx) {
+        return text;
+    }
     s.push_str(&format!(" at byte offset {offset}"));
     // verifier offsets point at instructions: name the function they are in
     if let Some(name) = (code & 0xff00 == 0x0200).then(|| function_at(ctx, offset)).flatten() {
@@ -61,6 +64,80 @@ pub fn rejection(code: u16, offset: u32, detail: i32, machine: &str, ctx: ImageC
         s.push_str(&format!(": {d}"));
     }
     s
+}
+
+/// A refusal of an image compiled from a System.map ([`codes::SYMBOL_MISMATCH`],
+/// [`codes::SYMBOL_UNLISTED`], [`codes::NO_KALLSYMS`]), naming the symbol from the image's own SYMBOLS section or probes.
+fn symbol_refusal(
+    code: u16,
+    offset: u32,
+    detail: i32,
+    machine: &str,
+    ctx: ImageContext<'_>,
+) -> Option<String> {
+    if code == codes::NO_KALLSYMS {
+        let why = match detail {
+            0 => "it shows only zero addresses (the agent is not root, or kernel.kptr_restrict)".to_owned(),
+            e => errno::describe(machine, e),
+        };
+        return Some(format!("{}: {why}", reason(code)));
+    }
+    let img = Image::parse(ctx.image?).ok()?;
+    let syms = img.symbols?;
+    let base = String::from_utf8_lossy(syms.base_name);
+    match code {
+        codes::SYMBOL_MISMATCH => {
+            let sym = syms.at_offset(offset as usize)?;
+            let name = String::from_utf8_lossy(sym.name);
+            let head = "System.map does not match the running kernel";
+            let map = offset_text(&base, sym.addr.wrapping_sub(syms.base_addr) as i64);
+            let is_base = syms.iter().next().is_some_and(|first| first.offset == sym.offset);
+            Some(match detail {
+                codes::SYMBOL_ABSENT => {
+                    format!(
+                        "{head}: `{name}` at {map} in the map is not in the running kernel's /proc/kallsyms"
+                    )
+                }
+                // the base itself differs: the whole kernel sits elsewhere
+                d if is_base => format!(
+                    "{head}: `{name}` is {:#x} in the map, the board's is {:#x} ({}{:#x} away{}: KASLR or another kernel; push the script itself, so it is compiled against the running kernel's base, with this kernel's map)",
+                    sym.addr,
+                    syms.base_addr.wrapping_add(d as i64 as u64),
+                    if d < 0 { "-" } else { "+" },
+                    d.unsigned_abs(),
+                    if d == i32::MAX || d == i32::MIN + 1 { " or more" } else { "" }
+                ),
+                d => format!(
+                    "{head}: `{name}` at {map} in the map, {} on the board",
+                    offset_text(&base, i64::from(d))
+                ),
+            })
+        }
+        codes::SYMBOL_UNLISTED => {
+            let mut at = img.section_offset(ktap_protocol::image::SectionKind::Probes) + 2;
+            let mut found = None;
+            img.probes(|p| {
+                if at == offset as usize {
+                    found = Some(String::from_utf8_lossy(p.name).into_owned());
+                }
+                at += ktap_protocol::image::PROBE_ENTRY_FIXED + p.name.len();
+            });
+            Some(format!(
+                "{}: the kprobe on `{}` (byte offset {offset}) is not covered by the image's symbol list; the image was not made by ktap-host compile, or is damaged",
+                reason(code),
+                found?
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// `_text+0x1234` / `_text-0x10`.
+fn offset_text(base: &str, off: i64) -> String {
+    match off < 0 {
+        true => format!("{base}-{:#x}", off.unsigned_abs()),
+        false => format!("{base}+{off:#x}"),
+    }
 }
 
 /// Render `Error { code, detail }`; `detail` is an errno for kernel- and device-side codes.

@@ -16,6 +16,18 @@ use super::{Layout, Vmlinux, VmlinuxError, hex};
 use crate::ktypes::{Member, NEEDS_DWARF, Param, ParamsOf, Shape, TypeRef};
 use crate::lang::Resolver;
 
+/// What [`Vmlinux::store_index_cache`] found or did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IndexCache {
+    /// Built and stored by this call.
+    Built,
+    /// A valid whole index was cached already.
+    Cached,
+    /// Another process holds the builder's lock: it is building the index now.
+    Busy,
+}
+
 /// A probe-able function: its symbol, address and parameters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FuncInfo {
@@ -83,11 +95,54 @@ impl Vmlinux {
 
     /// Build the index without looking at the cache, and store it (for benchmarks of the cold path).
     pub fn rebuild_type_index(&self) -> Result<(), String> {
-        let idx = self.build_index()?;
+        let idx = self.build_index(std::io::stderr().is_terminal())?;
         if let Some(root) = &self.cache_dir {
             cache::store(root, &self.cache_key(), &idx).map_err(|e| e.to_string())?;
         }
         Ok(())
+    }
+
+    /// Whether a whole-index cache would save later runs time: this run read the DWARF (lazily: a
+    /// type or argument query) and the cache holds no whole index of this kernel. `check`,
+    /// `compile` and `push` then start a background builder ([`Vmlinux::store_index_cache`]).
+    pub fn index_cache_wanted(&self) -> bool {
+        self.cache_dir.is_some()
+            && matches!(self.shared.get(), Some(Ok(_)))
+            && self.cache_looked.get().is_some()
+            && self.full.get().is_none()
+    }
+
+    /// Build the whole index and store it in the cache, unless a valid one is there already or
+    /// another process is building it: builders hold an OS lock on `<entry>.lock` (released when
+    /// they exit, however they exit), so concurrent runs build once. The store itself is atomic
+    /// ([`cache::store`]); the lock only saves work.
+    pub fn store_index_cache(&self, progress: bool) -> Result<IndexCache, String> {
+        let root = self.cache_dir.as_deref().ok_or("no cache directory (set KTAP_CACHE or HOME)")?;
+        self.dwarf_usable()?;
+        let key = self.cache_key();
+        let entry = cache::path_for(root, &key);
+        let lock_path = entry.with_extension("idx.lock");
+        let io = |what: &str, e: std::io::Error| format!("{what} {}: {e}", lock_path.display());
+        if let Some(dir) = lock_path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| io("cannot create the directory of", e))?;
+        }
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| io("cannot open", e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(IndexCache::Busy),
+            Err(std::fs::TryLockError::Error(e)) => return Err(io("cannot lock", e)),
+        }
+        if cache::load(root, &key).is_some() {
+            return Ok(IndexCache::Cached);
+        }
+        let idx = self.build_index(progress)?;
+        cache::store(root, &key, &idx).map_err(|e| format!("cannot store {}: {e}", entry.display()))?;
+        Ok(IndexCache::Built)
     }
 
     /// Use `dir` as the cache root instead of the user's (`None`: no cache at all).
@@ -139,7 +194,7 @@ impl Vmlinux {
         }
         self.full
             .get_or_init(|| {
-                let idx = self.build_index()?;
+                let idx = self.build_index(std::io::stderr().is_terminal())?;
                 let key = self.cache_key();
                 if let Some(Err(e)) = self.cache_dir.as_deref().map(|root| cache::store(root, &key, &idx)) {
                     eprintln!("warning: cannot cache the DWARF index of {}: {e}", self.path.display());
@@ -163,10 +218,11 @@ impl Vmlinux {
         Ok(())
     }
 
-    fn build_index(&self) -> Result<Index, String> {
+    /// The whole index, with a progress bar on stderr when `progress`.
+    fn build_index(&self, progress: bool) -> Result<Index, String> {
         let dwarf = self.shared()?.dwarf();
         let total = gimli::Section::reader(&dwarf.debug_info).len() as u64;
-        let bar = if std::io::stderr().is_terminal() {
+        let bar = if progress {
             let bar = indicatif::ProgressBar::new(total);
             let style = indicatif::ProgressStyle::with_template(
                 "{msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} ({eta})",

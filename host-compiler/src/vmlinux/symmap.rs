@@ -4,6 +4,10 @@
 //! it resolves kprobes and tracepoint names, and every type or argument query fails with the
 //! "needs a vmlinux with DWARF" error (the [`Resolver`] defaults). `/proc/kallsyms` read without
 //! privilege shows zero addresses; that is refused, not taken for real addresses.
+//!
+//! A map has no build-id, so an image compiled from one lists the symbols it uses (the
+//! [`Resolver::symbol_base`] this map answers) and the agent checks them against the running
+//! kernel's `/proc/kallsyms` before loading (docs/symbols.md, "Tracing with only a System.map").
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -11,6 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::names::{closest, did_you_mean};
+use crate::board::Arch;
 use crate::lang::Resolver;
 
 /// A parsed symbol map.
@@ -22,7 +27,17 @@ pub struct SymbolMap {
     /// Every line, by address.
     all: Vec<MapSym>,
     tracepoints: BTreeSet<String>,
+    /// Run-time minus map address, set by [`SymbolMap::rebase`].
+    slide: u64,
+    /// The base symbol the map was rebased by, if it was.
+    base: Option<String>,
+    /// The board's arch, once known ([`SymbolMap::set_arch`]).
+    arch: Option<Arch>,
 }
+
+/// Base symbols, in the order an unrebased map picks one for its SYMBOLS section: `_stext` is in
+/// `/proc/kallsyms` on every arch we support (ARM lists no `_text`).
+const UNREBASED_BASES: [&str; 2] = ["_stext", "_text"];
 
 /// One line of a symbol map.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -52,6 +67,9 @@ impl SymbolMap {
             funcs: HashMap::new(),
             all: Vec::new(),
             tracepoints: BTreeSet::new(),
+            slide: 0,
+            base: None,
+            arch: None,
         };
         for (no, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
@@ -90,6 +108,65 @@ impl SymbolMap {
         Ok(map)
     }
 
+    /// The arch of the board the map's kernel runs on: kprobes on PowerPC64 need a function's
+    /// local entry point, which only the vmlinux's symbol table records (`st_other`), so they are
+    /// refused there rather than attached at the global entry most calls skip.
+    pub fn set_arch(&mut self, arch: Arch) {
+        self.arch = Some(arch);
+    }
+
+    /// The file the map was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Use the running kernel's address of `symbol` (the base the agent reports, `_text` or
+    /// `_stext`): every address this map answers moves by the difference. A saved kallsyms of the
+    /// same boot moves by 0. Address 0 (unknown) keeps the map's addresses; a map without the symbol
+    /// is an error.
+    pub fn rebase(&mut self, symbol: &str, runtime: u64) -> Result<(), String> {
+        if runtime == 0 {
+            self.slide = 0;
+            return Ok(());
+        }
+        let at = self.base_addr(symbol).ok_or_else(|| {
+            format!(
+                "the board reports its kernel base as `{symbol}` at {runtime:#x}, but {} has no `{symbol}`",
+                self.path.display()
+            )
+        })?;
+        self.slide = runtime.wrapping_sub(at);
+        self.base = Some(symbol.to_owned());
+        Ok(())
+    }
+
+    /// The map's (unrebased) address of a kernel (non-module) symbol `name`.
+    fn base_addr(&self, name: &str) -> Option<u64> {
+        self.all.iter().find(|s| s.name == name && s.module.is_none()).map(|s| s.addr)
+    }
+
+    /// Run-time kernel addresses to `function+0xoff` for printed stacks. A map has no sizes, so an
+    /// address belongs to the closest function at or below it, and only below `_etext` (when the
+    /// map has it); anything else prints as hex (the renderer's fallback).
+    pub fn symbolizer<'s>(&self) -> crate::format::Symbolizer<'s> {
+        let funcs: Vec<(u64, String)> = self
+            .all
+            .iter()
+            .filter(|s| matches!(s.kind, 't' | 'T' | 'w' | 'W') && s.module.is_none())
+            .map(|s| (s.addr, s.name.clone()))
+            .collect();
+        let end = self.base_addr("_etext").unwrap_or(u64::MAX);
+        let slide = self.slide;
+        Box::new(move |runtime| {
+            let addr = runtime.wrapping_sub(slide);
+            if addr >= end {
+                return None;
+            }
+            let (start, name) = funcs.get(funcs.partition_point(|f| f.0 <= addr).checked_sub(1)?)?;
+            Some(format!("{name}+{:#x}", addr - start))
+        })
+    }
+
     /// Symbols called `name`.
     pub fn named(&self, name: &str) -> Vec<&MapSym> {
         self.all.iter().filter(|s| s.name == name).collect()
@@ -124,7 +201,22 @@ impl SymbolMap {
 /// run-time addresses); types need DWARF.
 impl Resolver for SymbolMap {
     fn kprobe_addr(&self, sym: &str) -> Result<u64, String> {
-        self.function(sym)
+        let addr = self.function(sym)?;
+        if self.arch == Some(Arch::Powerpc64) {
+            return Err(format!(
+                "a kprobe on powerpc64 must sit at `{sym}`'s local entry point, which {} does not record: give the vmlinux (--vmlinux)",
+                self.path.display()
+            ));
+        }
+        Ok(addr.wrapping_add(self.slide))
+    }
+
+    fn symbol_base(&self) -> Option<(String, u64)> {
+        let name = match &self.base {
+            Some(b) => b.as_str(),
+            None => UNREBASED_BASES.into_iter().find(|b| self.base_addr(b).is_some())?,
+        };
+        Some((name.to_owned(), self.base_addr(name)?.wrapping_add(self.slide)))
     }
 
     fn tracepoint(&self, subsys: &str, event: &str) -> Result<(), String> {

@@ -259,6 +259,89 @@ fn build_id_must_match_the_kernel() {
     assert_eq!(s.state(), State::Idle);
 }
 
+/// An image compiled from a System.map: a kprobe on `vfs_read` at `addr`, no build-id unless given.
+fn map_image(addr: u64, build_id: &[u8]) -> Vec<u8> {
+    use ktap_protocol::image::build::{ImageBuilder, OwnedProbe, OwnedSymbols};
+    use ktap_protocol::image::{FuncSpec, ProbeKind};
+    ImageBuilder {
+        code: vec![0],
+        funcs: vec![FuncSpec { code_off: 0, code_len: 1, n_int: 1, ..FuncSpec::default() }],
+        probes: vec![OwnedProbe {
+            kind: ProbeKind::Kprobe,
+            func: 0,
+            addr,
+            flags: 0,
+            name: b"vfs_read".to_vec(),
+        }],
+        build_id: build_id.to_vec(),
+        symbols: Some(OwnedSymbols {
+            base_name: b"_text".to_vec(),
+            base_addr: 0xc000_8000,
+            entries: vec![(addr, b"vfs_read".to_vec())],
+        }),
+        ..ImageBuilder::default()
+    }
+    .build()
+}
+
+#[test]
+fn a_map_image_loads_only_when_kallsyms_agrees() {
+    let kallsyms = b"c0008000 T _stext\nc0200000 T vfs_read\n".to_vec();
+    let mut buf = vec![0u8; 4096];
+    let mut s = session(&mut buf);
+    s.device_mut().kallsyms = Some(Ok(kallsyms));
+    hello(&mut s);
+    let good = map_image(0xc020_0000, &[]);
+    upload(&mut s, &good, 0);
+    assert_eq!(s.link().msgs(), [AgentMsg::Loaded { probes: 1 }]);
+    assert_eq!(s.device().log, ["kallsyms", "load"]);
+    s.link_mut().clear();
+    s.device_mut().log.clear();
+
+    // another kernel's map: refused at the symbol's entry, with the board's offset; nothing loaded
+    // beyond what was there (the kernel still holds the first program)
+    let bad = map_image(0xc020_0100, &[]);
+    let entry = Image::parse(&bad).unwrap().symbols.unwrap().iter().next().unwrap().offset as u32;
+    upload(&mut s, &bad, 0);
+    assert_eq!(
+        s.link().msgs(),
+        [AgentMsg::Rejected { code: codes::SYMBOL_MISMATCH, offset: entry, detail: 0x1f_8000 }]
+    );
+    assert_eq!(s.device().log, ["kallsyms"]);
+    s.link_mut().clear();
+    s.device_mut().log.clear();
+
+    // a build-id it also carries must be the kernel's
+    let other = map_image(0xc020_0000, &[0xb2; 20]);
+    let at = Image::parse(&other).unwrap().section_offset(SectionKind::BuildId) as u32;
+    upload(&mut s, &other, 0);
+    assert_eq!(
+        s.link().msgs(),
+        [AgentMsg::Rejected { code: codes::BUILD_ID_MISMATCH, offset: at, detail: 0 }]
+    );
+    assert!(s.device().log.is_empty());
+    s.link_mut().clear();
+    upload(&mut s, &map_image(0xc020_0000, &BUILD_ID), 0);
+    assert_eq!(s.link().msgs(), [AgentMsg::Loaded { probes: 1 }]);
+}
+
+#[test]
+fn a_map_image_is_refused_when_kallsyms_cannot_be_read() {
+    for (file, detail) in [(Err(13), 13), (Ok(b"00000000 T vfs_read\n".to_vec()), 0)] {
+        let mut buf = vec![0u8; 4096];
+        let mut s = session(&mut buf);
+        s.device_mut().kallsyms = Some(file);
+        hello(&mut s);
+        upload(&mut s, &map_image(0xc020_0000, &[]), 0);
+        let msgs = s.link().msgs();
+        let [AgentMsg::Rejected { code: codes::NO_KALLSYMS, detail: d, .. }] = msgs.as_slice() else {
+            panic!("{msgs:?}")
+        };
+        assert_eq!(*d, detail);
+        assert_eq!(s.device().log, ["kallsyms"], "nothing reached the kernel");
+    }
+}
+
 #[test]
 fn structurally_bad_images_are_refused_with_the_image_code() {
     let mut buf = vec![0u8; 4096];

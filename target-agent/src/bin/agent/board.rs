@@ -5,7 +5,7 @@
 use ktap_agent::kinfo::{BaseScan, gnu_build_id};
 use ktap_protocol::limits::MAX_BUILD_ID;
 
-use crate::sys::{self, Access, Names, errno};
+use crate::sys::{self, Names};
 
 /// The kernel facts, owned.
 pub struct Facts {
@@ -44,21 +44,8 @@ impl Facts {
 
 /// Scan `/proc/kallsyms` for `_text` or `_stext`; stops reading as soon as the answer is settled.
 fn base() -> Option<(&'static str, u64)> {
-    let fd = sys::open(c"/proc/kallsyms", Access::Read).ok()?;
     let mut scan = BaseScan::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match sys::read(fd, &mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                if scan.feed(buf.get(..n).unwrap_or(&[])) {
-                    break;
-                }
-            }
-            Err(errno::EINTR) => {}
-            Err(_) => break,
-        }
-    }
-    sys::close(fd);
+    // a read error part-way leaves what was found so far
+    let _ = sys::read_chunks(c"/proc/kallsyms", &mut |chunk| scan.feed(chunk));
     scan.found()
 }

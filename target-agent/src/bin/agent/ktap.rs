@@ -80,6 +80,10 @@ impl Device for Ktap {
         }
     }
 
+    fn kallsyms(&mut self, feed: &mut dyn FnMut(&[u8]) -> bool) -> Result<(), Errno> {
+        sys::read_chunks(c"/proc/kallsyms", feed)
+    }
+
     fn start(&mut self) -> Result<(), Errno> {
         self.simple(IOC_START)
     }

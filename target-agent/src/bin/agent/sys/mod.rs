@@ -91,6 +91,27 @@ pub fn write_all(fd: Fd, mut buf: &[u8]) {
     }
 }
 
+/// Read a file from the start in 4 KiB chunks, handing each to `feed` until it returns true or the
+/// file ends (`/proc/kallsyms`: megabytes, never held whole).
+pub fn read_chunks(path: &core::ffi::CStr, feed: &mut dyn FnMut(&[u8]) -> bool) -> Result<(), i32> {
+    let fd = open(path, Access::Read)?;
+    let mut buf = [0u8; 4096];
+    let r = loop {
+        match read(fd, &mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(n) => {
+                if feed(buf.get(..n).unwrap_or(&[])) {
+                    break Ok(());
+                }
+            }
+            Err(errno::EINTR) => {}
+            Err(e) => break Err(e),
+        }
+    };
+    close(fd);
+    r
+}
+
 /// Read a whole (small) file into `buf`; returns the bytes read (truncated to `buf`).
 pub fn read_file(path: &core::ffi::CStr, buf: &mut [u8]) -> Result<usize, i32> {
     let fd = open(path, Access::Read)?;
