@@ -69,6 +69,29 @@ fn symbols_type(host: &str, cache: &Path, vmlinux: &Path, name: &str) {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
+/// A script asking what compiles usually ask: argument names and types, a member chain through
+/// pointers, a tracepoint's arguments.
+const SAMPLE: &str = "kprobe:vfs_read {\n    printf(\"%s %d\\n\", arg.file->f_path.dentry->d_name.name, arg.count)\n}\n\
+kprobe:do_sys_openat2 {\n    printf(\"%s\\n\", arg.filename)\n}\n\
+trace sched:sched_process_fork {\n    printf(\"%s\\n\", arg.parent->comm)\n}\n";
+
+/// One `ktap-host compile` of `script` for qemu-armv7 (`KTAP_BACKGROUND_INDEX` as given).
+fn compile(host: &str, cache: &Path, vmlinux: &Path, script: &Path, background: &str) {
+    let boards = concat!(env!("CARGO_MANIFEST_DIR"), "/../boards");
+    let out = tempfile::NamedTempFile::new().expect("temp file");
+    let o = Command::new(host)
+        .env("KTAP_CACHE", cache)
+        .env("KTAP_BACKGROUND_INDEX", background)
+        .args(["compile", "--board", "qemu-armv7", "--boards-dir", boards, "--vmlinux"])
+        .arg(vmlinux)
+        .arg(script)
+        .arg("-o")
+        .arg(out.path())
+        .output()
+        .expect("ktap-host");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 fn main() {
     let Some(path) = symbols::armmp_vmlinux() else {
         eprintln!("symbols bench: no armmp -dbg vmlinux (run `cargo xtask setup`): skipped");
@@ -112,6 +135,18 @@ fn main() {
     for (row, dir) in [("no cache", empty.path()), ("cache filled", cache.path())] {
         g.bench_function(format!("ktap-host symbols type 'struct sk_buff' ({row}, process)"), |b| {
             b.iter(|| symbols_type(host, dir, &path, "struct sk_buff"))
+        });
+    }
+    // A compile of the sample script, whole process: the first against a kernel (no cache; the
+    // background builder off so every iteration stays first) and a later one (the cache the
+    // background builder leaves, here filled above).
+    let script = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(script.path(), SAMPLE).expect("script");
+    for (row, dir, background) in
+        [("first, no cache", empty.path(), "0"), ("later, cache filled", cache.path(), "1")]
+    {
+        g.bench_function(format!("ktap-host compile, sample script ({row}, process)"), |b| {
+            b.iter(|| compile(host, dir, &path, script.path(), background))
         });
     }
     if Command::new("pahole").arg("--version").output().is_ok() {

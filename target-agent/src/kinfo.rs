@@ -43,19 +43,55 @@ pub fn gnu_build_id(notes: &[u8], big_endian: bool) -> Option<&[u8]> {
 /// [`BASE_SYMBOLS`]). Reading can stop as soon as [`BaseScan::feed`] says so: at `_text`, or at the
 /// first line above `_stext` (kallsyms lists the kernel's own symbols sorted by address, and
 /// `_text <= _stext`). Addresses are zero for non-root readers.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct BaseScan {
-    line: [u8; 128],
-    len: usize,
-    overflow: bool,
+    lines: Lines<128>,
+    base: Base,
+}
+
+/// What [`BaseScan`] has seen so far.
+#[derive(Debug, Default)]
+struct Base {
     text: Option<u64>,
     stext: Option<u64>,
     done: bool,
 }
 
-impl Default for BaseScan {
+/// Cuts a byte stream fed in chunks of any size into lines of at most `N` bytes (without the
+/// newline); a longer line is skipped whole. Shared by the `/proc/kallsyms` scanners.
+#[derive(Debug)]
+pub(crate) struct Lines<const N: usize> {
+    line: [u8; N],
+    len: usize,
+    overflow: bool,
+}
+
+impl<const N: usize> Default for Lines<N> {
     fn default() -> Self {
-        BaseScan { line: [0; 128], len: 0, overflow: false, text: None, stext: None, done: false }
+        Lines { line: [0; N], len: 0, overflow: false }
+    }
+}
+
+impl<const N: usize> Lines<N> {
+    /// Feed `chunk`, handing each complete line to `line` until it returns true (stop); returns
+    /// whether it did.
+    pub(crate) fn feed(&mut self, chunk: &[u8], mut line: impl FnMut(&[u8]) -> bool) -> bool {
+        for &b in chunk {
+            if b == b'\n' {
+                let stop = !self.overflow && line(self.line.get(..self.len).unwrap_or(&[]));
+                self.len = 0;
+                self.overflow = false;
+                if stop {
+                    return true;
+                }
+            } else if let Some(slot) = self.line.get_mut(self.len) {
+                *slot = b;
+                self.len += 1;
+            } else {
+                self.overflow = true;
+            }
+        }
+        false
     }
 }
 
@@ -67,31 +103,29 @@ impl BaseScan {
 
     /// Feed the next bytes; returns true once nothing later in the file can change [`BaseScan::found`].
     pub fn feed(&mut self, chunk: &[u8]) -> bool {
-        for &b in chunk {
-            if self.done {
-                break;
-            }
-            if b == b'\n' {
-                if !self.overflow {
-                    let line = self.line.get(..self.len).and_then(parse_line);
-                    if let Some((addr, name)) =
-                        line.map(|(a, n)| (a, BASE_SYMBOLS.iter().position(|s| s.as_bytes() == n)))
-                    {
-                        self.take(addr, name);
-                    }
+        let BaseScan { lines, base } = self;
+        if !base.done {
+            lines.feed(chunk, |line| {
+                if let Some((addr, name)) = parse_line(line) {
+                    base.take(addr, BASE_SYMBOLS.iter().position(|s| s.as_bytes() == name));
                 }
-                self.len = 0;
-                self.overflow = false;
-            } else if let Some(slot) = self.line.get_mut(self.len) {
-                *slot = b;
-                self.len += 1;
-            } else {
-                self.overflow = true;
-            }
+                base.done
+            });
         }
-        self.done
+        base.done
     }
 
+    /// The base symbol (from [`BASE_SYMBOLS`]) and its address, if found so far: `_text` over `_stext`.
+    pub fn found(&self) -> Option<(&'static str, u64)> {
+        match (self.base.text, self.base.stext) {
+            (Some(a), _) => Some((BASE_SYMBOLS[0], a)),
+            (None, Some(a)) => Some((BASE_SYMBOLS[1], a)),
+            (None, None) => None,
+        }
+    }
+}
+
+impl Base {
     /// A complete line: `base` is the index of its name in [`BASE_SYMBOLS`], if it is one.
     fn take(&mut self, addr: u64, base: Option<usize>) {
         match base {
@@ -103,15 +137,6 @@ impl BaseScan {
                 self.stext.get_or_insert(addr);
             }
             None => self.done = self.stext.is_some_and(|s| addr > s),
-        }
-    }
-
-    /// The base symbol (from [`BASE_SYMBOLS`]) and its address, if found so far: `_text` over `_stext`.
-    pub fn found(&self) -> Option<(&'static str, u64)> {
-        match (self.text, self.stext) {
-            (Some(a), _) => Some((BASE_SYMBOLS[0], a)),
-            (None, Some(a)) => Some((BASE_SYMBOLS[1], a)),
-            (None, None) => None,
         }
     }
 }

@@ -13,7 +13,7 @@ use ktap_protocol::image::{Image, KernelSyms, MAX_SYMBOLS, PROBE_ENTRY_FIXED, Pr
 use ktap_protocol::wire::codes;
 
 use crate::Device;
-use crate::kinfo::parse_line;
+use crate::kinfo::{Lines, parse_line};
 use crate::upload::Refusal;
 
 /// Both checks, reading `/proc/kallsyms` through `dev`: [`coverage`], then a [`SymbolScan`] that
@@ -70,53 +70,53 @@ const LINE: usize = 160;
 /// Compares a SYMBOLS section with `/proc/kallsyms`, fed in chunks of any size.
 #[derive(Debug)]
 pub struct SymbolScan<'a> {
+    lines: Lines<LINE>,
+    tally: Tally<'a>,
+}
+
+/// What the lines read so far showed.
+#[derive(Debug)]
+struct Tally<'a> {
     syms: KernelSyms<'a>,
     seen: [Seen; MAX_SYMBOLS],
     unmatched: usize,
     nonzero: bool,
-    line: [u8; LINE],
-    len: usize,
-    overflow: bool,
 }
 
 impl<'a> SymbolScan<'a> {
     /// A scan of `syms`.
     pub fn new(syms: KernelSyms<'a>) -> Self {
-        SymbolScan {
+        let tally = Tally {
             syms,
             seen: [Seen::default(); MAX_SYMBOLS],
             unmatched: syms.count.min(MAX_SYMBOLS),
             nonzero: false,
-            line: [0; LINE],
-            len: 0,
-            overflow: false,
-        }
+        };
+        SymbolScan { lines: Lines::default(), tally }
     }
 
     /// Feed the next bytes of the file; true once every symbol is confirmed (reading may stop).
     pub fn feed(&mut self, chunk: &[u8]) -> bool {
-        for &b in chunk {
-            if self.unmatched == 0 {
-                break;
-            }
-            if b == b'\n' {
-                if !self.overflow {
-                    self.take_line();
-                }
-                self.len = 0;
-                self.overflow = false;
-            } else if let Some(slot) = self.line.get_mut(self.len) {
-                *slot = b;
-                self.len += 1;
-            } else {
-                self.overflow = true;
-            }
+        let SymbolScan { lines, tally } = self;
+        if tally.unmatched > 0 {
+            lines.feed(chunk, |line| {
+                tally.take_line(line);
+                tally.unmatched == 0
+            });
         }
-        self.unmatched == 0
+        tally.unmatched == 0
     }
 
-    fn take_line(&mut self) {
-        let line = self.line.get(..self.len).unwrap_or(&[]);
+    /// The verdict once the whole file (or enough of it) was fed: `Ok` if every symbol matched;
+    /// else [`codes::NO_KALLSYMS`] when every address read was zero, or [`codes::SYMBOL_MISMATCH`]
+    /// at the first listed symbol (image order) that did not match.
+    pub fn finish(&self) -> Result<(), Refusal> {
+        self.tally.finish()
+    }
+}
+
+impl Tally<'_> {
+    fn take_line(&mut self, line: &[u8]) {
         // module symbols (`name\t[mod]`) are never what a System.map of the kernel describes
         if line.contains(&b'[') {
             return;
@@ -135,10 +135,7 @@ impl<'a> SymbolScan<'a> {
         }
     }
 
-    /// The verdict once the whole file (or enough of it) was fed: `Ok` if every symbol matched;
-    /// else [`codes::NO_KALLSYMS`] when every address read was zero, or [`codes::SYMBOL_MISMATCH`]
-    /// at the first listed symbol (image order) that did not match.
-    pub fn finish(&self) -> Result<(), Refusal> {
+    fn finish(&self) -> Result<(), Refusal> {
         if self.unmatched == 0 {
             return Ok(());
         }
