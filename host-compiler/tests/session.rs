@@ -380,8 +380,16 @@ fn full_run_records_heartbeat_stop_and_drain() {
     );
 }
 
-/// Connect, upload and start against a peer that then runs `then`.
+/// Connect, upload and start (a packed record stream) against a peer that then runs `then`.
 fn running(
+    then: impl FnOnce(&mut Peer) + Send + 'static,
+) -> (Session<SerialLink>, thread::JoinHandle<Peer>, Sidecar) {
+    running_with(true, then)
+}
+
+/// [`running`], with the record stream packed or not.
+fn running_with(
+    packed: bool,
     then: impl FnOnce(&mut Peer) + Send + 'static,
 ) -> (Session<SerialLink>, thread::JoinHandle<Peer>, Sidecar) {
     let (image, sidecar) = program();
@@ -397,6 +405,7 @@ fn running(
     });
     let mut s = connect(&path).unwrap();
     s.upload(&image, Some(&sidecar)).unwrap();
+    s.set_record_packing(packed);
     s.start().unwrap();
     (s, a, sidecar)
 }
@@ -509,7 +518,8 @@ fn lost_pieces_are_asked_for_again_and_the_output_is_complete() {
     let r2 = rec(RecordKind::Printf, 0, Some(b"two"), &[2]);
     let r3 = rec(RecordKind::Printf, 0, Some(b"three"), &[3]);
     let (l1, l2) = (r1.len() as u64, r2.len() as u64);
-    let (mut s, a, sc) = running(move |p| {
+    // the offsets below are of records as they are: an unpacked stream
+    let (mut s, a, sc) = running_with(false, move |p| {
         p.records(&r1);
         // r2 is "lost on the link": skip it in the stream
         p.stream_end += l2;

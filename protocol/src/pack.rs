@@ -168,6 +168,67 @@ impl Unpacker {
     }
 }
 
+/// A DEFLATE compressor for a stream sent in flushed pieces (the record stream): what
+/// [`StreamPacker::pack_flush`] returns ends on a byte boundary with everything before it decodable
+/// (a sync flush), while matches still reach back into earlier pieces, so repeated events cost a few
+/// bits each. Its buffers (about 330 KiB, allocated once) are why only the agent and the host use it.
+#[cfg(feature = "alloc")]
+pub struct StreamPacker {
+    c: alloc::boxed::Box<miniz_oxide::deflate::core::CompressorOxide>,
+}
+
+#[cfg(feature = "alloc")]
+impl core::fmt::Debug for StreamPacker {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("StreamPacker").finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl Default for StreamPacker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Room [`StreamPacker::pack_flush`] needs for `n` input bytes in the worst case: incompressible
+/// input goes out as stored blocks (5 bytes each), plus the flush marker.
+pub const fn packed_bound(n: usize) -> usize {
+    n + n / 8 + 64
+}
+
+/// The most input whose [`packed_bound`] fits in `room`.
+pub const fn unpacked_fit(room: usize) -> usize {
+    room.saturating_sub(64) * 8 / 9
+}
+
+#[cfg(feature = "alloc")]
+impl StreamPacker {
+    /// A raw-DEFLATE stream at the fastest level (the board's CPU is slow; repetition is what
+    /// pays on trace records).
+    pub fn new() -> Self {
+        use miniz_oxide::deflate::core::{CompressorOxide, create_comp_flags_from_zip_params};
+        let flags = create_comp_flags_from_zip_params(1, -15, 0);
+        StreamPacker { c: alloc::boxed::Box::new(CompressorOxide::new(flags)) }
+    }
+
+    /// Start a new stream (the host starts a new decoder at the same point).
+    pub fn reset(&mut self) {
+        self.c.reset();
+    }
+
+    /// Compress `input` and flush into `out`; returns the bytes written. `None` when `out` is smaller
+    /// than [`packed_bound`] of the input allows for (the stream is then broken: reset it).
+    pub fn pack_flush(&mut self, input: &[u8], out: &mut [u8]) -> Option<usize> {
+        use miniz_oxide::deflate::core::{TDEFLFlush, TDEFLStatus, compress};
+        if out.len() < packed_bound(input.len()) {
+            return None;
+        }
+        let (status, used, n) = compress(&mut self.c, input, out, TDEFLFlush::Sync);
+        (status == TDEFLStatus::Okay && used == input.len()).then_some(n)
+    }
+}
+
 #[cfg(all(test, feature = "alloc"))]
 mod tests {
     extern crate std;
@@ -269,5 +330,33 @@ mod tests {
         let packed = pack(b"hello hello hello");
         let mut u = Unpacker::new(100);
         assert_eq!(u.feed(&packed, false, |_| Err(7)), Err(UnpackError::Sink(7)));
+    }
+    #[test]
+    fn a_flushed_stream_decodes_piece_by_piece_and_repeats_cost_little() {
+        let mut p = StreamPacker::new();
+        let mut u = Unpacker::new(u64::MAX);
+        let record = b"\x1c\x00\x01\x00\x05\x00\x01\x02dd\x00\x7b\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00";
+        let mut wire = 0;
+        let mut out = std::vec![0u8; packed_bound(record.len() * 10)];
+        for i in 0..100 {
+            let input = record.repeat(1 + i % 10);
+            let n = p.pack_flush(&input, &mut out).unwrap();
+            wire += n;
+            let mut got = Vec::new();
+            u.feed(&out[..n], true, |b| {
+                got.extend_from_slice(b);
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+            assert!(got == input, "piece {i} decodes on its own");
+        }
+        let events: usize = (0..100).map(|i| 1 + i % 10).sum();
+        assert!(wire * 4 < events * record.len(), "{wire} bytes for {events} records");
+        // incompressible input stays within the bound
+        let noise: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let mut out = std::vec![0u8; packed_bound(noise.len())];
+        assert!(p.pack_flush(&noise, &mut out).is_some());
+        assert_eq!(p.pack_flush(&noise, &mut out[..100]), None);
+        assert!(unpacked_fit(packed_bound(4096)) >= 4096 && packed_bound(unpacked_fit(5000)) <= 5000);
     }
 }

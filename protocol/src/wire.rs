@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 /// 3: the record stream is reliable and flow-controlled (`Records{offset}`, `Ack`, `Nak`,
 /// `Stopped{end}`), uploads are acknowledged chunk by chunk (`LoadAck`).
 /// 4: files are installed through the protocol (`FileBegin`/`FileChunk`/`FileEnd`, packed with
-/// [`crate::pack`]) and the module loaded from one (`ModuleLoad`): `deploy` over a serial line.
+/// DEFLATE) and the module loaded from one (`ModuleLoad`): `deploy` over a serial line; the record
+/// stream may be packed too (`StartPacked`).
 pub const PROTOCOL_VERSION: u16 = 4;
 
 /// The agent disarms a running program when no message arrived from the host for this long. With the
@@ -130,6 +131,11 @@ pub enum HostMsg<'a> {
         /// Absolute path of the module file on the board.
         path: &'a str,
     },
+    /// Like [`HostMsg::Start`], and the record stream is packed: the agent compresses each batch of
+    /// records it reads with [`crate::pack::StreamPacker`] (one DEFLATE stream per program, flushed
+    /// per batch), and `Records` offsets and `Ack`s count packed bytes. The host unpacks the
+    /// reassembled stream in order with [`crate::pack::Unpacker`].
+    StartPacked,
 }
 
 /// Counters a running program accumulates; never silently dropped.
@@ -417,6 +423,7 @@ mod tests {
             HostMsg::FileChunk { offset: 960, data: &data },
             HostMsg::FileEnd,
             HostMsg::ModuleLoad { path: "/tmp/ktap/ktap.ko" },
+            HostMsg::StartPacked,
         ] {
             let b = encode(&m, &mut buf).unwrap();
             assert_eq!(decode::<HostMsg<'_>>(b).unwrap(), m);

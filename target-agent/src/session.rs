@@ -39,6 +39,7 @@ use ktap_protocol::frame::{Deframer, FrameError};
 use ktap_protocol::image::{Image, SectionKind};
 use ktap_protocol::kdev::KStats;
 use ktap_protocol::limits::MAX_RECORD;
+use ktap_protocol::pack::{StreamPacker, packed_bound, unpacked_fit};
 use ktap_protocol::wire::{
     self, AgentMsg, HEARTBEAT_TIMEOUT_MS, HostMsg, MIN_RECORD_BATCH, PROTOCOL_VERSION, RECORD_BATCH,
     RESEND_TIMEOUT_MS, Stats, codes,
@@ -148,7 +149,15 @@ struct Core<'a, D, L> {
     last_load: Option<LoadReply>,
     /// Files being installed (`deploy` over the protocol).
     files: FileRx,
+    /// Whether the running program's stream is packed (`StartPacked`), and its compressor.
+    packed: bool,
+    packer: StreamPacker,
+    /// One packed read.
+    pbuf: [u8; PACK_BUF],
 }
+
+/// The packed form of one read in the worst case.
+const PACK_BUF: usize = packed_bound(READ_BUF);
 
 /// What a `LoadEnd` was answered with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,6 +215,9 @@ impl<'a, D: Device + Install, L: Link> Session<'a, D, L> {
                 kernel_done: false,
                 last_load: None,
                 files: FileRx::new(),
+                packed: false,
+                packer: StreamPacker::new(),
+                pbuf: [0; PACK_BUF],
             },
         }
     }
@@ -366,7 +378,8 @@ impl<D: Device + Install, L: Link> Core<'_, D, L> {
                 Some(reply) if !self.upload.in_progress() => self.answer_load(reply),
                 _ => self.load_end(),
             },
-            (_, HostMsg::Start) => self.start(now),
+            (_, HostMsg::Start) => self.start(now, false),
+            (_, HostMsg::StartPacked) => self.start(now, true),
             (_, HostMsg::Stop) => self.stop(),
             (_, HostMsg::Ping { seq }) => self.link.send(&AgentMsg::Pong { seq }),
             (_, HostMsg::Ack { next, window }) => self.ack(next, window, false, now),
@@ -526,6 +539,8 @@ impl<D: Device + Install, L: Link> Core<'_, D, L> {
         self.piece = RECORD_BATCH;
         self.drain_reads = 0;
         self.kernel_done = false;
+        self.packed = false;
+        self.packer.reset();
     }
 
     /// `Ack` or (`resend`) `Nak` from the host.
@@ -569,12 +584,13 @@ impl<D: Device + Install, L: Link> Core<'_, D, L> {
         }
     }
 
-    fn start(&mut self, now: u64) {
+    fn start(&mut self, now: u64, packed: bool) {
         match self.state {
             State::Running => self.link.send(&AgentMsg::Started),
             State::Loaded => match self.dev.start() {
                 Ok(()) => {
                     self.new_stream();
+                    self.packed = packed;
                     self.state = State::Running;
                     self.last_stats = now;
                     self.last_room = now;
@@ -648,7 +664,9 @@ impl<D: Device + Install, L: Link> Core<'_, D, L> {
     /// Move records from the kernel into the stream, at most [`READS_PER_POLL`] reads.
     fn pump(&mut self, now: u64) {
         for _ in 0..READS_PER_POLL {
-            let free = self.stream.free().min(READ_BUF);
+            // packed, a read must fit the stream even if it does not compress
+            let room = self.stream.free();
+            let free = if self.packed { unpacked_fit(room) } else { room }.min(READ_BUF);
             let keep = if free >= MAX_RECORD {
                 self.last_room = now;
                 true
@@ -681,7 +699,7 @@ impl<D: Device + Install, L: Link> Core<'_, D, L> {
     /// The first `n` bytes of the read buffer: whole records go into the stream (`keep`) or are
     /// counted as dropped; a read that is not whole records is cut at the last whole one.
     fn take_records(&mut self, n: usize, keep: bool) {
-        let Core { rbuf, stream, link_dropped, counters, .. } = self;
+        let Core { rbuf, stream, link_dropped, counters, packed, packer, pbuf, .. } = self;
         let data = rbuf.get(..n).unwrap_or(&[]);
         let mut whole = 0usize;
         let mut records = 0u64;
@@ -699,7 +717,17 @@ impl<D: Device + Install, L: Link> Core<'_, D, L> {
             }
         }
         let whole = data.get(..whole).unwrap_or(&[]);
-        if !(keep && stream.append(whole)) {
+        let kept = match (keep, *packed) {
+            (false, _) => false,
+            (true, false) => stream.append(whole),
+            (true, true) if whole.is_empty() => true,
+            // the pump read no more than fits packed; a failure (a bug) loses these records, counted
+            (true, true) => match packer.pack_flush(whole, pbuf) {
+                Some(k) => stream.append(pbuf.get(..k).unwrap_or(&[])),
+                None => false,
+            },
+        };
+        if !kept {
             *link_dropped += records;
         }
     }

@@ -1,7 +1,8 @@
 //! The link's figures for `cargo xtask bench`, measured on a booted QEMU guest through the link
 //! relay of the e2e tests (`link_relay pty`), which counts the bytes it forwards and can hold the line
 //! to a UART's pace:
-//! - bytes on the wire per printf event against the same events as text lines (what ktap sent);
+//! - bytes on the wire per printf event and per stack event against the same events as text (what
+//!   ktap sent), the marginal cost of `dd`'s events between two runs with different counts;
 //! - sustained events per second at an emulated 115200 baud, and what was dropped above that rate;
 //! - push to first event at 115200 baud.
 
@@ -21,6 +22,8 @@ const BPS_115200: u32 = 11_520;
 /// One printf per `vfs_read`: the common shape of a ktap trace line.
 const PRINTF_SCRIPT: &str =
     "kprobe:vfs_read {\n    printf(\"%s pid %d read %d bytes\\n\", execname, pid, arg2)\n}\n";
+/// A kernel stack per `vfs_read`, eight frames (rendered one per line, symbolized, on the host).
+const STACK_SCRIPT: &str = "kprobe:vfs_read {\n    printf(\"%s stack\\n%s\\n\", execname, stack(8))\n}\n";
 const T: Duration = Duration::from_secs(120);
 
 /// The relay, its pty, and the file its byte counts go to.
@@ -126,6 +129,26 @@ fn traced(
     })
 }
 
+/// `dd`'s events in a run's output: how many, and their text bytes (an event is a line that starts
+/// with `dd `, plus, for stacks, the indented frame lines after it).
+fn dd_events(stdout: &str) -> (u64, u64) {
+    let (mut events, mut bytes, mut in_dd) = (0u64, 0u64, false);
+    for line in stdout.lines() {
+        if line.starts_with(' ') {
+            if in_dd {
+                bytes += line.len() as u64 + 1;
+            }
+            continue;
+        }
+        in_dd = line.starts_with("dd ");
+        if in_dd {
+            events += 1;
+            bytes += line.len() as u64 + 1;
+        }
+    }
+    (events, bytes)
+}
+
 /// The number after `what` in the loss summary line, 0 if absent.
 fn summary_count(stderr: &str, what: &str) -> u64 {
     stderr
@@ -151,22 +174,44 @@ pub fn run(built: &Built, guest: &mut Guest) -> Result<()> {
     let script = dir.join("printf_reads.kp");
     std::fs::write(&script, PRINTF_SCRIPT)?;
 
-    // 1. bytes per event: the same session with and without 2000 extra events; the difference is theirs
-    let dd = "dd if=/dev/zero of=/dev/null bs=1 count=2000";
-    let mut per = Vec::new();
-    for workload in ["", dd] {
-        let relay = Relay::start(&relay_bin, guest, None, dir.join("relay-size.log"))?;
-        per.push(traced(built, guest, &relay, &script, 6, workload)?);
+    // 1. bytes per event: two runs whose only difference is how many events `dd` makes; the
+    // difference in wire bytes over the difference in events is what one event costs (the guest's
+    // own background reads and the session's pings cancel out)
+    let stack_script = dir.join("stack_reads.kp");
+    std::fs::write(&stack_script, STACK_SCRIPT)?;
+    let mut wire_per_printf = 0.0;
+    for (what, script, counts) in [("printf", &script, [500u32, 2500]), ("stack", &stack_script, [100, 500])]
+    {
+        let mut runs = Vec::new();
+        for n in counts {
+            let relay =
+                Relay::start(&relay_bin, guest, None, dir.join(format!("relay-size-{what}-{n}.log")))?;
+            let dd = format!("dd if=/dev/zero of=/dev/null bs=1 count={n}");
+            let t = traced(built, guest, &relay, script, 8, &dd)?;
+            let (events, text) = dd_events(&t.stdout);
+            println!(
+                "bench: {what} run with {n} dd reads: {events} dd events, {text} text bytes, {} wire bytes",
+                t.wire
+            );
+            runs.push((events, text, t.wire));
+        }
+        let events = runs[1].0.saturating_sub(runs[0].0) as f64;
+        if events < 1.0 {
+            bail!("the {what} runs differ by no dd events: {runs:?}");
+        }
+        let wire = runs[1].2.saturating_sub(runs[0].2) as f64 / events;
+        let text = runs[1].1.saturating_sub(runs[0].1) as f64 / events;
+        if what == "printf" {
+            wire_per_printf = wire;
+        }
+        let shape = if what == "printf" { "`%s pid %d read %d bytes`" } else { "8 frames, `%s stack\\n%s`" };
+        println!("\n| link: {what} event ({shape}), packed record stream | bytes |");
+        println!("| --- | ---: |");
+        println!("| on the wire (framed, acknowledged, packed), per event | {wire:.1} |");
+        println!("| as ktap-style text, per event | {text:.1} |");
+        println!("| wire / text | {:.3} |", wire / text);
     }
-    let (base, busy) = (&per[0], &per[1]);
-    let events = busy.stdout.lines().count().saturating_sub(base.stdout.lines().count()) as f64;
-    let wire = busy.wire.saturating_sub(base.wire) as f64 / events;
-    let text = busy.stdout.len().saturating_sub(base.stdout.len()) as f64 / events;
-    println!("\n| link: printf event (`%s pid %d read %d bytes`) | bytes |");
-    println!("| --- | ---: |");
-    println!("| on the wire (framed, acknowledged record stream), per event | {wire:.1} |");
-    println!("| as a ktap text line, per event | {text:.1} |");
-    println!("| wire / text | {:.2} |", wire / text);
+    let wire = wire_per_printf;
 
     // 2. sustained rate at 115200 baud: more events than the line carries
     let relay = Relay::start(&relay_bin, guest, Some(BPS_115200), dir.join("relay-115200.log"))?;

@@ -61,7 +61,7 @@ pub fn build(board: &Board, debian_cargo: &Path, debian_rustc: &Path, out_dir: &
     cmd.current_dir(&ws)
         .args(["build", "--package", "ktap-agent", "--bin", "ktap-agent", "--features", "target"])
         .args(["--profile", "agent", "--target", target])
-        .args(["-Zbuild-std=core", "-Zbuild-std-features=compiler-builtins-mem"])
+        .args(["-Zbuild-std=core,alloc", "-Zbuild-std-features=compiler-builtins-mem"])
         .env("PATH", debian_path(debian_cargo))
         .env("RUSTC", debian_rustc)
         .env("RUSTC_BOOTSTRAP", "1")

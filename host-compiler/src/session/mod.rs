@@ -7,7 +7,7 @@
 //! LoadBegin             ->  <- LoadAck{0}      (every request below is resent until answered)
 //! LoadChunk{offset}     ->  <- LoadAck{next}   (one chunk in flight; smaller chunks after a loss)
 //! LoadEnd               ->  <- Loaded{probes} | Rejected{code, offset, detail}
-//! Start                 ->  <- Started
+//! StartPacked | Start   ->  <- Started          (packed: the record stream is DEFLATE, flushed per batch)
 //! Ack{next, window}, Ping (every 250 ms) -> <- Pong, Stats, Records{offset, data}
 //! Nak{next} (a gap)     ->  <- Records from `next` again
 //! Stop                  ->  <- Records..., Stopped{stats, end}
@@ -377,6 +377,8 @@ pub struct Session<L: Link> {
     agent: AgentInfo,
     timeouts: Timeouts,
     bye_sent: bool,
+    /// Ask for a packed record stream (`StartPacked`).
+    pack_records: bool,
 }
 
 impl<L: Link> std::fmt::Debug for Session<L> {
@@ -441,6 +443,7 @@ impl<L: Link> Session<L> {
             },
             timeouts,
             bye_sent: true, // nothing to say goodbye to until the agent answered
+            pack_records: true,
         };
         let host = concat!("ktap-host ", env!("CARGO_PKG_VERSION"));
         let deadline = Instant::now() + timeouts.hello;
@@ -604,15 +607,30 @@ impl<L: Link> Session<L> {
         }
     }
 
-    /// Arm the loaded program (`Start` is repeated until `Started` comes).
+    /// Whether `start` asks for a packed record stream (the default: trace records repeat, and a
+    /// serial line is slow).
+    pub fn set_record_packing(&mut self, on: bool) {
+        self.pack_records = on;
+    }
+
+    /// Stream bytes received on the link and the record bytes they carried, for the current program.
+    pub fn stream_bytes(&self) -> (u64, u64) {
+        (self.rx.wire_bytes, self.rx.record_bytes)
+    }
+
+    /// Arm the loaded program (`Start`/`StartPacked` is repeated until `Started` comes).
     pub fn start(&mut self) -> Result<(), SessionError> {
         let deadline = Instant::now() + self.timeouts.reply;
-        self.rx = RecordRx::new();
+        let (request, rx) = match self.pack_records {
+            true => (HostMsg::StartPacked, RecordRx::packed()),
+            false => (HostMsg::Start, RecordRx::new()),
+        };
+        self.rx = rx;
         loop {
             if Instant::now() >= deadline {
                 return Err(self.timeout("Started"));
             }
-            self.send(&HostMsg::Start)?;
+            self.send(&request)?;
             let until = (Instant::now() + LOAD_RETRY).min(deadline);
             while let Some(payload) = self.next_payload(until)? {
                 match wire::decode::<AgentMsg<'_>>(&payload) {

@@ -43,6 +43,8 @@ pub struct Peer {
     pub stream_end: u64,
     /// Keeps the slave open so the master never reads EIO between host opens.
     _slave: OwnedFd,
+    /// The host asked for a packed record stream (`StartPacked`): `records` packs with this.
+    packer: Option<ktap_protocol::pack::StreamPacker>,
 }
 
 /// A pty pair: the peer on the master, and the slave's path for the host to open as a serial port.
@@ -60,6 +62,7 @@ pub fn pty_peer() -> (Peer, String) {
             inbox: VecDeque::new(),
             stream_end: 0,
             _slave: p.slave,
+            packer: None,
         },
         path,
     )
@@ -87,7 +90,7 @@ impl Peer {
                 Ok(n) => n,
                 Err(_) => return None, // the host closed the port
             };
-            let inbox = &mut self.inbox;
+            let (inbox, packer) = (&mut self.inbox, &mut self.packer);
             self.deframer.feed(&buf[..n], |r| {
                 let payload = r.expect("the host sends good frames");
                 let m = match wire::decode::<HostMsg<'_>>(payload).expect("the host sends good messages") {
@@ -95,7 +98,15 @@ impl Peer {
                     HostMsg::LoadBegin { len } => Got::LoadBegin { len },
                     HostMsg::LoadChunk { offset, data } => Got::LoadChunk { offset, data: data.to_vec() },
                     HostMsg::LoadEnd => Got::LoadEnd,
-                    HostMsg::Start => Got::Start,
+                    HostMsg::Start => {
+                        *packer = None;
+                        Got::Start
+                    }
+                    // the same to the tests; `records` packs from now on
+                    HostMsg::StartPacked => {
+                        *packer = Some(ktap_protocol::pack::StreamPacker::new());
+                        Got::Start
+                    }
                     HostMsg::Stop => Got::Stop,
                     HostMsg::Ping { seq } => Got::Ping { seq },
                     HostMsg::Bye => Got::Bye,
@@ -128,6 +139,17 @@ impl Peer {
 
     /// Send the next piece of the record stream.
     pub fn records(&mut self, data: &[u8]) {
+        let packed;
+        let data = match self.packer.as_mut() {
+            Some(p) => {
+                let mut out = vec![0u8; ktap_protocol::pack::packed_bound(data.len())];
+                let n = p.pack_flush(data, &mut out).unwrap();
+                out.truncate(n);
+                packed = out;
+                &packed[..]
+            }
+            None => data,
+        };
         self.send(&AgentMsg::Records { offset: self.stream_end, data });
         self.stream_end += data.len() as u64;
     }

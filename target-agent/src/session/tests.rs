@@ -878,3 +878,50 @@ fn a_new_session_discards_an_unfinished_file() {
     assert_eq!(s.device().file_log, ["create /tmp/a.part", "discard /tmp/a.part"]);
     assert!(s.device().files.is_empty());
 }
+
+#[test]
+fn a_packed_stream_unpacks_to_the_records_and_costs_far_fewer_bytes() {
+    use ktap_protocol::pack::Unpacker;
+    let mut buf = vec![0u8; 4096];
+    let mut s = session(&mut buf);
+    hello(&mut s);
+    upload(&mut s, &image(&BUILD_ID), 0);
+    s.on_message(HostMsg::StartPacked, 0);
+    s.on_message(HostMsg::Ack { next: 0, window: WINDOW }, 0);
+    assert_eq!(s.link().msgs(), [AgentMsg::Loaded { probes: 1 }, AgentMsg::Started]);
+    s.link_mut().clear();
+    // a trace's typical stream: the same few events again and again
+    let mut want = Vec::new();
+    for i in 0..400u16 {
+        let r = rec(28, i % 3);
+        want.extend_from_slice(&r);
+        s.device_mut().ring.push_back(r);
+    }
+    s.device_mut().at_stop = vec![rec(40, 9)];
+    want.extend_from_slice(&rec(40, 9));
+    for t in 0..5 {
+        s.poll(t);
+        ack_all(&mut s, t);
+    }
+    s.on_message(HostMsg::Stop, 6);
+    let (_, end) = drain_until_stopped(&mut s, 7, 100);
+    let packed = stream_bytes(s.link());
+    assert_eq!(end, packed.len() as u64, "offsets count packed bytes");
+    assert!(packed.len() * 8 < want.len(), "{} packed bytes for {}", packed.len(), want.len());
+    let mut u = Unpacker::new(u64::MAX);
+    let mut got = Vec::new();
+    u.feed(&packed, true, |b| {
+        got.extend_from_slice(b);
+        Ok::<(), ()>(())
+    })
+    .unwrap();
+    assert!(got == want, "the stream unpacks to every record in order");
+    assert_eq!(s.link_dropped(), 0);
+    // the next program starts a new stream (the host starts a new decoder)
+    s.link_mut().clear();
+    s.on_message(HostMsg::Start, 20);
+    s.device_mut().ring.push_back(rec(12, 1));
+    s.on_message(HostMsg::Ack { next: 0, window: WINDOW }, 20);
+    s.poll(21);
+    assert_eq!(stream_bytes(s.link()), rec(12, 1), "Start streams unpacked from offset 0");
+}

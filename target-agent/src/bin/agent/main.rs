@@ -18,6 +18,9 @@
 #![no_main]
 #![cfg_attr(any(target_arch = "mips", target_arch = "powerpc"), feature(asm_experimental_arch))]
 
+extern crate alloc;
+
+mod arena;
 mod board;
 mod cli;
 #[cfg(all(target_arch = "x86_64", target_env = "gnu"))]
