@@ -4,7 +4,8 @@
 //! - bytes on the wire per printf event and per stack event against the same events as text (what
 //!   ktap sent), the marginal cost of `dd`'s events between two runs with different counts;
 //! - sustained events per second at an emulated 115200 baud, and what was dropped above that rate;
-//! - push to first event at 115200 baud.
+//! - push to first event at 115200 baud;
+//! - `deploy` of the agent and the module over the same line.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -263,6 +264,26 @@ pub fn run(built: &Built, guest: &mut Guest) -> Result<()> {
     println!(
         "\n| push -> first event through a 115200-baud relay (3 runs) | min {:.0} ms | median {:.0} ms | max {:.0} ms |",
         times[0], times[1], times[2]
+    );
+
+    // 4. deploy over the line: the agent and the module, packed, then the module replaced
+    let relay = Relay::start(&relay_bin, guest, Some(BPS_115200), dir.join("relay-deploy.log"))?;
+    let started = Instant::now();
+    let out = Command::new(&built.host_bin)
+        .args(["deploy", "--board", &built.board.name, "--port", &relay.port, "--dest", "/tmp/bench-deploy"])
+        .arg("--artifacts")
+        .arg(&built.dir)
+        .output()?;
+    let secs = started.elapsed().as_secs_f64();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        bail!("deploy through the relay failed:\n{err}");
+    }
+    for line in err.lines().filter(|l| l.contains("installed") || l.contains("module loaded")) {
+        println!("bench: 115200: {line}");
+    }
+    println!(
+        "\n| deploy (agent + module, packed) through a 115200-baud relay, module replaced | {secs:.1} s |"
     );
     Ok(())
 }

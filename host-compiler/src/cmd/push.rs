@@ -53,7 +53,7 @@ pub struct Cmd {
     #[arg(long, value_name = "CMD")]
     run: Option<String>,
     /// Print how long each phase took after the link opened (connect, compile, upload and arm, first
-    /// event) to stderr
+    /// event), and what the packed record stream cost on the link, to stderr
     #[arg(long)]
     timings: bool,
     /// Stop after this many seconds (fractions allowed) [default: until Ctrl-C]
@@ -323,6 +323,11 @@ impl Cmd {
                 ms(t_compiled),
                 ms(t_armed),
                 out.first_event.map_or("none".to_owned(), |t| format!("{:.0} ms", ms(t.duration_since(t0))))
+            );
+            let (wire, records) = session.stream_bytes();
+            eprintln!(
+                "ktap: record stream: {wire} bytes over the link for {records} bytes of records ({:.1}x packed)",
+                records as f64 / wire.max(1) as f64
             );
         }
         drop(session);
