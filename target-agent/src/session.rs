@@ -75,7 +75,7 @@ pub const DETAIL_BAD_FRAME: i32 = 1;
 /// `detail` of `Error{BAD_MESSAGE}` for a good frame whose payload is not a `HostMsg`.
 pub const DETAIL_UNDECODABLE: i32 = 2;
 
-const _: () = assert!(READ_BUF >= MAX_RECORD && STREAM_BUF >= READ_BUF);
+const _: () = assert!(READ_BUF >= MAX_RECORD && STREAM_BUF >= PACK_BUF);
 
 /// Where the session is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -381,7 +381,11 @@ impl<D: Device + Install, L: Link> Core<'_, D, L> {
             (_, HostMsg::Start) => self.start(now, false),
             (_, HostMsg::StartPacked) => self.start(now, true),
             (_, HostMsg::Stop) => self.stop(),
-            (_, HostMsg::Ping { seq }) => self.link.send(&AgentMsg::Pong { seq }),
+            // Never waited for: a queue too full for a Pong is already carrying proof of life to the
+            // host, and waiting on a slow line would stop the agent reading the host's next pings.
+            (_, HostMsg::Ping { seq }) => {
+                let _ = self.link.try_send(&AgentMsg::Pong { seq });
+            }
             (_, HostMsg::Ack { next, window }) => self.ack(next, window, false, now),
             (_, HostMsg::Nak { next, window }) => self.ack(next, window, true, now),
             // a running program keeps the board as it is: no file or module changes under it
@@ -664,10 +668,16 @@ impl<D: Device + Install, L: Link> Core<'_, D, L> {
     /// Move records from the kernel into the stream, at most [`READS_PER_POLL`] reads.
     fn pump(&mut self, now: u64) {
         for _ in 0..READS_PER_POLL {
-            // packed, a read must fit the stream even if it does not compress
+            // Packed, a read must fit the stream even if it does not compress, and it waits for room
+            // for a whole read buffer: on a busy link small reads would each be a DEFLATE block of
+            // their own (a Huffman table and a flush marker apiece), and the ring holds the records
+            // meanwhile. An idle link has the room at once, so the first record is not delayed.
             let room = self.stream.free();
-            let free = if self.packed { unpacked_fit(room) } else { room }.min(READ_BUF);
-            let keep = if free >= MAX_RECORD {
+            let (free, enough) = match self.packed {
+                true => (unpacked_fit(room).min(READ_BUF), unpacked_fit(room) >= READ_BUF),
+                false => (room.min(READ_BUF), room >= MAX_RECORD),
+            };
+            let keep = if enough {
                 self.last_room = now;
                 true
             } else if self.state == State::Running && now.saturating_sub(self.last_room) >= LINK_STALL_MS {

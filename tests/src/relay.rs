@@ -83,10 +83,16 @@ pub fn pump(
 ) -> io::Result<()> {
     let mut rng = Rng(impair.seed | 1);
     let mut buf = [0u8; 4096];
+    // rate-limited, take no more than the line carries in about 10 ms at a time, as a UART's FIFO
+    // does: the rest waits in the source's buffers (backpressure) instead of here, unread
+    let take = impair.bytes_per_sec.map_or(buf.len(), |bps| (bps as usize / 100).clamp(16, buf.len()));
     let mut out = Vec::with_capacity(buf.len());
-    let start = Instant::now();
-    let mut sent = 0u64;
-    while let Some(n) = src.read_some(&mut buf)? {
+    // when the line may carry its next byte. An idle line earns no credit beyond `SLACK` (a UART
+    // cannot send later, faster, the bytes it did not get earlier); the slack only makes up for
+    // sleeps that overran.
+    const SLACK: Duration = Duration::from_millis(20);
+    let mut next_free = Instant::now();
+    while let Some(n) = src.read_some(&mut buf[..take])? {
         counts.read.fetch_add(n as u64, Ordering::Relaxed);
         out.clear();
         for &b in &buf[..n] {
@@ -104,10 +110,11 @@ pub fn pump(
         match impair.bytes_per_sec {
             // one byte at a time at the line's pace, as a UART shifts them out
             Some(bps) => {
+                let byte_time = Duration::from_secs_f64(1.0 / f64::from(bps));
                 for b in &out {
-                    sent += 1;
-                    let due = start + Duration::from_secs_f64(sent as f64 / f64::from(bps));
-                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    let now = Instant::now();
+                    next_free = next_free.max(now.checked_sub(SLACK).unwrap_or(now)) + byte_time;
+                    if let Some(wait) = next_free.checked_duration_since(Instant::now()) {
                         std::thread::sleep(wait);
                     }
                     dst.write_all(std::slice::from_ref(b))?;

@@ -78,6 +78,8 @@ struct Traced {
     stdout: String,
     stderr: String,
     wire: u64,
+    /// How long the workload ran on the guest console.
+    workload_secs: f64,
 }
 
 /// Push `script` through `relay` for `secs`, running `workload` on the guest console once armed.
@@ -88,9 +90,11 @@ fn traced(
     script: &Path,
     secs: u64,
     workload: &str,
+    extra: &[&str],
 ) -> Result<Traced> {
     let mut push = Command::new(&built.host_bin)
         .args(["push", "--board", &built.board.name, "--duration", &secs.to_string(), "--port", &relay.port])
+        .args(extra)
         .arg("--vmlinux")
         .arg(&built.artifacts.vmlinux)
         .arg(script)
@@ -113,9 +117,11 @@ fn traced(
             Err(_) => bail!("push did not arm:\n{err}"),
         }
     }
+    let started = Instant::now();
     if !workload.is_empty() {
         guest.console.run_ok(workload, T)?;
     }
+    let workload_secs = started.elapsed().as_secs_f64();
     let out = push.wait_with_output()?;
     err.extend(rx.try_iter().map(|l| l + "\n"));
     if !out.status.success() {
@@ -127,6 +133,7 @@ fn traced(
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: err,
         wire: relay.board_to_host()?,
+        workload_secs,
     })
 }
 
@@ -181,17 +188,21 @@ pub fn run(built: &Built, guest: &mut Guest) -> Result<()> {
     let stack_script = dir.join("stack_reads.kp");
     std::fs::write(&stack_script, STACK_SCRIPT)?;
     let mut wire_per_printf = 0.0;
-    for (what, script, counts) in [("printf", &script, [500u32, 2500]), ("stack", &stack_script, [100, 500])]
-    {
+    for (what, script, counts, pack) in [
+        ("printf", &script, [500u32, 2500], true),
+        ("printf", &script, [500, 2500], false),
+        ("stack", &stack_script, [100, 500], true),
+    ] {
         let mut runs = Vec::new();
+        let (extra, how): (&[&str], _) = if pack { (&[], "packed") } else { (&["--no-pack"], "unpacked") };
         for n in counts {
             let relay =
-                Relay::start(&relay_bin, guest, None, dir.join(format!("relay-size-{what}-{n}.log")))?;
+                Relay::start(&relay_bin, guest, None, dir.join(format!("relay-size-{what}-{how}-{n}.log")))?;
             let dd = format!("dd if=/dev/zero of=/dev/null bs=1 count={n}");
-            let t = traced(built, guest, &relay, script, 8, &dd)?;
+            let t = traced(built, guest, &relay, script, 8, &dd, extra)?;
             let (events, text) = dd_events(&t.stdout);
             println!(
-                "bench: {what} run with {n} dd reads: {events} dd events, {text} text bytes, {} wire bytes",
+                "bench: {what} ({how}) run with {n} dd reads: {events} dd events, {text} text bytes, {} wire bytes",
                 t.wire
             );
             runs.push((events, text, t.wire));
@@ -202,27 +213,29 @@ pub fn run(built: &Built, guest: &mut Guest) -> Result<()> {
         }
         let wire = runs[1].2.saturating_sub(runs[0].2) as f64 / events;
         let text = runs[1].1.saturating_sub(runs[0].1) as f64 / events;
-        if what == "printf" {
+        if what == "printf" && pack {
             wire_per_printf = wire;
         }
         let shape = if what == "printf" { "`%s pid %d read %d bytes`" } else { "8 frames, `%s stack\\n%s`" };
-        println!("\n| link: {what} event ({shape}), packed record stream | bytes |");
+        println!("\n| link: {what} event ({shape}), {how} record stream | bytes |");
         println!("| --- | ---: |");
-        println!("| on the wire (framed, acknowledged, packed), per event | {wire:.1} |");
+        println!("| on the wire (framed, acknowledged, {how}), per event | {wire:.1} |");
         println!("| as ktap-style text, per event | {text:.1} |");
         println!("| wire / text | {:.3} |", wire / text);
     }
     let wire = wire_per_printf;
 
-    // 2. sustained rate at 115200 baud: more events than the line carries
+    // 2. at 115200 baud: a flood (more events than the line carries: what gets through, and the
+    // drops reported), then a paced workload under that rate (nothing may be lost)
     let relay = Relay::start(&relay_bin, guest, Some(BPS_115200), dir.join("relay-115200.log"))?;
     let secs = 10;
-    let flood = "dd if=/dev/zero of=/dev/null bs=1 count=20000";
-    let r = traced(built, guest, &relay, &script, secs, flood)?;
+    let flood = "dd if=/dev/zero of=/dev/null bs=1 count=60000";
+    let r = traced(built, guest, &relay, &script, secs, flood, &[])?;
     let delivered = r.stdout.lines().count() as f64 / secs as f64;
     let hits = summary_count(&r.stderr, "hits");
     let link_dropped = summary_count(&r.stderr, "link_dropped");
     let ring_dropped = summary_count(&r.stderr, "ring_dropped");
+    let live = r.stderr.lines().filter(|l| l.contains("live: ")).count();
     println!("\n| link at 115200 baud (relay --bps {BPS_115200}), {secs} s flood of printf events | |");
     println!("| --- | ---: |");
     println!("| line capacity / wire bytes per event | {:.0} events/s |", f64::from(BPS_115200) / wire);
@@ -230,6 +243,24 @@ pub fn run(built: &Built, guest: &mut Guest) -> Result<()> {
     println!("| probe hits | {hits} |");
     println!("| reported dropped: link too slow (link_dropped) | {link_dropped} |");
     println!("| reported dropped: kernel ring full (ring_dropped) | {ring_dropped} |");
+    println!("| live loss notices during the run | {live} |");
+    drop(relay);
+
+    // paced: bursts of `dd` every 100 ms at about 70% of what the flood delivered
+    let per_burst = ((delivered * 0.7) / 10.0).max(1.0) as u32;
+    let relay = Relay::start(&relay_bin, guest, Some(BPS_115200), dir.join("relay-115200-paced.log"))?;
+    let paced = format!(
+        "i=0; while [ $i -lt 80 ]; do dd if=/dev/zero of=/dev/null bs=1 count={per_burst} 2>/dev/null; \
+         usleep 100000; i=$((i+1)); done"
+    );
+    let r = traced(built, guest, &relay, &script, 30, &paced, &[])?;
+    let (events, _) = dd_events(&r.stdout);
+    let lost = summary_count(&r.stderr, "link_dropped") + summary_count(&r.stderr, "ring_dropped");
+    let rate = events as f64 / r.workload_secs;
+    println!("bench: paced run: {events} dd events in {:.1} s, lost {lost}", r.workload_secs);
+    println!(
+        "| paced: 80 bursts of {per_burst} `dd` reads 100 ms apart, {events} events delivered, {rate:.0} events/s | lost {lost} |"
+    );
     drop(relay);
 
     // 3. push -> first event at 115200 baud
@@ -285,5 +316,27 @@ pub fn run(built: &Built, guest: &mut Guest) -> Result<()> {
     println!(
         "\n| deploy (agent + module, packed) through a 115200-baud relay, module replaced | {secs:.1} s |"
     );
+
+    // 5. what the packed stream costs the board: the agent's file, and its memory once it has
+    // streamed (its compressor lives in a .bss arena, touched when the session is made)
+    let agent = std::fs::metadata(&built.artifacts.agent)?.len();
+    let status = guest.console.run_ok(
+        "for p in $(pidof ktap-agent); do grep -E '^(VmRSS|VmHWM|VmData|VmStk)' /proc/$p/status; done",
+        T,
+    )?;
+    let kib = |what: &str| -> String {
+        let v: Vec<&str> = status
+            .lines()
+            .filter(|l| l.starts_with(what))
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .collect();
+        if v.is_empty() { "?".into() } else { v.join(", ") }
+    };
+    println!("\n| the agent on the board ({}) | |", built.board.name);
+    println!("| --- | ---: |");
+    println!("| file size | {:.1} KiB |", agent as f64 / 1024.0);
+    println!("| resident (VmRSS) after the runs above | {} KiB |", kib("VmRSS"));
+    println!("| peak resident (VmHWM) | {} KiB |", kib("VmHWM"));
+    println!("| data + bss (VmData) | {} KiB |", kib("VmData"));
     Ok(())
 }

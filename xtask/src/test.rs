@@ -112,6 +112,12 @@ pub const E2E_FILES: &[E2eFile] = &[
         why: "deploy writes files and loads the module through the agent's own syscalls, which differ per \
               arch (rustix backends, hand-written o32 on big-endian MIPS)",
     },
+    E2eFile {
+        name: "link_flow",
+        scope: Scope::Primary,
+        why: "flow control, drop accounting, reconnect and the version handshake: the same agent code on \
+              every arch",
+    },
     E2eFile { name: "link_noise", scope: Scope::Primary, why: "transport: framing and retransmission" },
     E2eFile { name: "link_ssh", scope: Scope::Primary, why: "transport: ssh runs the agent over its stdio" },
     E2eFile {

@@ -56,6 +56,10 @@ pub struct Cmd {
     /// event), and what the packed record stream cost on the link, to stderr
     #[arg(long)]
     timings: bool,
+    /// Send the record stream as it is instead of DEFLATE-packed (the agent packs each batch by
+    /// default: trace records repeat, and a serial line is slow); for comparing the two
+    #[arg(long, hide_short_help = true)]
+    no_pack: bool,
     /// Stop after this many seconds (fractions allowed) [default: until Ctrl-C]
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
@@ -271,6 +275,7 @@ impl Cmd {
         let t_compiled = t0.elapsed();
 
         let probes = session.upload(&program.image, Some(&program.sidecar))?;
+        session.set_record_packing(!self.no_pack);
         session.start()?;
         let t_armed = t0.elapsed();
         eprintln!("ktap: tracing {} ({probes} probes); Ctrl-C to stop", program.origin.display());

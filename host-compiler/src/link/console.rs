@@ -14,6 +14,8 @@ pub const AGENT_READY: &str = "ktap: console in raw mode, speaking frames";
 
 /// How long the shell may take to show a prompt after a fresh line.
 const PROMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Silence on the line that means the shell has printed all of its prompt.
+const QUIET: Duration = Duration::from_millis(250);
 /// How long the typed agent command may take to start and switch the console to raw mode.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -71,6 +73,21 @@ fn read_until(
     }
 }
 
+/// Read until nothing arrived for `quiet` (or `limit` passed); returns what was read.
+fn read_quiet(link: &mut dyn Link, quiet: Duration, limit: Duration) -> io::Result<Vec<u8>> {
+    let deadline = Instant::now() + limit;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 512];
+    while Instant::now() < deadline {
+        let n = link.read(&mut buf, quiet)?;
+        if n == 0 {
+            break;
+        }
+        seen.extend_from_slice(&buf[..n]);
+    }
+    Ok(seen)
+}
+
 /// The last `n` characters of what the console showed, printable, for error messages.
 fn tail(seen: &[u8]) -> String {
     let text: String = String::from_utf8_lossy(seen)
@@ -98,7 +115,10 @@ pub fn start_agent(link: &mut dyn Link, agent_cmd: &str) -> io::Result<()> {
         ));
     };
     // Line-editing shells (busybox ash) ask the terminal where the cursor is after the prompt and
-    // swallow input until the answer comes: answer as a terminal would.
+    // swallow input until the answer comes: answer as a terminal would. The question may arrive in a
+    // later read than the prompt (a loaded board, a slow line), so the line must go quiet first.
+    let mut prompt = prompt;
+    prompt.extend(read_quiet(link, QUIET, PROMPT_TIMEOUT)?);
     if prompt.windows(4).any(|w| w == b"\x1b[6n") {
         link.write_all(b"\x1b[1;1R")?;
     }

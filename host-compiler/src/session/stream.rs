@@ -29,12 +29,24 @@ pub struct RecordRx {
     /// Bytes that could not be records (a broken record header, or a packed stream that does not
     /// unpack): dropped.
     pub malformed_bytes: u64,
-    /// A packed stream (`StartPacked`): its decoder, fed the stream in order.
-    unpacker: Option<Box<Unpacker>>,
+    /// Whether the stream is packed, and its decoder.
+    packing: Packing,
     /// Stream bytes as they came over the link (packed or not) and unpacked.
     pub wire_bytes: u64,
     /// Record bytes they carried.
     pub record_bytes: u64,
+}
+
+/// How a stream's bytes become record bytes.
+#[derive(Debug, Default)]
+enum Packing {
+    /// As they are (`Start`).
+    #[default]
+    Plain,
+    /// Through a DEFLATE decoder fed the stream in order (`StartPacked`).
+    Packed(Box<Unpacker>),
+    /// A packed stream that failed to unpack: nothing after that point can be decoded.
+    Broken,
 }
 
 impl RecordRx {
@@ -45,7 +57,7 @@ impl RecordRx {
 
     /// A packed stream at offset 0 (see `HostMsg::StartPacked`).
     pub fn packed() -> Self {
-        RecordRx { unpacker: Some(Box::new(Unpacker::new(u64::MAX))), ..Self::default() }
+        RecordRx { packing: Packing::Packed(Box::new(Unpacker::new(u64::MAX))), ..Self::default() }
     }
 
     /// Offset of the first byte not received.
@@ -85,9 +97,9 @@ impl RecordRx {
         let fresh = data.get(skip..).unwrap_or(&[]);
         self.wire_bytes += fresh.len() as u64;
         let before = self.partial.len();
-        match self.unpacker.as_mut() {
-            None => self.partial.extend_from_slice(fresh),
-            Some(u) => {
+        match &mut self.packing {
+            Packing::Plain => self.partial.extend_from_slice(fresh),
+            Packing::Packed(u) => {
                 let partial = &mut self.partial;
                 let r = u.feed(fresh, true, |b| {
                     partial.extend_from_slice(b);
@@ -96,9 +108,10 @@ impl RecordRx {
                 // frames are CRC-checked, so only a broken agent gets here: nothing after it decodes
                 if r.is_err() {
                     self.malformed_bytes += fresh.len() as u64;
-                    self.unpacker = None;
+                    self.packing = Packing::Broken;
                 }
             }
+            Packing::Broken => self.malformed_bytes += fresh.len() as u64,
         }
         self.record_bytes += (self.partial.len() - before) as u64;
         self.next = end;
@@ -176,6 +189,19 @@ mod tests {
         assert_eq!(whole, [rec(40, 2), rec(40, 3)].concat());
         assert_eq!((rx.naks, rx.repeated_bytes), (1, 40));
         assert_eq!(rx.piece(0, &stream[..40], t).1, None, "a stale repeat needs no answer");
+    }
+
+    #[test]
+    fn a_packed_stream_that_fails_to_unpack_yields_nothing_after_the_failure() {
+        let mut rx = RecordRx::packed();
+        let t = Instant::now();
+        // a DEFLATE block of the reserved type
+        let (got, _) = rx.piece(0, &[0x07, 0, 0], t);
+        assert!(got.is_empty());
+        // what follows is never taken for plain records, however record-like it looks
+        let (got, ack) = rx.piece(3, &rec(12, 1), t);
+        assert!(got.is_empty() && ack.is_some(), "{got:?}");
+        assert_eq!(rx.malformed_bytes, 3 + 12);
     }
 
     #[test]

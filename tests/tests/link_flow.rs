@@ -1,0 +1,198 @@
+//! The link's bookkeeping against the real agent on the QEMU board: a line far slower than the
+//! events (credit flow control holds the agent back, the overflow is dropped on the board and
+//! counted, live and at the end, so that every hit is either printed or counted); a host killed
+//! mid-stream and a new one connecting at once (the board is clean for it); and the version
+//! handshake spoken by hand to the agent (a mismatch is refused and leaves the agent usable).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ktap_e2e::{HostRun, TestEnv, kprobes, scratch_dir, write_script};
+use ktap_host::link::{Link, SerialLink};
+use ktap_protocol::frame::{self, Deframer};
+use ktap_protocol::wire::{self, AgentMsg, HostMsg, PROTOCOL_VERSION, codes};
+
+const T: Duration = Duration::from_secs(180);
+
+/// One line per `vfs_read`: every hit is one record, so printed lines + counted losses = hits.
+const PRINTF_READS: &str =
+    "kprobe:vfs_read {\n    printf(\"%s pid %d read %d\\n\", execname, pid, arg2)\n}\n";
+
+/// The relay between `port` and a new pty (`link_relay pty`); returns it and the pty's path.
+fn relay(port: &Path, args: &[&str], log: &Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_link_relay"))
+        .arg("pty")
+        .arg(port)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let path =
+        line.trim().strip_prefix("relay: ").unwrap_or_else(|| panic!("relay said `{line}`")).to_owned();
+    (child, path)
+}
+
+/// The counter named `(name)` in the final `ktap: N hits; ...` line, 0 when not listed.
+fn counter(err: &str, name: &str) -> u64 {
+    let Some(summary) = err.lines().rfind(|l| l.starts_with("ktap: ") && l.contains(" hits")) else {
+        return 0;
+    };
+    summary
+        .split([';', ','])
+        .find(|p| p.contains(&format!("({name})")))
+        .and_then(|p| p.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Hits in the final summary line (`ktap: N hits; ...`), or from `--stats`-less clean runs: none.
+fn hits(err: &str) -> Option<u64> {
+    err.lines()
+        .rfind(|l| l.starts_with("ktap: ") && l.contains(" hits"))
+        .and_then(|l| l.strip_prefix("ktap: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+#[test]
+fn a_line_slower_than_the_events_drops_on_the_board_and_counts_every_loss_live_and_at_the_end() {
+    let env = TestEnv::get();
+    let mut guest = env.boot();
+    let log = scratch_dir("slow-line").join("relay.log");
+    // 2000 bytes/s (20 kbaud): far less than `dd` reading byte by byte produces
+    let (mut relay, port) = relay(guest.agent_port(), &["--bps", "2000"], &log);
+    let mut push = env.push(Path::new(&port));
+    push.arg(write_script("printf_reads", PRINTF_READS));
+    let mut run = HostRun::spawn(push);
+    run.wait_stderr("tracing", T);
+    guest.console.run_ok("dd if=/dev/zero of=/dev/null bs=1 count=20000", T).unwrap();
+    // the losses are shown while the trace runs, not only at the end
+    run.wait_stderr("live: ", T);
+    run.signal("INT");
+    let (status, out, err) = run.finish(T);
+    let _ = relay.kill();
+    let _ = relay.wait();
+    let relay_log = std::fs::read_to_string(&log).unwrap();
+    let last = relay_log.lines().last().unwrap_or("");
+    assert!(status.success(), "push over the slow line failed: {status}\n{err}\nrelay: {last}");
+    let live = err.lines().find(|l| l.contains("live: ")).unwrap();
+    assert!(live.contains("dropped"), "the live notice names no drop: {live}");
+
+    let hits = hits(&err).unwrap_or_else(|| panic!("no summary line:\n{err}"));
+    let lost: u64 =
+        ["ring_dropped", "link_dropped", "kernel_missed", "recursion_skipped", "budget_exhausted"]
+            .iter()
+            .map(|c| counter(&err, c))
+            .sum();
+    let printed = out.lines().filter(|l| l.contains(" read ")).count() as u64;
+    assert!(lost > 0, "a 2000 B/s line carried every event: nothing tested\n{err}");
+    assert!(hits >= 20_000, "dd's reads were not all hits: {hits}");
+    // never silent: each hit was printed whole or counted as lost, and nothing was mangled on the way
+    assert_eq!(printed + lost, hits, "printed {printed}, lost {lost}\nstderr:\n{err}\nrelay: {last}");
+    assert!(out.lines().all(|l| l.split_whitespace().count() == 5), "a broken line in the output");
+    assert!(!err.contains("corrupted") && !err.contains("incomplete"), "{err}");
+    assert!(!kprobes(&mut guest).contains("vfs_read"), "probe left armed");
+    eprintln!("{live}\n{}\nrelay: {last}", err.lines().rfind(|l| l.contains(" hits")).unwrap_or(""));
+    guest.shutdown();
+}
+
+#[test]
+fn a_host_killed_mid_stream_leaves_a_board_the_next_push_finds_clean() {
+    let env = TestEnv::get();
+    let mut guest = env.boot();
+    let port = guest.agent_port().to_owned();
+    // a first host, killed while the board streams to it
+    let mut push = env.push(&port);
+    push.arg(write_script("printf_reads", PRINTF_READS));
+    let mut run = HostRun::spawn(push);
+    run.wait_stderr("tracing", T);
+    guest.console.run_ok("dd if=/dev/zero of=/dev/null bs=1 count=3000", T).unwrap();
+    run.signal("KILL");
+    let _ = run.finish(T);
+
+    // a second one at once, inside the agent's heartbeat window: its Hello resets the board
+    let case = env.kprobe_case(500);
+    let mut push = env.push(&port);
+    push.arg(&case.script);
+    let mut run = HostRun::spawn(push);
+    run.wait_stderr("tracing", T);
+    let list = kprobes(&mut guest);
+    let armed = list.lines().filter(|l| l.contains(case.function)).count();
+    assert_eq!(armed, 1, "the first program's probe is still there:\n{list}");
+    guest.console.run_ok(&case.workload, T).unwrap();
+    run.signal("INT");
+    let (status, out, err) = run.finish(T);
+    assert!(status.success(), "the second push failed: {status}\n{out}\n{err}");
+    // the old program's records and counts did not leak into the new one
+    assert_eq!(case.counted(&out), Some(case.count), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(!out.contains(" read "), "records of the killed host's program arrived:\n{out}");
+    assert!(!kprobes(&mut guest).contains(case.function), "probe left armed");
+    guest.shutdown();
+}
+
+/// Send `msg` framed on `link`; collect the agent's messages for `wait`, decoded into a summary.
+fn exchange(link: &mut SerialLink, msg: &HostMsg<'_>, wait: Duration) -> Vec<String> {
+    let mut buf = [0u8; 512];
+    let payload = wire::encode(msg, &mut buf).unwrap().to_vec();
+    link.write_all(&frame::encode_vec(&payload).unwrap()).unwrap();
+    let mut deframer = Deframer::new();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + wait;
+    let mut rx = [0u8; 512];
+    while Instant::now() < deadline {
+        let n = link.read(&mut rx, Duration::from_millis(100)).unwrap();
+        deframer.feed(&rx[..n], |f| {
+            if let Ok(p) = f {
+                got.push(match wire::decode::<AgentMsg<'_>>(p) {
+                    Ok(AgentMsg::Hello { version, .. }) => format!("Hello {version}"),
+                    Ok(AgentMsg::Error { code, detail }) => format!("Error {code:#x} {detail}"),
+                    Ok(m) => format!("{m:?}"),
+                    Err(e) => format!("undecodable: {e}"),
+                })
+            }
+        });
+    }
+    got
+}
+
+#[test]
+fn the_agent_refuses_another_protocol_version_and_still_serves_the_right_one() {
+    let env = TestEnv::get();
+    let mut guest = env.boot();
+    let port = guest.agent_port().to_string_lossy().into_owned();
+    {
+        let mut link = SerialLink::open(&port, env.board.agent.baud).unwrap();
+        let other = PROTOCOL_VERSION + 1;
+        let got = exchange(
+            &mut link,
+            &HostMsg::Hello { version: other, host: "a newer host" },
+            Duration::from_secs(3),
+        );
+        // it says which version it speaks, and refuses
+        assert!(got.contains(&format!("Hello {PROTOCOL_VERSION}")), "{got:?}");
+        let mismatch = format!("Error {:#x} {PROTOCOL_VERSION}", codes::VERSION_MISMATCH);
+        assert!(got.contains(&mismatch), "{got:?}");
+        // and nothing else is served under the wrong version
+        let got = exchange(&mut link, &HostMsg::LoadBegin { len: 64 }, Duration::from_secs(2));
+        assert_eq!(got, [mismatch], "a request after the mismatch");
+        let got = exchange(&mut link, &HostMsg::Bye, Duration::from_millis(500));
+        assert!(got.is_empty(), "{got:?}");
+    }
+    // the right version afterwards: a whole trace, exact
+    let case = env.kprobe_case(200);
+    let mut push = env.push(guest.agent_port());
+    push.arg(&case.script);
+    let mut run = HostRun::spawn(push);
+    run.wait_stderr("tracing", T);
+    guest.console.run_ok(&case.workload, T).unwrap();
+    run.signal("INT");
+    let (status, out, err) = run.finish(T);
+    assert!(status.success(), "push after the mismatch failed: {status}\n{out}\n{err}");
+    assert_eq!(case.counted(&out), Some(case.count), "stdout:\n{out}\nstderr:\n{err}");
+    guest.shutdown();
+}
