@@ -10,9 +10,10 @@ use serde::{Deserialize, Serialize};
 /// 3: the record stream is reliable and flow-controlled (`Records{offset}`, `Ack`, `Nak`,
 /// `Stopped{end}`), uploads are acknowledged chunk by chunk (`LoadAck`).
 /// 4: files are installed through the protocol (`FileBegin`/`FileChunk`/`FileEnd`, packed with
-/// DEFLATE) and the module loaded from one (`ModuleLoad`): `deploy` over a serial line; the record
-/// stream may be packed too (`StartPacked`).
-pub const PROTOCOL_VERSION: u16 = 4;
+/// DEFLATE) and the module loaded from one (`ModuleLoad`): `deploy` over a serial line.
+/// 5: the record stream may be packed (`StartPacked`, what the host asks for): a version-4 agent
+/// cannot decode that request, so the versions must say so first.
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// The agent disarms a running program when no message arrived from the host for this long. With the
 /// agent's 100 ms poll and a ping every [`HEARTBEAT_INTERVAL_MS`], a host that dies (or a cable pulled)

@@ -116,6 +116,23 @@ impl TestEnv {
         out
     }
 
+    /// Push the board's exact-count kprobe case ([`TestEnv::kprobe_case`] of `count`) through `push`
+    /// (a `push` command with its link set), run its workload on `guest`'s console, stop with Ctrl-C
+    /// and check the count; returns stderr.
+    pub fn count_exactly(&self, guest: &mut Guest, mut push: Command, count: u32) -> String {
+        let timeout = Duration::from_secs(300);
+        let case = self.kprobe_case(count);
+        push.arg(&case.script);
+        let mut run = HostRun::spawn(push);
+        run.wait_stderr("tracing", timeout);
+        guest.console.run_ok(&case.workload, timeout).unwrap_or_else(|e| panic!("{e}"));
+        run.signal("INT");
+        let (status, out, err) = run.finish(timeout);
+        assert!(status.success(), "push failed: {status}\n{out}\n{err}");
+        assert_eq!(case.counted(&out), Some(case.count), "stdout:\n{out}\nstderr:\n{err}");
+        err
+    }
+
     /// The board's exact-count kprobe test: a script, a guest workload that makes `count` hits keyed
     /// `key`. Normally `dd` reading `/dev/zero` byte by byte (vfs_read per `dd`); on a board with a
     /// kprobe hazard, the guest shell's own builtins opening `/dev/null` (`do_filp_open` per `sh`),

@@ -2,7 +2,9 @@
 //! forwards: the "bad cable" and "115200 baud" of the link tests and benchmarks, as a real process
 //! between the real host and the real QEMU board.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -133,4 +135,24 @@ pub fn open(path: &str) -> io::Result<serialport::TTYPort> {
         .timeout(Duration::from_millis(100))
         .open_native()
         .map_err(|e| io::Error::other(format!("cannot open {path}: {e}")))
+}
+
+/// Start `link_relay pty PORT ARGS..` (the binary at `bin`) between the board's `port` and a new
+/// pty, its counts going to `log`; returns the process and the new pty's path for the host.
+pub fn spawn(bin: &Path, port: &Path, args: &[&str], log: &Path) -> (Child, String) {
+    let mut child = Command::new(bin)
+        .arg("pty")
+        .arg(port)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display())))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        let _ = BufReader::new(out).read_line(&mut line);
+    }
+    let path =
+        line.trim().strip_prefix("relay: ").unwrap_or_else(|| panic!("relay said `{line}`")).to_owned();
+    (child, path)
 }

@@ -42,21 +42,6 @@ fn check_installed(env: &TestEnv, guest: &mut Guest, dest: &str) {
     assert!(loaded.contains("ktap ") && loaded.contains("/dev/ktap"), "module not loaded:\n{loaded}");
 }
 
-/// Push the board's exact-count kprobe case through `push` (a command with its link set) and check
-/// the count.
-fn trace_counts(env: &TestEnv, guest: &mut Guest, mut push: Command) -> String {
-    let case = env.kprobe_case(300);
-    push.arg(&case.script);
-    let mut run = HostRun::spawn(push);
-    run.wait_stderr("tracing", T);
-    guest.console.run_ok(&case.workload, T).unwrap();
-    run.signal("INT");
-    let (status, out, err) = run.finish(T);
-    assert!(status.success(), "push failed: {status}\n{out}\n{err}");
-    assert_eq!(case.counted(&out), Some(case.count), "stdout:\n{out}\nstderr:\n{err}");
-    err
-}
-
 /// `ktap-host deploy` of the built agent and module over the serial `port` into `dest`.
 fn deploy_over(env: &TestEnv, port: &Path, dest: &str) -> Command {
     let mut deploy = env.host();
@@ -86,7 +71,7 @@ fn deploy_over_serial_installs_agent_and_module_and_the_trace_runs_on_them() {
     check_installed(&env, &mut guest, dest);
 
     // the deployed module traces through the running agent ...
-    trace_counts(&env, &mut guest, env.push(&port));
+    env.count_exactly(&mut guest, env.push(&port), 300);
 
     // ... and through the deployed agent, started in place of init's
     let dev = &env.board.agent.device;
@@ -99,7 +84,7 @@ fn deploy_over_serial_installs_agent_and_module_and_the_trace_runs_on_them() {
         .console
         .run_ok(&format!("setsid {dest}/ktap-agent {dev} --baud {baud} >/tmp/deployed.log 2>&1 & true"), T)
         .unwrap();
-    trace_counts(&env, &mut guest, env.push(&port));
+    env.count_exactly(&mut guest, env.push(&port), 300);
     let running = guest.console.run_ok("cat /proc/$(pidof ktap-agent)/cmdline | tr '\\0' ' '", T).unwrap();
     assert!(running.contains(&format!("{dest}/ktap-agent")), "{running}");
 
@@ -141,6 +126,6 @@ fn deploy_over_ssh_through_the_agent_loads_the_module_in_the_guest() {
         .args(["--agent-command", &bridge, "--vmlinux"])
         .arg(&env.artifacts.vmlinux)
         .args(env.kprobe_opt_in());
-    trace_counts(&env, &mut guest, push);
+    env.count_exactly(&mut guest, push, 300);
     guest.shutdown();
 }

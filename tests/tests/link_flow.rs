@@ -4,12 +4,10 @@
 //! mid-stream and a new one connecting at once (the board is clean for it); and the version
 //! handshake spoken by hand to the agent (a mismatch is refused and leaves the agent usable).
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ktap_e2e::{HostRun, TestEnv, kprobes, scratch_dir, write_script};
+use ktap_e2e::{HostRun, TestEnv, kprobes, relay, scratch_dir, write_script};
 use ktap_host::link::{Link, SerialLink};
 use ktap_protocol::frame::{self, Deframer};
 use ktap_protocol::wire::{self, AgentMsg, HostMsg, PROTOCOL_VERSION, codes};
@@ -19,23 +17,6 @@ const T: Duration = Duration::from_secs(180);
 /// One line per `vfs_read`: every hit is one record, so printed lines + counted losses = hits.
 const PRINTF_READS: &str =
     "kprobe:vfs_read {\n    printf(\"%s pid %d read %d\\n\", execname, pid, arg2)\n}\n";
-
-/// The relay between `port` and a new pty (`link_relay pty`); returns it and the pty's path.
-fn relay(port: &Path, args: &[&str], log: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_link_relay"))
-        .arg("pty")
-        .arg(port)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let path =
-        line.trim().strip_prefix("relay: ").unwrap_or_else(|| panic!("relay said `{line}`")).to_owned();
-    (child, path)
-}
 
 /// The counter named `(name)` in the final `ktap: N hits; ...` line, 0 when not listed.
 fn counter(err: &str, name: &str) -> u64 {
@@ -65,7 +46,8 @@ fn a_line_slower_than_the_events_drops_on_the_board_and_counts_every_loss_live_a
     let mut guest = env.boot();
     let log = scratch_dir("slow-line").join("relay.log");
     // 2000 bytes/s (20 kbaud): far less than `dd` reading byte by byte produces
-    let (mut relay, port) = relay(guest.agent_port(), &["--bps", "2000"], &log);
+    let bin = Path::new(env!("CARGO_BIN_EXE_link_relay"));
+    let (mut relay, port) = relay::spawn(bin, guest.agent_port(), &["--bps", "2000"], &log);
     let mut push = env.push(Path::new(&port));
     push.arg(write_script("printf_reads", PRINTF_READS));
     let mut run = HostRun::spawn(push);
@@ -184,15 +166,7 @@ fn the_agent_refuses_another_protocol_version_and_still_serves_the_right_one() {
         assert!(got.is_empty(), "{got:?}");
     }
     // the right version afterwards: a whole trace, exact
-    let case = env.kprobe_case(200);
-    let mut push = env.push(guest.agent_port());
-    push.arg(&case.script);
-    let mut run = HostRun::spawn(push);
-    run.wait_stderr("tracing", T);
-    guest.console.run_ok(&case.workload, T).unwrap();
-    run.signal("INT");
-    let (status, out, err) = run.finish(T);
-    assert!(status.success(), "push after the mismatch failed: {status}\n{out}\n{err}");
-    assert_eq!(case.counted(&out), Some(case.count), "stdout:\n{out}\nstderr:\n{err}");
+    let push = env.push(&guest.agent_port().to_owned());
+    env.count_exactly(&mut guest, push, 200);
     guest.shutdown();
 }

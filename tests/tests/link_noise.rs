@@ -2,29 +2,12 @@
 //! in each direction and drops some at random. Nothing crashes on either side, the corruption is
 //! counted and reported, the trace keeps running and the final aggregation arrives complete.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
-use ktap_e2e::{HostRun, TestEnv, count_for, kprobes, scratch_dir, script};
+use ktap_e2e::{HostRun, TestEnv, count_for, kprobes, relay, scratch_dir, script};
 
 const T: Duration = Duration::from_secs(180);
-
-/// The relay between `port` and a new pty; returns it and the pty's path.
-fn relay(port: &str, args: &[&str], log: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_link_relay"))
-        .args(["pty", port])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let path =
-        line.trim().strip_prefix("relay: ").unwrap_or_else(|| panic!("relay said `{line}`")).to_owned();
-    (child, path)
-}
 
 #[test]
 fn a_noisy_line_loses_nothing_that_matters_and_says_what_it_cost() {
@@ -32,8 +15,12 @@ fn a_noisy_line_loses_nothing_that_matters_and_says_what_it_cost() {
     let mut guest = env.boot();
     let log = scratch_dir("noise").join("relay.log");
     // 10 per mille flipped, 3 per mille dropped, both directions
-    let (mut relay, port) =
-        relay(&guest.agent_port().to_string_lossy(), &["--flip", "10", "--drop", "3", "--seed", "6"], &log);
+    let (mut relay, port) = relay::spawn(
+        Path::new(env!("CARGO_BIN_EXE_link_relay")),
+        guest.agent_port(),
+        &["--flip", "10", "--drop", "3", "--seed", "6"],
+        &log,
+    );
     let mut push = env.push(std::path::Path::new(&port));
     push.arg(script("count_reads.kp"));
     let mut run = HostRun::spawn(push);

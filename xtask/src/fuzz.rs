@@ -108,6 +108,7 @@ fn link_seeds(framed: bool) -> Vec<(String, Vec<u8>)> {
         HostMsg::FileChunk { offset: 960, data: &chunk },
         HostMsg::FileEnd,
         HostMsg::ModuleLoad { path: "/tmp/ktap/ktap.ko" },
+        HostMsg::StartPacked,
     ] {
         add(wire::encode(&m, &mut buf).unwrap_or_default());
     }
