@@ -166,7 +166,7 @@ fn the_agent_refuses_another_protocol_version_and_still_serves_the_right_one() {
         assert!(got.is_empty(), "{got:?}");
     }
     // the right version afterwards: a whole trace, exact
-    let push = env.push(&guest.agent_port().to_owned());
+    let push = env.push(guest.agent_port());
     env.count_exactly(&mut guest, push, 200);
     guest.shutdown();
 }

@@ -80,8 +80,6 @@ struct Traced {
     stdout: String,
     stderr: String,
     wire: u64,
-    /// How long the workload ran on the guest console.
-    workload_secs: f64,
 }
 
 /// Push `script` through `relay` for `secs`, running `workload` on the guest console once armed.
@@ -127,11 +125,9 @@ fn traced(
             Err(_) => bail!("push did not arm:\n{err}"),
         }
     }
-    let started = Instant::now();
     if !workload.is_empty() {
         guest.console.run_ok(workload, T)?;
     }
-    let workload_secs = started.elapsed().as_secs_f64();
     let status = push.wait()?;
     let stdout = stdout.join().map_err(|_| anyhow::anyhow!("the stdout reader panicked"))?;
     err.extend(rx.try_iter().map(|l| l + "\n"));
@@ -140,7 +136,7 @@ fn traced(
     }
     // let the relay log its final count
     std::thread::sleep(Duration::from_millis(1200));
-    Ok(Traced { stdout, stderr: err, wire: relay.board_to_host()?, workload_secs })
+    Ok(Traced { stdout, stderr: err, wire: relay.board_to_host()? })
 }
 
 /// `dd`'s events in a run's output: how many, and their text bytes (an event is a line that starts
