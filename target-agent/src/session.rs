@@ -261,6 +261,13 @@ impl<'a, D: Device + Install, L: Link> Session<'a, D, L> {
         self.core.state == State::Running
     }
 
+    /// Whether the next [`Session::poll`] would read the kernel ring: the event loop waits for the
+    /// ring's readiness only then, so an agent waiting for link room sleeps instead of spinning on a
+    /// ring that stays readable.
+    pub fn wants_records(&self, now: u64) -> bool {
+        self.core.wants_records(now)
+    }
+
     /// The agent's own counters.
     pub fn counters(&self) -> Counters {
         self.core.counters
@@ -665,6 +672,22 @@ impl<D: Device + Install, L: Link> Core<'_, D, L> {
         }
     }
 
+    /// How many ring bytes one read may take now, and whether that is enough to read at all.
+    fn read_room(&self) -> (usize, bool) {
+        let room = self.stream.free();
+        match self.packed {
+            true => (unpacked_fit(room).min(READ_BUF), unpacked_fit(room) >= READ_BUF),
+            false => (room.min(READ_BUF), room >= MAX_RECORD),
+        }
+    }
+
+    /// Whether [`Core::pump`] would read the ring now: the stream has room, or the link has had none
+    /// for [`LINK_STALL_MS`] and the ring's records are to be dropped and counted.
+    fn wants_records(&self, now: u64) -> bool {
+        self.state == State::Running
+            && (self.read_room().1 || now.saturating_sub(self.last_room) >= LINK_STALL_MS)
+    }
+
     /// Move records from the kernel into the stream, at most [`READS_PER_POLL`] reads.
     fn pump(&mut self, now: u64) {
         for _ in 0..READS_PER_POLL {
@@ -672,11 +695,7 @@ impl<D: Device + Install, L: Link> Core<'_, D, L> {
             // for a whole read buffer: on a busy link small reads would each be a DEFLATE block of
             // their own (a Huffman table and a flush marker apiece), and the ring holds the records
             // meanwhile. An idle link has the room at once, so the first record is not delayed.
-            let room = self.stream.free();
-            let (free, enough) = match self.packed {
-                true => (unpacked_fit(room).min(READ_BUF), unpacked_fit(room) >= READ_BUF),
-                false => (room.min(READ_BUF), room >= MAX_RECORD),
-            };
+            let (free, enough) = self.read_room();
             let keep = if enough {
                 self.last_room = now;
                 true

@@ -643,12 +643,16 @@ fn no_credit_no_records_and_a_stalled_stream_drops_and_counts() {
     for i in 0..200 {
         s.device_mut().ring.push_back(rec(50, i));
     }
+    assert!(s.wants_records(0), "an empty stream reads the ring");
     for t in (0..1000).step_by(100) {
         s.poll(t);
     }
     assert!(stream_bytes(s.link()).is_empty(), "nothing sent without credit");
     let held = s.device().ring.len();
     assert!(held > 0 && held < 200, "the stream took what fits ({held} left in the ring)");
+    // a full stream waits for room without the ring waking the agent, until the stall ends that
+    assert!(!s.wants_records(999), "a full stream still asks for the ring");
+    assert!(s.wants_records(1000 + LINK_STALL_MS));
     s.on_message(HostMsg::Ping { seq: 0 }, 1000);
     s.poll(1000);
     assert!(s.link_dropped() > 0);

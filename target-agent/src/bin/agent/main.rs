@@ -265,7 +265,9 @@ fn serve(s: &mut Session<'_, Ktap, FdLink>, rx: Fd, mode: Mode) -> i32 {
             n = 2;
             1
         };
-        if let Some(fd) = s.device().fd().filter(|_| s.is_running()) {
+        // the ring only while the session would read it: waiting for link room, a readable ring
+        // would wake the loop at once, again and again (a busy loop starving the board's CPU)
+        if let Some(fd) = s.device().fd().filter(|_| s.wants_records(sys::now_ms())) {
             reqs[n] = PollReq::new(fd, ready::IN);
             n += 1;
         }
