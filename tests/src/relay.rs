@@ -156,3 +156,11 @@ pub fn spawn(bin: &Path, port: &Path, args: &[&str], log: &Path) -> (Child, Stri
         line.trim().strip_prefix("relay: ").unwrap_or_else(|| panic!("relay said `{line}`")).to_owned();
     (child, path)
 }
+
+/// Stop a relay from [`spawn`]; returns its last counts line from `log` ("" if none).
+pub fn stop(mut child: Child, log: &Path) -> String {
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines().last().unwrap_or("").to_owned()
+}

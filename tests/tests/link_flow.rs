@@ -47,7 +47,7 @@ fn a_line_slower_than_the_events_drops_on_the_board_and_counts_every_loss_live_a
     let log = scratch_dir("slow-line").join("relay.log");
     // 2000 bytes/s (20 kbaud): far less than `dd` reading byte by byte produces
     let bin = Path::new(env!("CARGO_BIN_EXE_link_relay"));
-    let (mut relay, port) = relay::spawn(bin, guest.agent_port(), &["--bps", "2000"], &log);
+    let (relay, port) = relay::spawn(bin, guest.agent_port(), &["--bps", "2000"], &log);
     let mut push = env.push(Path::new(&port));
     push.arg(write_script("printf_reads", PRINTF_READS));
     let mut run = HostRun::spawn(push);
@@ -57,10 +57,7 @@ fn a_line_slower_than_the_events_drops_on_the_board_and_counts_every_loss_live_a
     run.wait_stderr("live: ", T);
     run.signal("INT");
     let (status, out, err) = run.finish(T);
-    let _ = relay.kill();
-    let _ = relay.wait();
-    let relay_log = std::fs::read_to_string(&log).unwrap();
-    let last = relay_log.lines().last().unwrap_or("");
+    let last = relay::stop(relay, &log);
     assert!(status.success(), "push over the slow line failed: {status}\n{err}\nrelay: {last}");
     let live = err.lines().find(|l| l.contains("live: ")).unwrap();
     assert!(live.contains("dropped"), "the live notice names no drop: {live}");

@@ -15,7 +15,7 @@ fn a_noisy_line_loses_nothing_that_matters_and_says_what_it_cost() {
     let mut guest = env.boot();
     let log = scratch_dir("noise").join("relay.log");
     // 10 per mille flipped, 3 per mille dropped, both directions
-    let (mut relay, port) = relay::spawn(
+    let (relay, port) = relay::spawn(
         Path::new(env!("CARGO_BIN_EXE_link_relay")),
         guest.agent_port(),
         &["--flip", "10", "--drop", "3", "--seed", "6"],
@@ -32,10 +32,7 @@ fn a_noisy_line_loses_nothing_that_matters_and_says_what_it_cost() {
     }
     run.signal("INT");
     let (status, out, err) = run.finish(T);
-    let _ = relay.kill();
-    let _ = relay.wait();
-    let relay_log = std::fs::read_to_string(&log).unwrap();
-    let last = relay_log.lines().last().unwrap_or("");
+    let last = relay::stop(relay, &log);
     assert!(status.success(), "push over the noisy line failed: {status}\n{out}\n{err}\nrelay: {last}");
     // the final aggregation, complete and exact
     assert_eq!(count_for(&out, "dd"), Some(900), "stdout:\n{out}\nstderr:\n{err}\nrelay: {last}");
