@@ -67,6 +67,18 @@ struct ktap_session {
 	u64 missed;			/* nmissed of probes already unregistered */
 };
 
+/*
+ * x86_64 unwinds kernel stacks with ORC tables, which objtool writes for C objects only: the Rust
+ * VM object has none, so a walk started inside a VM callback stops at the first Rust frame. There
+ * ktap_run() notes where C code enters the VM and kstack unwinds from that point (ktap_mem.c).
+ */
+#if defined(CONFIG_X86_64) && defined(CONFIG_UNWINDER_ORC)
+#define KTAP_UNWIND_FROM_ENTRY 1
+struct ktap_vm_entry {
+	unsigned long ip, sp, bp;
+};
+#endif
+
 /* What one run of the VM sees: passed to ktap_vm_run as the opaque `hit`. */
 struct ktap_hit {
 	struct ktap_session *sess;
@@ -74,6 +86,9 @@ struct ktap_hit {
 	const unsigned long *tp_args;	/* tracepoint: 6 raw arguments */
 	u8 kind;			/* KTAP_PROBE_* */
 	bool wrote;			/* a record went into the ring */
+#ifdef KTAP_UNWIND_FROM_ENTRY
+	struct ktap_vm_entry entry;	/* set by ktap_run() just before the VM runs */
+#endif
 };
 
 /* ktap_run.c: the probe path */

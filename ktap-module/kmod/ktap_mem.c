@@ -14,6 +14,10 @@
 
 #include "ktap.h"
 
+#ifdef KTAP_UNWIND_FROM_ENTRY
+#include <asm/unwind.h>
+#endif
+
 /* Return addresses looked at to find the first one that is not ours. */
 #define KTAP_STACK_SCAN	48
 
@@ -65,18 +69,53 @@ int ktap_read_str(int user, u64 addr, u8 *dst, u32 max)
 	return max;
 }
 
+#if defined(CONFIG_STACKTRACE) && defined(KTAP_UNWIND_FROM_ENTRY)
+/*
+ * The return addresses above ktap_run(), from the entry it noted: ORC starts at that instruction
+ * with its stack and frame registers (given as registers of kernel code) and never meets the VM's
+ * Rust frames, which it has no tables for.
+ */
+static unsigned int ktap_save_stack(struct ktap_hit *hit, unsigned long *buf, unsigned int max)
+{
+	struct pt_regs regs = {
+		.ip = hit->entry.ip,
+		.sp = hit->entry.sp,
+		.bp = hit->entry.bp,
+		.cs = __KERNEL_CS,
+	};
+	struct unwind_state state;
+	unsigned int n = 0;
+
+	for (unwind_start(&state, current, &regs, NULL); !unwind_done(&state) && n < max;
+	     unwind_next_frame(&state)) {
+		unsigned long addr = unwind_get_return_address(&state);
+
+		if (!addr)
+			break;
+		buf[n++] = addr;
+	}
+	return n;
+}
+#elif defined(CONFIG_STACKTRACE)
+static unsigned int ktap_save_stack(struct ktap_hit *hit, unsigned long *buf, unsigned int max)
+{
+	return stack_trace_save(buf, max, 0);
+}
+#endif
+
 /*
  * The kernel return addresses of this hit, innermost first, without ktap's own frames: the stack is
- * unwound from here, the frames inside this module (the shim and the VM) are dropped, and when the
- * hit has the registers of interrupted kernel code (a kprobe's trap, a timer's interrupt) the walk
- * starts at that instruction if the unwinder went through the trap frame, else it is put first.
+ * unwound from here (on x86_64 from where ktap_run() entered the VM), the frames inside this module
+ * (the shim and the VM) are dropped, and when the hit has the registers of interrupted kernel code
+ * (a kprobe's trap, a timer's interrupt) the walk starts at that instruction if the unwinder went
+ * through the trap frame, else it is put first.
  */
 u32 ktap_hit_stack(void *opaque, u64 *out, u32 max)
 {
 #ifdef CONFIG_STACKTRACE
 	struct ktap_hit *hit = opaque;
 	unsigned long buf[KTAP_STACK_SCAN];
-	unsigned int n = stack_trace_save(buf, ARRAY_SIZE(buf), 0);
+	unsigned int n = ktap_save_stack(hit, buf, ARRAY_SIZE(buf));
 	unsigned int i = 0, j;
 	u32 o = 0;
 

@@ -67,6 +67,13 @@ void ktap_run(struct ktap_session *s, u16 func, struct ktap_hit *hit)
 
 	if (!ktap_enter(s, &flags))
 		return;
+#ifdef KTAP_UNWIND_FROM_ENTRY
+	/* an instruction of this function and the stack and frame registers there (see ktap.h) */
+	asm volatile("lea (%%rip), %0\n\t"
+		     "mov %%rsp, %1\n\t"
+		     "mov %%rbp, %2"
+		     : "=r" (hit->entry.ip), "=r" (hit->entry.sp), "=r" (hit->entry.bp));
+#endif
 	if (likely(s->vm))
 		ktap_vm_run(s->vm, func, hit);
 	/* never wake_up() here: the probed function may hold scheduler locks */

@@ -104,7 +104,7 @@ impl TestEnv {
         let mut c = self.push(guest.agent_port());
         c.arg(script);
         let mut run = HostRun::spawn(c);
-        run.wait_stderr("tracing", timeout);
+        run.wait_armed(timeout);
         guest.console.run_ok(workload, timeout).unwrap();
         run.signal("INT");
         let (status, out, err) = run.finish(timeout);
@@ -124,7 +124,7 @@ impl TestEnv {
         let case = self.kprobe_case(count);
         push.arg(&case.script);
         let mut run = HostRun::spawn(push);
-        run.wait_stderr("tracing", timeout);
+        run.wait_armed(timeout);
         guest.console.run_ok(&case.workload, timeout).unwrap_or_else(|e| panic!("{e}"));
         run.signal("INT");
         let (status, out, err) = run.finish(timeout);
@@ -197,6 +197,9 @@ pub fn write_script(name: &str, src: &str) -> PathBuf {
     path
 }
 
+/// How `ktap-host push` begins the line it prints once the program is armed.
+pub const ARMED_LINE: &str = "ktap: tracing ";
+
 #[derive(Default)]
 struct Output {
     stdout: String,
@@ -248,14 +251,27 @@ impl HostRun {
 
     /// Wait until stderr contains `needle`; panics with everything printed so far on timeout.
     pub fn wait_stderr(&mut self, needle: &str, timeout: Duration) {
+        self.wait_stderr_for(&format!("`{needle}`"), timeout, |err| err.contains(needle));
+    }
+
+    /// Wait until `push` has armed the program: its line [`ARMED_LINE`], which it prints only after
+    /// the agent answered `Started`, i.e. after the kernel registered every probe. Matching a bare
+    /// word is not enough: the kprobe-hazard warning printed before the upload says "while tracing".
+    pub fn wait_armed(&mut self, timeout: Duration) {
+        self.wait_stderr_for(&format!("a line starting `{ARMED_LINE}`"), timeout, |err| {
+            err.lines().any(|l| l.starts_with(ARMED_LINE))
+        });
+    }
+
+    fn wait_stderr_for(&mut self, what: &str, timeout: Duration, done: impl Fn(&str) -> bool) {
         let deadline = Instant::now() + timeout;
         let (lock, cv) = &*self.out;
         let mut g = lock.lock().unwrap();
-        while !g.stderr.contains(needle) {
+        while !done(&g.stderr) {
             let now = Instant::now();
             if now >= deadline || matches!(self.child.try_wait(), Ok(Some(_))) {
                 panic!(
-                    "ktap-host did not print `{needle}` within {timeout:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                    "ktap-host did not print {what} within {timeout:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
                     g.stdout, g.stderr
                 );
             }

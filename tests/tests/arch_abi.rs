@@ -9,7 +9,6 @@ use ktap_e2e::{HostRun, TestEnv, count_for, workspace, write_script};
 use ktap_host::board::Arch;
 use ktap_host::vmlinux::Vmlinux;
 
-const ARMED: &str = "tracing";
 const T: Duration = Duration::from_secs(90);
 /// SIGCONT's number on the board's arch.
 fn sigcont(arch: Arch) -> u64 {
@@ -85,7 +84,7 @@ fn kprobes_land_where_a_randomized_kernel_runs() {
     let mut c = env.push(guest.agent_port());
     c.arg(&case.script);
     let mut run = HostRun::spawn(c);
-    run.wait_stderr(ARMED, T);
+    run.wait_armed(T);
     guest.console.run_ok(&case.workload, T).unwrap();
     run.signal("INT");
     let (status, out, err) = run.finish(T);

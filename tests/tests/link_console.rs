@@ -57,7 +57,7 @@ fn push_console_types_the_agent_at_the_prompt_and_gives_the_shell_back() {
         .args(env.kprobe_opt_in())
         .arg(&case.script);
     let mut run = HostRun::spawn(push);
-    run.wait_stderr("tracing", T);
+    run.wait_armed(T);
     guest.console.run_ok(&case.workload, T).unwrap();
     run.signal("INT");
     let (status, out, err) = run.finish(T);

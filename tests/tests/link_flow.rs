@@ -51,7 +51,7 @@ fn a_line_slower_than_the_events_drops_on_the_board_and_counts_every_loss_live_a
     let mut push = env.push(Path::new(&port));
     push.arg(write_script("printf_reads", PRINTF_READS));
     let mut run = HostRun::spawn(push);
-    run.wait_stderr("tracing", T);
+    run.wait_armed(T);
     guest.console.run_ok("dd if=/dev/zero of=/dev/null bs=1 count=20000", T).unwrap();
     // the losses are shown while the trace runs, not only at the end
     run.wait_stderr("live: ", T);
@@ -89,7 +89,7 @@ fn a_host_killed_mid_stream_leaves_a_board_the_next_push_finds_clean() {
     let mut push = env.push(&port);
     push.arg(write_script("printf_reads", PRINTF_READS));
     let mut run = HostRun::spawn(push);
-    run.wait_stderr("tracing", T);
+    run.wait_armed(T);
     guest.console.run_ok("dd if=/dev/zero of=/dev/null bs=1 count=3000", T).unwrap();
     run.signal("KILL");
     let _ = run.finish(T);
@@ -99,7 +99,7 @@ fn a_host_killed_mid_stream_leaves_a_board_the_next_push_finds_clean() {
     let mut push = env.push(&port);
     push.arg(&case.script);
     let mut run = HostRun::spawn(push);
-    run.wait_stderr("tracing", T);
+    run.wait_armed(T);
     let list = kprobes(&mut guest);
     let armed = list.lines().filter(|l| l.contains(case.function)).count();
     assert_eq!(armed, 1, "the first program's probe is still there:\n{list}");

@@ -24,7 +24,7 @@ fn a_noisy_line_loses_nothing_that_matters_and_says_what_it_cost() {
     let mut push = env.push(std::path::Path::new(&port));
     push.arg(script("count_reads.kp"));
     let mut run = HostRun::spawn(push);
-    run.wait_stderr("tracing", T);
+    run.wait_armed(T);
     assert!(kprobes(&mut guest).contains("vfs_read"));
     for _ in 0..3 {
         guest.console.run_ok("dd if=/dev/zero of=/dev/null bs=1 count=300", T).unwrap();

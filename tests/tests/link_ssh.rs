@@ -25,7 +25,7 @@ fn push_over_ssh_through_a_real_sshd_counts_exactly_and_leaves_nothing_armed() {
         .args(env.kprobe_opt_in())
         .arg(&case.script);
     let mut run = HostRun::spawn(push);
-    run.wait_stderr("tracing", T);
+    run.wait_armed(T);
     assert!(kprobes(&mut guest).contains(case.function), "probe not armed over ssh");
     guest.console.run_ok(&case.workload, T).unwrap();
     run.signal("INT");

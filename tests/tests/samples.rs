@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use ktap_e2e::{HostRun, TestEnv, kernel_complaints, workspace};
 
-const ARMED: &str = "tracing";
 const T: Duration = Duration::from_secs(90);
 
 fn sample(name: &str) -> PathBuf {
@@ -33,7 +32,7 @@ fn run(
     let mut c = env.push(guest.agent_port());
     c.arg(script);
     let mut r = HostRun::spawn(c);
-    r.wait_stderr(ARMED, T);
+    r.wait_armed(T);
     if let Some(w) = workload {
         guest.console.run_ok(w, T).unwrap();
         r.signal("INT");

@@ -11,7 +11,6 @@ use ktap_e2e::{HostRun, TestEnv, kernel_complaints};
 use ktap_host::vmlinux::Vmlinux;
 use ktap_protocol::asm::assemble;
 
-const ARMED: &str = "tracing";
 const T: Duration = Duration::from_secs(90);
 
 /// Assemble `src` for the board's kernel (its build-id) and write IMAGE and IMAGE.json (`sidecar`,
@@ -148,7 +147,7 @@ fn kstack_gives_symbolized_kernel_frames() {
         &sidecar(&["stack:\n%s\n"], r#","stacks":[{"format_arg":{"format":0,"arg":0}}]"#),
     );
     let mut run = push(&env, guest.agent_port(), &img);
-    run.wait_stderr(ARMED, T);
+    run.wait_armed(T);
     guest.console.run_ok("kill -CONT $$", T).unwrap();
     let (status, out, err) = run.finish(T);
     assert!(status.success(), "push failed: {status}\n{out}\n{err}");
@@ -192,7 +191,7 @@ fn tick_and_profile_timers_fire() {
     ";
     let img = image(&env, "timers", src, &sidecar(&["ticks=%d cpus=%d\n"], ""));
     let mut run = push(&env, guest.agent_port(), &img);
-    run.wait_stderr(ARMED, T);
+    run.wait_armed(T);
     guest.console.run_ok("sleep 2", T).unwrap();
     run.signal("INT");
     let (status, out, err) = run.finish(T);
@@ -253,7 +252,7 @@ fn profile_timers_follow_cpu_hotplug() {
     let (out, [off_start, off_done, on_start, on_done]) = loop {
         attempt += 1;
         let mut run = push(&env, guest.agent_port(), &img);
-        run.wait_stderr(ARMED, T);
+        run.wait_armed(T);
         let console = guest.console.run_ok(&script, T).unwrap();
         let [.., a, b, c, d] = now_lines(&console)[..] else { panic!("{console}") };
         assert_eq!(console.lines().last().map(str::trim), Some("1"), "cpu1 did not come back:\n{console}");
@@ -299,7 +298,7 @@ fn a_hit_out_of_budget_is_aborted_counted_and_named() {
     let mut c = env.push(guest.agent_port());
     c.arg(&script);
     let mut run = HostRun::spawn(c);
-    run.wait_stderr(ARMED, T);
+    run.wait_armed(T);
     guest.console.run_ok("sleep 1", T).unwrap();
     run.signal("INT");
     let (status, out, err) = run.finish(T);

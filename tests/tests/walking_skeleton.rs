@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use ktap_e2e::{HostRun, TestEnv, kernel_complaints, read_file, workspace};
 use ktap_protocol::image::Image;
 
-const ARMED: &str = "tracing";
 const T: Duration = Duration::from_secs(90);
 
 fn script(name: &str) -> PathBuf {
@@ -41,7 +40,7 @@ fn counts_every_kprobe_hit_exactly() {
     let case = env.kprobe_case(1000);
     let mut guest = env.boot();
     let mut run = HostRun::spawn(push(&env, guest.agent_port(), &[case.script.to_str().unwrap()]));
-    run.wait_stderr(ARMED, T);
+    run.wait_armed(T);
     guest.console.run_ok(&case.workload, T).unwrap();
     run.signal("INT");
     let (status, out, err) = run.finish(T);
@@ -93,7 +92,7 @@ fn corrupted_image_is_rejected_by_the_kernel_with_a_reason_and_the_guest_keeps_w
     // The same guest still traces correctly afterwards.
     let case = env.kprobe_case(10);
     let mut run = HostRun::spawn(push(&env, guest.agent_port(), &[case.script.to_str().unwrap()]));
-    run.wait_stderr(ARMED, T);
+    run.wait_armed(T);
     guest.console.run_ok(&case.workload, T).unwrap();
     run.signal("INT");
     let (status, out, err) = run.finish(T);
@@ -151,7 +150,7 @@ fn killing_the_host_disarms_every_probe_and_the_module_unloads() {
     let case = env.kprobe_case(1);
     let mut guest = env.boot();
     let mut run = HostRun::spawn(push(&env, guest.agent_port(), &[case.script.to_str().unwrap()]));
-    run.wait_stderr(ARMED, T);
+    run.wait_armed(T);
     let kprobes = read_file("/sys/kernel/debug/kprobes/list");
     let list = guest.console.run_ok(&kprobes, T).unwrap();
     assert!(list.contains(case.function), "probe not armed:\n{list}");

@@ -119,7 +119,8 @@ fn traced(
     });
     let mut err = String::new();
     let deadline = Instant::now() + T;
-    while !err.contains("tracing") {
+    // push's armed line (a hazard warning before the upload also says "tracing")
+    while !err.lines().any(|l| l.starts_with("ktap: tracing ")) {
         match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(l) => err.push_str(&(l + "\n")),
             Err(_) => bail!("push did not arm:\n{err}"),

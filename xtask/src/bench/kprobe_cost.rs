@@ -91,18 +91,19 @@ impl Push {
             }
         });
         let mut p = Push { child, err };
-        p.wait_for("tracing")?;
+        // push's armed line (a hazard warning before the upload also says "tracing")
+        p.wait_for("ktap: tracing ")?;
         Ok(p)
     }
 
     fn wait_for(&mut self, needle: &str) -> Result<()> {
         loop {
             match self.err.recv_timeout(T) {
-                Ok(line) if line.contains(needle) => return Ok(()),
+                Ok(line) if line.starts_with(needle) => return Ok(()),
                 Ok(_) => {}
                 Err(_) => {
                     let _ = self.child.kill();
-                    bail!("ktap-host push did not print `{needle}`");
+                    bail!("ktap-host push did not print a line starting `{needle}`");
                 }
             }
         }
