@@ -20,10 +20,11 @@ use ktap_host::board::{self, Board};
 
 use crate::{build, paths};
 
-/// The boards the suite runs when none is named: what CI runs.
-/// Left out until they pass here (docs/boards.md says why): `qemu-mipsel` (its kprobe tests lose
-/// their first hits), `qemu-x86_64` (`kstack` finds no frames: see docs/boards.md), `qemu-mips` and `qemu-ppc` (kernels built from source).
-pub const DEFAULT_BOARDS: &str = "qemu-armv7,qemu-aarch64,qemu-ppc64le";
+/// The boards the suite runs when none is named: what CI runs. After the primary, the longest
+/// first, so the second lane's long board overlaps the primary's. Left out until they pass here
+/// (docs/boards.md says why): `qemu-mipsel` and `qemu-mips` (`link_deploy`: the agent reports the
+/// module load as refused although the kernel loaded it), `qemu-ppc` (not booted yet).
+pub const DEFAULT_BOARDS: &str = "qemu-armv7,qemu-x86_64,qemu-aarch64,qemu-ppc64le";
 
 /// The board that runs every end-to-end test file and the host tests: the reference board, whose
 /// kernel and UART are the ones the README's examples use.
