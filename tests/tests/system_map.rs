@@ -48,7 +48,7 @@ fn the_boards_map_traces_exactly_and_a_map_with_one_symbol_moved_is_refused_nami
     let mut guest = env.boot();
 
     let mut run = HostRun::spawn(push_map(&env, guest.agent_port(), &map, &case.script));
-    run.wait_stderr("tracing", T);
+    run.wait_armed(T);
     guest.console.run_ok(&case.workload, T).unwrap();
     run.signal("INT");
     let (status, out, err) = run.finish(T);
