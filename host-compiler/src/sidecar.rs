@@ -34,7 +34,78 @@ pub struct Sidecar {
     pub views: Vec<TableView>,
     /// The values that are kernel stacks (`stack()`): the renderer symbolizes them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub stacks: Vec<StackValue>,
+    pub stacks: Vec<Slot>,
+    /// Tables of names for integer values (an enum's enumerators, the board's system calls),
+    /// indexed by names id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<Names>,
+    /// The integer values the renderer shows by name: which slot, from which table of `names`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub named: Vec<Named>,
+}
+
+/// Names for the values of one integer type. The device sends the number; the host shows the name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Names {
+    /// What the values are, for listings: `enum pid_type`, `system calls`.
+    pub what: String,
+    /// Only the low `bytes` bytes of a value are compared (a 4-byte enum may arrive in a register
+    /// sign-extended, or loaded zero-extended); 0 compares all 64 bits.
+    pub bytes: u8,
+    /// (value, name), sorted by the compared bytes of the value (see [`Names::new`]); a value
+    /// with several names keeps its first.
+    pub values: Vec<(i64, String)>,
+    /// A value without a name reads as this text followed by its number in parentheses (`None`:
+    /// the number alone), so distinct values never read alike.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other: Option<String>,
+}
+
+impl Names {
+    /// The name of `v`, if it has one.
+    pub fn name_of(&self, v: i64) -> Option<&str> {
+        let mask = match self.bytes {
+            0 | 8.. => u64::MAX,
+            b => (1u64 << (u32::from(b) * 8)) - 1,
+        };
+        let key = v as u64 & mask;
+        // values are sorted as masked when built with `Names::new`
+        self.values
+            .binary_search_by(|(x, _)| (*x as u64 & mask).cmp(&key))
+            .ok()
+            .map(|i| self.values[i].1.as_str())
+    }
+
+    /// How `v` reads: its name, else `other(v)`, else the number.
+    pub fn text(&self, v: i64) -> String {
+        match (self.name_of(v), &self.other) {
+            (Some(n), _) => n.to_owned(),
+            (None, Some(o)) => format!("{o}({v})"),
+            (None, None) => v.to_string(),
+        }
+    }
+
+    /// Names for `values`, kept in the order `name_of` searches (by masked value; the first name
+    /// of a value wins).
+    pub fn new(what: String, bytes: u8, values: Vec<(i64, String)>, other: Option<String>) -> Names {
+        let mask = match bytes {
+            0 | 8.. => u64::MAX,
+            b => (1u64 << (u32::from(b) * 8)) - 1,
+        };
+        let mut values = values;
+        values.sort_by_key(|(v, _)| *v as u64 & mask);
+        values.dedup_by_key(|(v, _)| *v as u64 & mask);
+        Names { what, bytes, values, other }
+    }
+}
+
+/// A value shown by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Named {
+    /// Where the value is.
+    pub slot: Slot,
+    /// Its names: an index into [`Sidecar::names`].
+    pub names: u16,
 }
 
 /// How to show one table (`print(t)` at the end, `print_hist(t)`).
@@ -75,10 +146,11 @@ pub enum Show {
     Bars,
 }
 
-/// A value that holds a kernel stack (little-endian u64 return addresses).
+/// Where a value the renderer treats specially arrives: a printf argument or a table key component
+/// (a kernel stack, little-endian u64 return addresses; an integer shown by name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum StackValue {
+pub enum Slot {
     /// Argument `arg` (0-based) of printf format `format`.
     FormatArg {
         /// Format id.
@@ -144,6 +216,12 @@ pub struct FuncInfo {
 }
 
 impl Sidecar {
+    /// The names integer values in `slot` are shown by, if any.
+    pub fn names_of(&self, slot: Slot) -> Option<&Names> {
+        let n = self.named.iter().find(|n| n.slot == slot)?;
+        self.names.get(n.names as usize)
+    }
+
     /// The sidecar path for an image path: `x.kimg` -> `x.kimg.json`.
     pub fn path_for(image: &std::path::Path) -> std::path::PathBuf {
         let mut p = image.as_os_str().to_owned();

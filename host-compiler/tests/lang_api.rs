@@ -131,7 +131,7 @@ fn the_format_spec_parser_is_what_the_formatter_reuses() {
 
 #[test]
 fn sidecar_tells_the_renderer_about_histograms_bars_and_stacks() {
-    use ktap_host::sidecar::{Show, StackValue, TableView};
+    use ktap_host::sidecar::{Show, Slot, TableView};
     let src = r#"
 var lat = {}
 var lin = {}
@@ -161,6 +161,6 @@ trace_end {
     );
     assert_eq!(
         c.sidecar.stacks,
-        [StackValue::TableKey { table: 4, key: 0 }, StackValue::FormatArg { format: 0, arg: 1 }]
+        [Slot::TableKey { table: 4, key: 0 }, Slot::FormatArg { format: 0, arg: 1 }]
     );
 }

@@ -94,35 +94,15 @@ trace sched:sched_switch {
 #[test]
 fn sim_with_a_vmlinux_symbolizes_stacks_like_push() {
     let Some(v) = kernel() else { return };
-    let path = armmp_vmlinux().unwrap();
     let read = v.kprobe_addr("vfs_read").unwrap();
     let sys = v.kprobe_addr("ksys_read").unwrap();
-    let dir = std::env::temp_dir().join(format!("ktap-simstack-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let events = dir.join("e.jsonl");
-    std::fs::write(
-        &events,
-        format!(
-            "{{\"probe\": \"profile-10ms\", \"stack\": [{}, {}], \"repeat\": 2}}\n",
-            read + 0x10,
-            sys + 4
-        ),
-    )
-    .unwrap();
+    let events = format!(
+        "{{\"probe\": \"profile-10ms\", \"stack\": [{}, {}], \"repeat\": 2}}\n",
+        read + 0x10,
+        sys + 4
+    );
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/stack_profile.kp");
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ktap-host"))
-        .arg("sim")
-        .arg(&script)
-        .arg("--events")
-        .arg(&events)
-        .arg("--vmlinux")
-        .arg(&path)
-        .args(["--board", "qemu-armv7"])
-        .output()
-        .unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = sim_armmp("stack", &std::fs::read_to_string(script).unwrap(), &events);
     assert!(out.contains("    vfs_read+0x10\n    ksys_read+0x4"), "{out}");
     assert!(out.lines().last().is_some_and(|l| l.trim() == "2"), "{out}");
 }
@@ -141,4 +121,53 @@ fn the_syscall_table_numbers_the_calls_like_the_arm_eabi() {
     // r0-r5 of `struct pt_regs { unsigned long uregs[18]; }`, the number in r7
     assert_eq!(s.args, [(0, 4), (4, 4), (8, 4), (12, 4), (16, 4), (20, 4)]);
     assert_eq!(s.exit_nr, Some((28, 4)));
+}
+
+/// `sim` against the armmp vmlinux shows an enum argument by its enumerator's name (the DWARF's,
+/// through the sidecar), `%d` keeps the number, and a table keyed by it prints names; a value
+/// without an enumerator prints as its number.
+#[test]
+fn sim_with_a_vmlinux_prints_enum_values_by_name() {
+    let Some(v) = kernel() else { return };
+    let ty = v.type_named("enum pid_type").unwrap();
+    let names: Vec<(String, i64)> = v.enumerators(&ty).unwrap();
+    let name = |n: i64| names.iter().find(|e| e.1 == n).map(|e| e.0.clone()).unwrap();
+    let ev = |ty: i64, repeat: u32| {
+        format!("{{\"probe\": \"kprobe:__task_pid_nr_ns\", \"args\": [0, {ty}, 0], \"repeat\": {repeat}}}\n")
+    };
+    let script = "var t = {}\nkprobe:__task_pid_nr_ns {\n    printf(\"%s %d\\n\", arg.type, arg.type)\n    t[arg.type] += 1\n}\ntrace_end {\n    print(t)\n}\n";
+    let out = sim_armmp("enum", script, &[ev(1, 1), ev(3, 2), ev(77, 1)].concat());
+    let (tgid, sid) = (name(1), name(3));
+    let want = [
+        format!("{tgid} 1"),
+        format!("{sid} 3"),
+        format!("{sid} 3"),
+        "77 77".to_string(),
+        format!("{:<32} {:>12}", sid, 2),
+        format!("{:<32} {:>12}", "77", 1),
+        format!("{:<32} {:>12}", tgid, 1),
+    ];
+    assert_eq!(out.lines().collect::<Vec<_>>(), want, "{out}");
+}
+
+/// `ktap-host sim` of the script `src` on `events` against the armmp vmlinux: its stdout.
+fn sim_armmp(tag: &str, src: &str, events: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("ktap-sim{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (script, ev) = (dir.join("s.kp"), dir.join("e.jsonl"));
+    std::fs::write(&script, src).unwrap();
+    std::fs::write(&ev, events).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ktap-host"))
+        .arg("sim")
+        .arg(&script)
+        .arg("--events")
+        .arg(&ev)
+        .arg("--vmlinux")
+        .arg(armmp_vmlinux().unwrap())
+        .args(["--board", "qemu-armv7"])
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }

@@ -383,3 +383,36 @@ pub fn kernel_complaints(dmesg: &str) -> Vec<String> {
     ];
     dmesg.lines().filter(|l| BAD.iter().any(|b| l.contains(b))).map(str::to_owned).collect()
 }
+
+/// The workload of the open-by-name tests: the shell opens three files by name, the first three
+/// times, the second twice, the third (missing) once. Redirections of builtins open the files in
+/// the shell itself (no fork: safe on boards with a kprobe hazard); `read`, not `:`, because a
+/// failed redirection of a special builtin aborts the whole command line in an interactive shell.
+pub struct ThreeOpens {
+    /// The three paths, opened 3, 2 and 1 times; nothing else on the board opens them.
+    pub names: [String; 3],
+}
+
+impl ThreeOpens {
+    /// Paths under `/tmp` named after `tag` (each test its own).
+    pub fn new(tag: &str) -> ThreeOpens {
+        ThreeOpens { names: ["a", "bb", "missing"].map(|n| format!("/tmp/ktap-{tag}-{n}")) }
+    }
+
+    /// The shell command that opens them.
+    pub fn workload(&self) -> String {
+        let [a, b, missing] = &self.names;
+        format!(
+            "echo a > {a}; echo b > {b}; for f in {a} {a} {b} {missing}; do read x < $f; done 2>/dev/null; true"
+        )
+    }
+
+    /// Assert that `out` has the line `line(path)` exactly 3, 2 and 1 times for the three paths.
+    pub fn assert_counted(&self, out: &str, board: &str, line: impl Fn(&str) -> String) {
+        for (name, want) in self.names.iter().zip([3, 2, 1]) {
+            let l = line(name);
+            let n = out.lines().filter(|x| *x == l).count();
+            assert_eq!(n, want, "{board}: `{l}` seen {n} times, not {want}:\n{out}");
+        }
+    }
+}

@@ -1,10 +1,11 @@
 //! `trace syscalls:sys_enter_NAME` / `sys_exit_NAME` on the real board kernel, where they exist only
 //! as ftrace events: the compiler builds them on `raw_syscalls` with the number test in the VM and
-//! the number <-> name table from the board's vmlinux. The expected counts are the workload's own.
+//! the number <-> name table from the board's vmlinux; `probename` travels as the call's number and
+//! the host prints its event's name. The expected counts are the workload's own.
 
 use std::time::Duration;
 
-use ktap_e2e::{TestEnv, write_script};
+use ktap_e2e::{TestEnv, ThreeOpens, write_script};
 
 const T: Duration = Duration::from_secs(90);
 
@@ -25,16 +26,9 @@ trace syscalls:sys_exit_openat /retval == -2 && execname == "sh"/ {
 }
 "#,
     );
-    let names = ["/tmp/ktap-sys-a", "/tmp/ktap-sys-bb", "/tmp/ktap-sys-missing"];
-    let workload = format!(
-        "echo a > {0}; echo b > {1}; for f in {0} {0} {1} {2}; do read x < $f; done 2>/dev/null; true",
-        names[0], names[1], names[2]
-    );
-    let out = env.trace(&s, &workload, T);
-    let count = |n: &str| out.lines().filter(|l| *l == format!("syscalls:sys_enter_openat {n}")).count();
-    assert_eq!(count(names[0]), 3, "{}: {out}", env.board.name);
-    assert_eq!(count(names[1]), 2, "{}: {out}", env.board.name);
-    assert_eq!(count(names[2]), 1, "{}: {out}", env.board.name);
+    let opens = ThreeOpens::new("sys");
+    let out = env.trace(&s, &opens.workload(), T);
+    opens.assert_counted(&out, &env.board.name, |n| format!("syscalls:sys_enter_openat {n}"));
     let enoent = out.lines().filter(|l| *l == "syscalls:sys_exit_openat ENOENT").count();
     assert_eq!(enoent, 1, "{}: {out}", env.board.name);
 }

@@ -12,7 +12,7 @@ use ktap_protocol::image::ArgKind;
 use ktap_protocol::record::{Record, RecordKind, Value, records};
 
 use crate::lang::format_spec::{self, Piece};
-use crate::sidecar::{Show, Sidecar, StackValue};
+use crate::sidecar::{Show, Sidecar, Slot};
 
 mod hist;
 mod symbolize;
@@ -131,7 +131,7 @@ impl<'s> Renderer<'s> {
         out
     }
 
-    fn is_stack(&self, v: StackValue) -> bool {
+    fn is_stack(&self, v: Slot) -> bool {
         self.sidecar.stacks.contains(&v)
     }
 
@@ -248,13 +248,23 @@ impl<'s> Renderer<'s> {
                 Piece::Text(s) => out.push_str(s),
                 Piece::Conv(c) => match args.next() {
                     Some((i, a)) => {
-                        let stack;
+                        let slot = Slot::FormatArg { format: id, arg: i as u8 };
+                        let text;
                         let a = match a {
-                            Value::Str(raw)
-                                if self.is_stack(StackValue::FormatArg { format: id, arg: i as u8 }) =>
-                            {
-                                stack = self.stack_text(raw);
-                                &Value::Str(stack.as_bytes())
+                            Value::Str(raw) if self.is_stack(slot) => {
+                                text = self.stack_text(raw);
+                                &Value::Str(text.as_bytes())
+                            }
+                            // `%s` (and `print`) of a named integer: its name; `%d`, `%x`, ...
+                            // keep the number
+                            Value::Int(v) if c.conv.arg_kind() == ArgKind::Str => {
+                                match self.sidecar.names_of(slot) {
+                                    Some(names) => {
+                                        text = names.text(*v);
+                                        &Value::Str(text.as_bytes())
+                                    }
+                                    None => a,
+                                }
                             }
                             a => a,
                         };
@@ -285,8 +295,26 @@ impl<'s> Renderer<'s> {
 impl Renderer<'_> {
     /// A printed table: one line per entry, keys left (comma-separated), value right, largest value
     /// (or count) first, then by key; aggregates show their statistics, or the one the sidecar names,
-    /// or a histogram per key; `print_hist` tables one bar per key. Stack keys print as frames.
-    fn print_table(&self, out: &mut String, id: u16, mut entries: Vec<Entry>) {
+    /// or a histogram per key; `print_hist` tables one bar per key. Stack keys print as frames,
+    /// named integer keys (enums, system calls) as their names.
+    fn print_table(&self, out: &mut String, id: u16, entries: Vec<Entry>) {
+        // named integer keys sort by their names, as they read
+        let mut entries: Vec<Entry> = entries
+            .into_iter()
+            .map(|(keys, v)| {
+                let keys = keys
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, k)| {
+                        match (k, self.sidecar.names_of(Slot::TableKey { table: id, key: i as u8 })) {
+                            (Key::Int(v), Some(names)) => Key::Str(names.text(v).into_bytes()),
+                            (k, _) => k,
+                        }
+                    })
+                    .collect();
+                (keys, v)
+            })
+            .collect();
         entries.sort_by(|a, b| match b.1.weight().cmp(&a.1.weight()) {
             Ordering::Equal => a.0.cmp(&b.0),
             o => o,
@@ -339,7 +367,7 @@ impl Renderer<'_> {
             .enumerate()
             .map(|(i, k)| match k {
                 Key::Int(k) => k.to_string(),
-                Key::Str(s) if self.is_stack(StackValue::TableKey { table, key: i as u8 }) => {
+                Key::Str(s) if self.is_stack(Slot::TableKey { table, key: i as u8 }) => {
                     format!("\n{}\n", self.stack_text(s))
                 }
                 Key::Str(s) => String::from_utf8_lossy(s).into_owned(),

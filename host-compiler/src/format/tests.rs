@@ -158,10 +158,10 @@ fn aggregates_show_stats_a_chosen_stat_or_a_histogram() {
 
 #[test]
 fn stacks_are_symbolized_in_printf_and_table_keys() {
-    use crate::sidecar::StackValue;
+    use crate::sidecar::Slot;
     let mut sc = sidecar();
     sc.formats.push("%s\n".into());
-    sc.stacks = vec![StackValue::FormatArg { format: 2, arg: 0 }, StackValue::TableKey { table: 1, key: 0 }];
+    sc.stacks = vec![Slot::FormatArg { format: 2, arg: 0 }, Slot::TableKey { table: 1, key: 0 }];
     let raw: Vec<u8> = [0xc000_1010u64, 0xc000_2004].iter().flat_map(|a| a.to_le_bytes()).collect();
     let data = [
         rec(RecordKind::Printf, 2, &[V::S(&raw)]),
@@ -208,4 +208,65 @@ fn a_budget_exhaustion_names_the_probe() {
     assert_eq!(problems.len(), 2, "{problems:?}");
     assert!(problems[0].starts_with("kprobe:vfs_read: a hit ran out of instruction budget"), "{problems:?}");
     assert!(problems[1].starts_with("function #9: a hit ran out"), "{problems:?}");
+}
+
+/// `enum pid_type` as a 4-byte enum: a value may arrive zero- or sign-extended.
+fn pid_type() -> crate::sidecar::Names {
+    let values = ["PIDTYPE_PID", "PIDTYPE_TGID", "PIDTYPE_PGID"].iter().enumerate();
+    let mut v: Vec<(i64, String)> = values.map(|(i, n)| (i as i64, (*n).to_owned())).collect();
+    v.push((-1, "PIDTYPE_NONE".into()));
+    crate::sidecar::Names::new("enum pid_type".into(), 4, v, None)
+}
+
+#[test]
+fn named_integers_print_as_names_with_s_and_as_numbers_with_d() {
+    use crate::sidecar::{Named, Slot};
+    let mut sc = sidecar();
+    sc.formats.push("%s %d %-14s|\n".into());
+    sc.names = vec![pid_type()];
+    let slot = |arg| Named { slot: Slot::FormatArg { format: 2, arg }, names: 0 };
+    sc.named = vec![slot(0), slot(2)];
+    let data = [
+        rec(RecordKind::Printf, 2, &[V::I(1), V::I(1), V::I(2)]),
+        // not an enumerator: the number; 0xffffffff is -1 as a 4-byte enum
+        rec(RecordKind::Printf, 2, &[V::I(7), V::I(7), V::I(0xffff_ffff)]),
+    ]
+    .concat();
+    let (text, problems) = render(&sc, &data);
+    assert_eq!(text, "PIDTYPE_TGID 1 PIDTYPE_PGID  |\n7 7 PIDTYPE_NONE  |\n");
+    assert!(problems.is_empty(), "{problems:?}");
+}
+
+#[test]
+fn named_table_keys_print_and_sort_by_name_and_unnamed_ones_keep_their_number() {
+    use crate::sidecar::{Named, Names, Slot};
+    let mut sc = sidecar();
+    let calls = vec![(3, "syscalls:sys_enter_read".into()), (4, "syscalls:sys_enter_write".into())];
+    sc.names =
+        vec![pid_type(), Names::new("system calls".into(), 0, calls, Some("raw_syscalls:sys_enter".into()))];
+    sc.named = vec![
+        Named { slot: Slot::TableKey { table: 0, key: 1 }, names: 0 },
+        Named { slot: Slot::TableKey { table: 1, key: 0 }, names: 1 },
+    ];
+    let data = [
+        rec(RecordKind::TableEntry, 0, &[V::S(b"sh"), V::I(2), V::I(5)]),
+        rec(RecordKind::TableEntry, 0, &[V::S(b"sh"), V::I(0), V::I(5)]),
+        rec(RecordKind::TableEntry, 0, &[V::S(b"sh"), V::I(9), V::I(1)]),
+        rec(RecordKind::TableEnd, 0, &[V::I(3), V::I(0)]),
+        rec(RecordKind::TableEntry, 1, &[V::I(4), V::I(2)]),
+        rec(RecordKind::TableEntry, 1, &[V::I(983045), V::I(2)]),
+        rec(RecordKind::TableEnd, 1, &[V::I(2), V::I(0)]),
+    ]
+    .concat();
+    let (text, problems) = render(&sc, &data);
+    let want = [
+        ("sh, PIDTYPE_PGID", 5),
+        ("sh, PIDTYPE_PID", 5),
+        ("sh, 9", 1),
+        ("raw_syscalls:sys_enter(983045)", 2),
+        ("syscalls:sys_enter_write", 2),
+    ];
+    let want: String = want.iter().map(|(k, v)| format!("{k:<32} {v:>12}\n")).collect();
+    assert_eq!(text, want);
+    assert!(problems.is_empty(), "{problems:?}");
 }

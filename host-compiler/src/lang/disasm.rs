@@ -10,7 +10,7 @@ use ktap_protocol::asm::{escape, func_attrs, probe_line, table_attrs};
 use ktap_protocol::image::{ArgKind, Image, ImageError};
 use ktap_protocol::isa::decode_all;
 
-use crate::sidecar::Sidecar;
+use crate::sidecar::{Sidecar, Slot};
 
 /// List `bytes` (an image), using `sidecar` for names and format strings if given.
 pub fn disassemble(bytes: &[u8], sidecar: Option<&Sidecar>) -> Result<String, ImageError> {
@@ -81,7 +81,11 @@ pub fn disassemble(bytes: &[u8], sidecar: Option<&Sidecar>) -> Result<String, Im
 
     for (i, t) in img.tables().enumerate() {
         let n = name(sc.and_then(|s| s.tables.get(i)).map(|t| &t.name));
-        let _ = writeln!(o, ".table t{i} {}{n}", table_attrs(&t));
+        let shown = named(sc, |s| match s {
+            Slot::TableKey { table, key } if table as usize == i => Some(format!("key {key}")),
+            _ => None,
+        });
+        let _ = writeln!(o, ".table t{i} {}{n}{shown}", table_attrs(&t));
     }
 
     let mut i = 0;
@@ -102,7 +106,11 @@ pub fn disassemble(bytes: &[u8], sidecar: Option<&Sidecar>) -> Result<String, Im
             })
             .collect();
         let text = sc.and_then(|s| s.formats.get(i)).map(|t| format!("  ; {t:?}")).unwrap_or_default();
-        let _ = writeln!(o, ".format f{i} ({}){text}", kinds.join(", "));
+        let shown = named(sc, |s| match s {
+            Slot::FormatArg { format, arg } if format as usize == i => Some(format!("arg {arg}")),
+            _ => None,
+        });
+        let _ = writeln!(o, ".format f{i} ({}){text}{shown}", kinds.join(", "));
         i += 1;
     });
 
@@ -114,4 +122,20 @@ pub fn disassemble(bytes: &[u8], sidecar: Option<&Sidecar>) -> Result<String, Im
         let _ = writeln!(o, ".frame-budget {}", img.frame_budget);
     }
     Ok(o)
+}
+
+/// A comment naming the integers of one table or format the host shows by name: `which` picks the
+/// sidecar's slots of that table or format and says which part they are (`key 0`, `arg 1`).
+fn named(sc: Option<&Sidecar>, which: impl Fn(Slot) -> Option<String>) -> String {
+    let Some(sc) = sc else { return String::new() };
+    let parts: Vec<String> = sc
+        .named
+        .iter()
+        .filter_map(|n| {
+            let part = which(n.slot)?;
+            let what = sc.names.get(n.names as usize).map_or("?", |names| names.what.as_str());
+            Some(format!("{part} by name: {what}"))
+        })
+        .collect();
+    if parts.is_empty() { String::new() } else { format!("  ; {}", parts.join(", ")) }
 }

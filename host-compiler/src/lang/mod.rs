@@ -32,7 +32,7 @@ pub use diag::{Diagnostic, Span, emit_stderr, render};
 use crate::board::Arch;
 use crate::ktypes::NEEDS_DWARF;
 pub use crate::ktypes::{Member, Param, ParamLoc, ParamsOf, Shape, TypeRef};
-use crate::sidecar::{FuncInfo, ProbeInfo, Show, Sidecar, StackValue, TableInfo, TableView};
+use crate::sidecar::{FuncInfo, Named, ProbeInfo, Show, Sidecar, Slot, TableInfo, TableView};
 
 /// A kernel's system calls: numbers, names, and where a call's arguments are.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -78,10 +78,26 @@ pub trait Resolver {
         Err(NEEDS_DWARF.to_owned())
     }
 
-    /// The name of enum `ty`'s value `value`, if it has one (for the host renderer).
+    /// The enumerators of enum `ty` (typedefs peeled): (name, value) in declaration order. The
+    /// compiler copies them into the sidecar, so the host shows such values by name.
+    fn enumerators(&self, ty: &TypeRef) -> Result<Vec<(String, i64)>, String> {
+        let _ = ty;
+        Err(NEEDS_DWARF.to_owned())
+    }
+
+    /// The name of enum `ty`'s value `value`, if it has one.
     fn enum_name(&self, ty: &TypeRef, value: i64) -> Option<String> {
-        let _ = (ty, value);
-        None
+        let size = match self.shape(ty).ok()? {
+            Shape::Enum { size, .. } => size,
+            _ => return None,
+        };
+        let names = crate::sidecar::Names::new(
+            String::new(),
+            size,
+            self.enumerators(ty).ok()?.into_iter().map(|(n, v)| (v, n)).collect(),
+            None,
+        );
+        names.name_of(value).map(str::to_owned)
     }
 
     /// Every tracepoint matching the glob `subsys:event` (`*` any run of characters, `?` one), as
@@ -337,7 +353,12 @@ fn assemble(prog: &lower::Program, file_name: &str, opts: &CompileOptions) -> (I
             sidecar.views.push(TableView { table, show });
         }
         for (key, _) in t.stack_keys.iter().enumerate().filter(|(_, s)| **s) {
-            sidecar.stacks.push(StackValue::TableKey { table, key: key as u8 });
+            sidecar.stacks.push(Slot::TableKey { table, key: key as u8 });
+        }
+        for (key, names) in t.named_keys.iter().enumerate() {
+            if let Some(names) = *names {
+                sidecar.named.push(Named { slot: Slot::TableKey { table, key: key as u8 }, names });
+            }
         }
     }
     for p in &prog.probes {
@@ -350,12 +371,19 @@ fn assemble(prog: &lower::Program, file_name: &str, opts: &CompileOptions) -> (I
         });
         sidecar.probes.push(ProbeInfo { spec: p.spec.clone(), span: p.span, syscalls: p.syscalls.clone() });
     }
-    for (id, (text, kinds, stacks)) in prog.formats.iter().enumerate() {
-        b.formats.push(kinds.clone());
-        sidecar.formats.push(text.clone());
-        for (arg, _) in stacks.iter().enumerate().filter(|(_, s)| **s) {
-            sidecar.stacks.push(StackValue::FormatArg { format: id as u16, arg: arg as u8 });
+    for (id, f) in prog.formats.iter().enumerate() {
+        b.formats.push(f.kinds.clone());
+        sidecar.formats.push(f.text.clone());
+        let format = id as u16;
+        for (arg, _) in f.stacks.iter().enumerate().filter(|(_, s)| **s) {
+            sidecar.stacks.push(Slot::FormatArg { format, arg: arg as u8 });
+        }
+        for (arg, names) in f.names.iter().enumerate() {
+            if let Some(names) = *names {
+                sidecar.named.push(Named { slot: Slot::FormatArg { format, arg: arg as u8 }, names });
+            }
         }
     }
+    sidecar.names = prog.names.clone();
     (b, sidecar)
 }

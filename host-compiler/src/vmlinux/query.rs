@@ -427,6 +427,11 @@ impl Resolver for Vmlinux {
         self.debug().ok()?.enum_name(*ty, value)
     }
 
+    fn enumerators(&self, ty: &TypeRef) -> Result<Vec<(String, i64)>, String> {
+        let d = self.debug()?;
+        d.enumerators(d.peel(*ty)?)
+    }
+
     fn tracepoints_matching(&self, subsys: &str, event: &str) -> Result<Vec<(String, String)>, String> {
         let elf = goblin::elf::Elf::parse(&self.map).map_err(|e| e.to_string())?;
         let all = super::rodata::tracepoint_events(&elf, &self.map);

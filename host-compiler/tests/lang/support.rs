@@ -52,6 +52,9 @@ fn fake_shape(t: u64) -> Option<Shape> {
         19 => ptr(18), // struct task_struct *
         20 => Shape::Bool,
         21 => ptr(4), // loff_t *
+        22 => Shape::Enum { name: "pid_type".into(), size: 4 },
+        23 => st("pid_namespace", 64),
+        24 => ptr(23), // struct pid_namespace *
         _ => return None,
     })
 }
@@ -72,6 +75,7 @@ const FAKE_MEMBERS: &[FakeMember] = &[
     (18, "pid", 600, None, 1),
     (18, "comm", 900, None, 17),
     (18, "prio", 44, None, 1),
+    (23, "pid_type", 8, None, 22),
 ];
 
 impl Resolver for FakeKernel {
@@ -118,6 +122,9 @@ impl Resolver for FakeKernel {
             ParamsOf::Function("vfs_read") => {
                 Ok(vec![p("file", 11, 0), p("buf", 16, 1), p("count", 2, 2), p("pos", 21, 3)])
             }
+            ParamsOf::Function("__task_pid_nr_ns") => {
+                Ok(vec![p("task", 19, 0), p("type", 22, 1), p("ns", 24, 2)])
+            }
             ParamsOf::Function("do_many") => Ok(vec![
                 p("a", 1, 0),
                 Param { name: "spilled".into(), ty: TypeRef(1), loc: ParamLoc::Stack(8) },
@@ -146,7 +153,21 @@ impl Resolver for FakeKernel {
             Some(Shape::Int { .. }) => "unsigned int".into(),
             Some(Shape::Array { .. }) => "char [16]".into(),
             Some(Shape::Bool) => "bool".into(),
+            Some(Shape::Enum { name, .. }) => format!("enum {name}"),
             _ => "?".into(),
+        }
+    }
+
+    fn enumerators(&self, ty: &TypeRef) -> Result<Vec<(String, i64)>, String> {
+        match fake_shape(ty.0) {
+            Some(Shape::Enum { .. }) => {
+                Ok(["PIDTYPE_PID", "PIDTYPE_TGID", "PIDTYPE_PGID", "PIDTYPE_SID", "PIDTYPE_MAX"]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| (n.to_string(), i as i64))
+                    .collect())
+            }
+            _ => Err(format!("type {} is not an enum", ty.0)),
         }
     }
 

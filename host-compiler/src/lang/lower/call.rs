@@ -257,8 +257,11 @@ impl Lower<'_, '_> {
         }
         let mut regs = Vec::new();
         let mut kinds = Vec::new();
+        let mut names = Vec::new();
         for a in args {
-            match self.expr(a) {
+            let v = self.shown_value(a);
+            names.push(if let Val::Int(_) = v { self.names_of(a) } else { None });
+            match v {
                 Val::Int(r) => {
                     regs.push(Arg::Int(r));
                     kinds.push(ArgKind::Int);
@@ -274,10 +277,15 @@ impl Lower<'_, '_> {
                 Val::Err => return,
             }
         }
-        let parts: Vec<&str> = kinds.iter().map(|k| if *k == ArgKind::Int { "%d" } else { "%s" }).collect();
+        // a named integer prints as its name (`%s` of an integer: the host looks the name up)
+        let parts: Vec<&str> = kinds
+            .iter()
+            .zip(&names)
+            .map(|(k, n)| if *k == ArgKind::Int && n.is_none() { "%d" } else { "%s" })
+            .collect();
         let text = format!("{}\n", parts.join(" "));
         let stacks = args.iter().map(is_stack).collect();
-        let f = self.format_id(text, kinds, stacks, at);
+        let f = self.format_id(FormatOut { text, kinds, stacks, names }, at);
         self.emit_args(Opcode::Printf, &[f as i32], &regs);
     }
 
@@ -354,10 +362,15 @@ impl Lower<'_, '_> {
             return;
         }
         let mut regs = Vec::new();
+        let mut kinds = Vec::new();
+        let mut names = Vec::new();
         let mut ok = true;
         for (c, a) in convs.iter().zip(values) {
-            let v = self.expr(a);
+            let v = self.shown_value(a);
+            let named = if let Val::Int(_) = v { self.names_of(a) } else { None };
             let want = c.conv.arg_kind();
+            // `%d`, `%x`, ... keep the number
+            names.push(named.filter(|_| want == ArgKind::Str));
             let (reg, got) = match v {
                 Val::Int(r) => (Arg::Int(r), ArgKind::Int),
                 Val::Str(r) => (Arg::Str(r), ArgKind::Str),
@@ -371,7 +384,8 @@ impl Lower<'_, '_> {
                     continue;
                 }
             };
-            if got != want {
+            // `%s` of an integer with names (an enum, a system call): the host prints the name
+            if got != want && !(got == ArgKind::Int && named.is_some()) {
                 let (w, g) = if want == ArgKind::Int {
                     ("an integer", "a string")
                 } else {
@@ -386,13 +400,13 @@ impl Lower<'_, '_> {
                 ok = false;
             }
             regs.push(reg);
+            kinds.push(got);
         }
         if !ok {
             return;
         }
-        let kinds = convs.iter().map(|c| c.conv.arg_kind()).collect();
         let stacks = values.iter().map(is_stack).collect();
-        let f = self.format_id(fmt.clone(), kinds, stacks, at);
+        let f = self.format_id(FormatOut { text: fmt.clone(), kinds, stacks, names }, at);
         encode(&mut self.f.code, Opcode::Printf, &[f as i32], &regs);
     }
 }

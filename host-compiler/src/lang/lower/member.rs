@@ -370,7 +370,13 @@ impl Lower<'_, '_> {
                 Val::Err
             }
             _ => match self.load(place, at) {
-                Some((reg, _)) => Val::Int(reg),
+                Some((reg, ty)) => {
+                    // an enum is shown by name on the host
+                    if strings {
+                        self.note_type(at, ty);
+                    }
+                    Val::Int(reg)
+                }
                 None => Val::Err,
             },
         }

@@ -14,7 +14,7 @@
 //! scalar) are reported and replaced by `Val::Err`, which every later check accepts silently, so one
 //! mistake gives one error.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use ktap_protocol::image::{ArgKind, KeyKind, ProbeKind, RetKind, ValueKind};
 use ktap_protocol::isa::{Arg, CtxField, Opcode, encode};
@@ -29,7 +29,8 @@ use super::format_spec::{self, Piece};
 use super::lexer::string_offsets;
 use super::{Resolver, board_arch_name};
 use crate::board::Arch;
-use crate::sidecar::SyscallProbe;
+use crate::ktypes::TypeRef;
+use crate::sidecar::{Names, SyscallProbe};
 
 mod builtins;
 mod call;
@@ -37,6 +38,7 @@ mod cond;
 mod expr;
 mod func;
 mod member;
+mod named;
 mod probe;
 mod stmt;
 mod syscall;
@@ -108,12 +110,27 @@ pub struct TableOut {
     pub keys: Vec<KeyKind>,
     /// Which key components hold kernel stacks (`t[stack()]`), for the host to symbolize.
     pub stack_keys: Vec<bool>,
+    /// Which key components the host shows by name (an index into [`Program::names`]).
+    pub named_keys: Vec<Option<u16>>,
     /// Values: integers or an aggregate.
     pub value: ValueKind,
     /// `print_hist` of a plain table: one bar per key.
     pub bars: bool,
     /// Capacity.
     pub capacity: u32,
+}
+
+/// A printf format (also the implicit one of `print`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormatOut {
+    /// The text, for the sidecar.
+    pub text: String,
+    /// Argument kinds, for the image.
+    pub kinds: Vec<ArgKind>,
+    /// Which arguments are kernel stacks (for the host to symbolize).
+    pub stacks: Vec<bool>,
+    /// Which integer arguments the host shows by name (`%s`, `print`), from which names.
+    pub names: Vec<Option<u16>>,
 }
 
 /// Everything the image and sidecar are built from.
@@ -127,9 +144,10 @@ pub struct Program {
     pub consts: Vec<i64>,
     /// String constant pool.
     pub strings: Vec<Vec<u8>>,
-    /// Formats: text (for the sidecar), argument kinds (for the image), and which arguments are
-    /// kernel stacks (for the host to symbolize).
-    pub formats: Vec<(String, Vec<ArgKind>, Vec<bool>)>,
+    /// Formats, by format id.
+    pub formats: Vec<FormatOut>,
+    /// Names of integer values (enums, system calls) the host shows them by, by names id.
+    pub names: Vec<Names>,
     /// Integer global names.
     pub globals: Vec<String>,
     /// Tables.
@@ -146,43 +164,71 @@ pub struct Program {
 /// loop body skipped for lack of key kinds may hold the first store into another table). Only the
 /// last walk's diagnostics are kept.
 pub fn lower(script: &Script, src: &str, env: &Env<'_>, diags: &mut Vec<Diagnostic>) -> Program {
-    let mut seeds = Vec::new();
+    let mut seeds = Seeds::default();
     loop {
         let mut walk = Vec::new();
-        let (prog, uses, pairs_before_keys) = lower_pass(script, src, env, &mut walk, seeds.clone());
+        let (prog, uses, pairs_before_keys, text_keys) =
+            lower_pass(script, src, env, &mut walk, seeds.clone());
         let known = |u: &[TableUse]| u.iter().filter(|u| u.keys.is_some()).count();
-        if !pairs_before_keys || known(&uses) == known(&seeds) {
+        let more_text = text_keys.len() > seeds.text_keys.len();
+        if !more_text && (!pairs_before_keys || known(&uses) == known(&seeds.tables)) {
             diags.extend(walk);
             return prog;
         }
-        seeds = uses
+        seeds.tables = uses
             .into_iter()
-            .map(|u| TableUse { keys: u.keys, stack_keys: u.stack_keys, ..TableUse::default() })
+            .zip(&prog.tables)
+            .map(|(u, t)| {
+                // a key part where `probename` goes as text is a string part
+                let keys = u.keys.map(|(mut kinds, at)| {
+                    for (i, k) in kinds.iter_mut().enumerate() {
+                        if text_keys.contains(&(t.name.clone(), i)) {
+                            *k = KeyKind::Str;
+                        }
+                    }
+                    (kinds, at)
+                });
+                TableUse { keys, stack_keys: u.stack_keys, named_keys: u.named_keys, ..TableUse::default() }
+            })
             .collect();
+        // names ids stay those of the first walk, so the seeded key names keep meaning the same
+        seeds.names = prog.names;
+        seeds.text_keys = text_keys;
     }
 }
 
+/// What a walk of [`lower`] starts from: what the previous walk found.
+#[derive(Debug, Clone, Default)]
+struct Seeds {
+    /// Key kinds (and names) per table, by table index.
+    tables: Vec<TableUse>,
+    /// The names made so far, by names id.
+    names: Vec<Names>,
+    /// (table, key part) where a `syscalls:` handler's `probename` goes as text.
+    text_keys: HashSet<(String, usize)>,
+}
+
 /// One walk over the script; tables start with `seeds`' key kinds (by table index) when given.
-/// Also returns what each table's uses decided and whether a `pairs` loop met a table whose key
-/// kinds were not known yet.
+/// Also returns what each table's uses decided, whether a `pairs` loop met a table whose key
+/// kinds were not known yet, and the key parts where `probename` must be text.
 fn lower_pass(
     script: &Script,
     src: &str,
     env: &Env<'_>,
     diags: &mut Vec<Diagnostic>,
-    seeds: Vec<TableUse>,
-) -> (Program, Vec<TableUse>, bool) {
+    seeds: Seeds,
+) -> (Program, Vec<TableUse>, bool, HashSet<(String, usize)>) {
     let mut l = Lower {
         src,
         env,
         diags,
-        prog: Program::default(),
+        prog: Program { names: seeds.names, ..Program::default() },
         globals: HashMap::new(),
         global_inits: Vec::new(),
         tables: Vec::new(),
         table_inits: Vec::new(),
         str_inits: Vec::new(),
-        seeds,
+        seeds: seeds.tables,
         pairs_before_keys: false,
         string_ids: HashMap::new(),
         const_ids: HashMap::new(),
@@ -195,6 +241,8 @@ fn lower_pass(
         func_depth: HashMap::new(),
         cur_head: span(0, 0),
         pending_syscall: None,
+        enum_names: HashMap::new(),
+        text_keys: seeds.text_keys,
     };
     for item in &script.items {
         match item {
@@ -216,7 +264,7 @@ fn lower_pass(
     }
     l.finish_tables();
     l.frame_budget();
-    (l.prog, l.tables, l.pairs_before_keys)
+    (l.prog, l.tables, l.pairs_before_keys, l.text_keys)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -303,6 +351,8 @@ struct Local {
     span: Span,
     ty: Ty,
     reg: u8,
+    /// An integer the host shows by name: the names id.
+    names: Option<u16>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -350,6 +400,10 @@ struct FuncState {
     callees: Vec<u16>,
     /// A probe on system calls by name: which, and where their number and arguments are.
     syscall: Option<SyscallProbe>,
+    /// Member chains (by span) whose value is an enum, with the names id the host shows it by.
+    named: HashMap<(usize, usize), u16>,
+    /// A `syscalls:` handler's names of its calls, for `probename`.
+    syscall_names: Option<u16>,
 }
 
 impl FuncState {
@@ -372,6 +426,8 @@ impl FuncState {
             ret: None,
             callees: Vec::new(),
             syscall: None,
+            named: HashMap::new(),
+            syscall_names: None,
         }
     }
 }
@@ -381,6 +437,10 @@ impl FuncState {
 struct TableUse {
     keys: Option<(Vec<KeyKind>, Span)>,
     stack_keys: Vec<bool>,
+    /// Per key component, the names its uses agree on (see [`KeyNames`]).
+    named_keys: Vec<KeyNames>,
+    /// Per key component: a use stored `probename` there as the call's number.
+    numbers: Vec<bool>,
     /// `<<<` seen (the table is an aggregate), where first.
     agg: Option<Span>,
     /// `lhist(v, min, max, step)` parameters and where.
@@ -393,6 +453,39 @@ struct TableUse {
     scalar: Option<Span>,
     reported: bool,
 }
+
+/// What the uses of one integer key component say about showing it by name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum KeyNames {
+    /// No use gave it names (a plain integer, or a string).
+    #[default]
+    Plain,
+    /// Uses with names agree on these (plain uses do not count against them).
+    Named(u16),
+    /// Uses gave it different names: shown as numbers.
+    Mixed,
+}
+
+impl KeyNames {
+    fn with(self, names: Option<u16>) -> KeyNames {
+        match (self, names) {
+            (k, None) | (k @ KeyNames::Mixed, _) => k,
+            (KeyNames::Plain, Some(n)) => KeyNames::Named(n),
+            (KeyNames::Named(a), Some(b)) if a == b => self,
+            (KeyNames::Named(_), Some(_)) => KeyNames::Mixed,
+        }
+    }
+
+    fn id(self) -> Option<u16> {
+        match self {
+            KeyNames::Named(n) => Some(n),
+            KeyNames::Plain | KeyNames::Mixed => None,
+        }
+    }
+}
+
+/// What tells formats apart: text, stacks and names (which decide the argument kinds).
+type FormatKey = (String, Vec<bool>, Vec<Option<u16>>);
 
 /// A named function's specialization: its name and its parameters' kinds.
 type SpecKey = (String, Vec<Ty>);
@@ -416,7 +509,7 @@ struct Lower<'a, 'd> {
     pairs_before_keys: bool,
     string_ids: HashMap<Vec<u8>, u16>,
     const_ids: HashMap<i64, u16>,
-    format_ids: HashMap<(String, Vec<bool>), u16>,
+    format_ids: HashMap<FormatKey, u16>,
     f: FuncState,
     reported_pool: bool,
     /// Named functions by name.
@@ -432,6 +525,11 @@ struct Lower<'a, 'd> {
     cur_head: Span,
     /// The system calls the attach point being resolved traces, for its handler.
     pending_syscall: Option<SyscallProbe>,
+    /// Enum types already asked of the resolver: their names id (`None`: not an enum, or no names).
+    enum_names: HashMap<TypeRef, Option<u16>>,
+    /// (table, key part) whose keys are strings where a `syscalls:` handler's `probename` goes:
+    /// it is lowered as text there (found by a previous walk).
+    text_keys: HashSet<(String, usize)>,
 }
 
 const VOID_FUNCTIONS: &[&str] = &["print", "printf", "print_hist", "delete", "exit"];
@@ -521,8 +619,8 @@ impl<'a> Lower<'a, '_> {
         id
     }
 
-    fn format_id(&mut self, text: String, kinds: Vec<ArgKind>, stacks: Vec<bool>, at: Span) -> u16 {
-        let key = (text, stacks);
+    fn format_id(&mut self, f: FormatOut, at: Span) -> u16 {
+        let key = (f.text.clone(), f.stacks.clone(), f.names.clone());
         if let Some(id) = self.format_ids.get(&key) {
             return *id;
         }
@@ -531,7 +629,7 @@ impl<'a> Lower<'a, '_> {
             return 0;
         }
         let id = self.prog.formats.len() as u16;
-        self.prog.formats.push((key.0.clone(), kinds, key.1.clone()));
+        self.prog.formats.push(f);
         self.format_ids.insert(key, id);
         id
     }
@@ -715,7 +813,7 @@ impl<'a> Lower<'a, '_> {
             );
             return;
         }
-        self.f.locals.push(Local { name: id.name.clone(), span: id.span, ty, reg });
+        self.f.locals.push(Local { name: id.name.clone(), span: id.span, ty, reg, names: None });
     }
 }
 

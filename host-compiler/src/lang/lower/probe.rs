@@ -101,6 +101,7 @@ impl Lower<'_, '_> {
             span: id.span,
             keys: vec![KeyKind::Int],
             stack_keys: vec![false],
+            named_keys: vec![None],
             value: ValueKind::Int,
             bars: false,
             capacity,
@@ -270,9 +271,9 @@ impl Lower<'_, '_> {
             self.emit_inits(p.head);
         }
         self.syscall_filter(p.head);
+        self.make_syscall_names();
         self.open_scope();
-        let text = self.src.get(p.head.start..p.body.span.end).unwrap_or("");
-        self.syscall_probename_once(text, p.head);
+        self.syscall_probename_once(p, p.head);
         if let Some(pred) = &p.pred {
             let m = self.mark();
             let skip = self.branch(pred, false);
@@ -506,6 +507,8 @@ impl Lower<'_, '_> {
                 t.keys = k.clone();
                 t.stack_keys = u.stack_keys.clone();
                 t.stack_keys.resize(k.len(), false);
+                t.named_keys = u.named_keys.iter().map(|n| n.id()).collect();
+                t.named_keys.resize(k.len(), None);
             }
             t.bars = u.print_hist && u.agg.is_none();
             t.value = match (u.agg, u.linear, u.log2) {

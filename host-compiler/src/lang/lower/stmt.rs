@@ -114,7 +114,7 @@ impl Lower<'_, '_> {
             self.close_scope();
             return;
         };
-        self.f.locals.push(Local { name: "#end".into(), span: to.span, ty: Ty::Int, reg: end });
+        self.f.locals.push(Local { name: "#end".into(), span: to.span, ty: Ty::Int, reg: end, names: None });
         self.declarable(var);
         self.add_local(var, Ty::Int, i);
         let top = self.here();
@@ -175,10 +175,22 @@ impl Lower<'_, '_> {
         }
         self.open_scope();
         let cursor = self.alloc_int(table.span);
-        self.f.locals.push(Local { name: "#cursor".into(), span: table.span, ty: Ty::Int, reg: cursor });
+        self.f.locals.push(Local {
+            name: "#cursor".into(),
+            span: table.span,
+            ty: Ty::Int,
+            reg: cursor,
+            names: None,
+        });
         self.emit(Opcode::Movi, &[cursor as i32, 0]);
+        // key variables keep the names their table's keys are shown by
+        let key_names: Vec<Option<u16>> = self
+            .tables
+            .get(t as usize)
+            .map(|u| u.named_keys.iter().map(|n| n.id()).collect())
+            .unwrap_or_default();
         let mut args = Vec::new();
-        for (n, k) in names.iter().zip(&keys) {
+        for (i, (n, k)) in names.iter().zip(&keys).enumerate() {
             let (ty, reg) = match k {
                 KeyKind::Str => (Ty::Str, self.alloc_str(n.span)),
                 KeyKind::Int => (Ty::Int, self.alloc_int(n.span)),
@@ -186,6 +198,7 @@ impl Lower<'_, '_> {
             args.push(if ty == Ty::Str { Arg::Str(reg) } else { Arg::Int(reg) });
             if n.name != "_" && self.declarable(n) {
                 self.add_local(n, ty, reg);
+                self.name_local(n, key_names.get(i).copied().flatten());
             }
         }
         let Some(vname) = names.last() else { return };
@@ -268,6 +281,10 @@ impl Lower<'_, '_> {
         }
         if ok {
             self.add_local(&d.name, ty, reg);
+            if ty == Ty::Int {
+                let names = self.names_of(init);
+                self.name_local(&d.name, names);
+            }
         }
     }
 

@@ -5,8 +5,13 @@
 //! the handler starts with a test of the call's number (a binary search over the traced numbers,
 //! in the VM), `argN` reads the user register the call's ABI passes argument N in from the saved
 //! `struct pt_regs`, `retval` is `ret`, and `probename` names the real event
-//! (`syscalls:sys_enter_openat`). Numbers, names and register places come from the board's vmlinux
-//! through [`Resolver::syscalls`].
+//! (`syscalls:sys_enter_openat`). Where it is only shown (printf and `print` arguments, table key
+//! parts) it is the call's number, which the host shows by name; only a handler that uses it as
+//! text otherwise (`..`, a comparison, a local, a string-keyed table) builds the name in the VM.
+//! Numbers, names and register places come from the board's vmlinux through
+//! [`Resolver::syscalls`].
+
+use std::collections::HashSet;
 
 use ktap_protocol::isa::Width;
 
@@ -17,7 +22,7 @@ use crate::lang::glob_match;
 /// At most this many numbers are tested one by one; more are split in halves first.
 const LINEAR: usize = 4;
 
-/// The hidden local holding a `syscalls:` handler's `probename`.
+/// The hidden local holding a `syscalls:` handler's `probename` as text.
 const PROBENAME: &str = "#probename";
 
 /// The calls of a `syscalls:` probe whose table is unknown (`check` without a vmlinux, or after an
@@ -168,6 +173,24 @@ impl Lower<'_, '_> {
         self.nr_switch(nr, &calls[..mid], hit, miss);
     }
 
+    /// `probename` of a `syscalls:` handler where it is shown (a printf or `print` argument, a
+    /// table key part): the number of the call that hit, which the host shows as its event's
+    /// name (`syscalls:sys_enter_openat`; see `named.rs`), so the VM builds no text.
+    pub(super) fn syscall_probename_nr(&mut self, at: Span) -> Val {
+        let Some(sc) = self.f.syscall.clone() else { return Val::Err };
+        if let [(n, _)] = sc.calls.as_slice() {
+            let r = self.alloc_int(at);
+            self.load_const(r, i64::from(*n), at);
+            return Val::Int(r);
+        }
+        if sc.exit && sc.exit_nr.is_none() {
+            let note = self.number_lost();
+            self.err(Diagnostic::error("`probename` cannot name the call that returned here", at).note(note));
+            return Val::Err;
+        }
+        Val::Int(self.syscall_nr(&sc, at))
+    }
+
     /// `probename` in a `syscalls:` handler: the event of the call that hit, computed once per run
     /// at the start of the handler (see [`Lower::syscall_probename_once`]).
     pub(super) fn syscall_probename(&mut self, at: Span) -> Val {
@@ -183,28 +206,27 @@ impl Lower<'_, '_> {
         }
         match self.f.locals.iter().find(|l| l.name == PROBENAME) {
             Some(l) => Val::Str(l.reg),
-            // not computed: the handler's text did not mention it (cannot happen), or an error
+            // not computed: the walk found no use as text (cannot happen), or an error
             None => Val::Err,
         }
     }
 
-    /// At the start of a `syscalls:` handler whose text uses `probename` for more than one call:
-    /// the event's name into a register the whole run reads. A binary search over the numbers
+    /// At the start of a `syscalls:` handler over more than one call that needs `probename` as
+    /// text (see [`probename_text_needed`]): the event's name into a register the whole run reads. A binary search over the numbers
     /// (after the number filter, every number reaching it is one of the calls; for a whole-table
     /// pattern, numbers the table does not name get the raw event's name), each leaf loading the
     /// call's name, shared by `sys_enter_` and `sys_exit_`; then the prefix is joined on.
-    pub(super) fn syscall_probename_once(&mut self, text: &str, at: Span) {
+    pub(super) fn syscall_probename_once(&mut self, p: &Probe, at: Span) {
         let Some(sc) = self.f.syscall.clone() else { return };
-        let uses = text.match_indices("probename").any(|(i, _)| {
-            let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
-            !word(text[..i].chars().next_back()) && !word(text[i + "probename".len()..].chars().next())
-        });
-        if !uses || sc.calls.len() < 2 || (sc.exit && sc.exit_nr.is_none()) {
+        if sc.calls.len() < 2
+            || (sc.exit && sc.exit_nr.is_none())
+            || !probename_text_needed(p, &self.text_keys)
+        {
             return;
         }
         let dir = if sc.exit { "sys_exit" } else { "sys_enter" };
         let s = self.alloc_str(at);
-        self.f.locals.push(Local { name: PROBENAME.into(), span: at, ty: Ty::Str, reg: s });
+        self.f.locals.push(Local { name: PROBENAME.into(), span: at, ty: Ty::Str, reg: s, names: None });
         let m = self.mark();
         let nr = self.syscall_nr(&sc, at);
         // (number, name); `None`: a number between the table's that names no call
@@ -314,5 +336,70 @@ impl Lower<'_, '_> {
         let w = Width { bytes, signed: true };
         self.emit(Opcode::Ldk, &[r as i32, r as i32, off as i32, w.to_byte() as i32]);
         Val::Int(r)
+    }
+}
+
+/// A bare `probename`.
+pub(super) fn is_probename(e: &Expr) -> bool {
+    matches!(&e.kind, ExprKind::Name(id) if id.name == "probename")
+}
+
+/// Does the handler of `p` use `probename` as text, anywhere but as a printf or `print` argument
+/// or as a key part of a table that takes it as a number (every part not in `text_keys`, which
+/// lists (table, part) whose keys are strings)?
+pub(super) fn probename_text_needed(p: &Probe, text_keys: &HashSet<(String, usize)>) -> bool {
+    p.pred.as_ref().is_some_and(|e| expr_needs_text(e, text_keys)) || block_needs_text(&p.body, text_keys)
+}
+
+fn block_needs_text(b: &Block, tk: &HashSet<(String, usize)>) -> bool {
+    b.stmts.iter().any(|s| stmt_needs_text(s, tk))
+}
+
+fn stmt_needs_text(s: &Stmt, tk: &HashSet<(String, usize)>) -> bool {
+    let e = |x: &Expr| expr_needs_text(x, tk);
+    let b = |x: &Block| block_needs_text(x, tk);
+    match &s.kind {
+        StmtKind::Var(d) => d.init.as_ref().is_some_and(e),
+        StmtKind::Assign { target, value, .. } | StmtKind::Aggregate { target, value, .. } => {
+            e(target) || e(value)
+        }
+        StmtKind::If { arms, otherwise } => {
+            arms.iter().any(|(c, body)| e(c) || b(body)) || otherwise.as_ref().is_some_and(b)
+        }
+        StmtKind::While { cond, body } => e(cond) || b(body),
+        StmtKind::ForRange { from, to, step, body, .. } => {
+            e(from) || e(to) || step.as_ref().is_some_and(e) || b(body)
+        }
+        StmtKind::ForIn { table, body, .. } => e(table) || b(body),
+        StmtKind::Return(v) => v.as_ref().is_some_and(e),
+        StmtKind::Block(body) => b(body),
+        StmtKind::Expr(x) => e(x),
+        StmtKind::Break | StmtKind::Continue | StmtKind::Error => false,
+    }
+}
+
+fn expr_needs_text(x: &Expr, tk: &HashSet<(String, usize)>) -> bool {
+    let e = |y: &Expr| expr_needs_text(y, tk);
+    match &x.kind {
+        ExprKind::Name(id) => id.name == "probename",
+        ExprKind::Index { base, keys } => {
+            let table = match &base.kind {
+                ExprKind::Name(id) => Some(id.name.as_str()),
+                _ => None,
+            };
+            e(base)
+                || keys.iter().enumerate().any(|(i, k)| {
+                    if is_probename(k) { table.is_none_or(|t| tk.contains(&(t.to_owned(), i))) } else { e(k) }
+                })
+        }
+        ExprKind::Call { callee, args } if matches!(callee.name.as_str(), "print" | "printf") => {
+            args.iter().any(|a| !is_probename(a) && e(a))
+        }
+        ExprKind::Call { args, .. } => args.iter().any(e),
+        ExprKind::Member { base, .. } => e(base),
+        ExprKind::Unary { operand, .. } => e(operand),
+        ExprKind::Binary { lhs, rhs, .. } => e(lhs) || e(rhs),
+        ExprKind::Int(_) | ExprKind::Str(_) | ExprKind::Bool(_) | ExprKind::Nil | ExprKind::Table(_) => false,
+        ExprKind::Error => false,
     }
 }

@@ -60,9 +60,17 @@ impl Lower<'_, '_> {
         let mut args = Vec::new();
         let mut kinds = Vec::new();
         let mut stacks = Vec::new();
+        let mut names = Vec::new();
+        // key parts where `probename` is the call's number (not text)
+        let mut numbers = Vec::new();
         let mut ok = true;
-        for k in keys {
-            let v = self.expr(k);
+        let name = self.table_name(t);
+        for (i, k) in keys.iter().enumerate() {
+            let text = self.text_keys.contains(&(name.clone(), i));
+            let v = if text { self.expr(k) } else { self.shown_value(k) };
+            let int = matches!(v, Val::Int(_));
+            names.push(if int { self.names_of(k) } else { None });
+            numbers.push(int && self.f.syscall.is_some() && super::syscall::is_probename(k));
             match v {
                 Val::Int(r) => {
                     args.push(Arg::Int(r));
@@ -83,12 +91,31 @@ impl Lower<'_, '_> {
         if !ok {
             return None;
         }
-        let name = self.table_name(t);
+        let u = self.tables.get_mut(t as usize)?;
+        u.numbers.resize(numbers.len().max(u.numbers.len()), false);
+        for (n, new) in u.numbers.iter_mut().zip(&numbers) {
+            *n |= new;
+        }
+        match &u.keys {
+            Some((first, _)) if *first != kinds && first.len() == kinds.len() => {
+                // a part that is a string in one use and `probename` as a number in another: the
+                // script is lowered again with `probename` as text there
+                let parts: Vec<usize> = (0..kinds.len()).filter(|i| first[*i] != kinds[*i]).collect();
+                if parts.iter().all(|i| u.numbers[*i]) {
+                    for i in parts {
+                        self.text_keys.insert((name.clone(), i));
+                    }
+                    return None;
+                }
+            }
+            _ => {}
+        }
         let u = self.tables.get_mut(t as usize)?;
         match &u.keys {
             None => {
                 u.keys = Some((kinds, at));
                 u.stack_keys = stacks;
+                u.named_keys = names.into_iter().map(|n| KeyNames::Plain.with(n)).collect();
             }
             Some((first, first_at)) if *first != kinds => {
                 if !u.reported {
@@ -116,6 +143,10 @@ impl Lower<'_, '_> {
             Some(_) => {
                 for (s, new) in u.stack_keys.iter_mut().zip(stacks) {
                     *s |= new;
+                }
+                u.named_keys.resize(names.len(), KeyNames::Plain);
+                for (k, new) in u.named_keys.iter_mut().zip(names) {
+                    *k = k.with(new);
                 }
             }
         }
