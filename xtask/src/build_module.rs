@@ -161,7 +161,8 @@ fn build_glue(board: &Board, cargo: &Path, rustc: &Path, ws: &Path) -> Result<Pa
     flags.extend(["-C".into(), "panic=abort".into()]);
     let mut cmd = Command::new(cargo);
     cmd.current_dir(ws.join("ktap-module/glue"))
-        .args(["build", "--release", "--locked", "--target", target])
+        .args(["build", "--release", "--locked"])
+        .args(target_args(ws, target))
         .args(["-Zbuild-std=core,alloc", "-Zbuild-std-features=compiler-builtins-mem"])
         .env("PATH", debian_path(cargo))
         .env("RUSTC", rustc)
@@ -178,6 +179,19 @@ fn build_glue(board: &Board, cargo: &Path, rustc: &Path, ws: &Path) -> Result<Pa
     let lib = target_dir.join(target).join("release/libktap_kmod.a");
     ensure!(lib.exists(), "cargo succeeded but {} is missing", lib.display());
     Ok(lib)
+}
+
+/// Where the board's kernel Rust target comes from: a spec file of ours in `ktap-module/targets/`
+/// (a built-in target with different codegen features, see `boards/qemu-armv7.toml`) if one has
+/// that name, else rustc's built-in target of that name. Cargo names the output directory after
+/// the spec file's stem, so the `.a` is found under the target's name either way.
+fn target_args(ws: &Path, target: &str) -> Vec<std::ffi::OsString> {
+    let spec = ws.join("ktap-module/targets").join(format!("{target}.json"));
+    if spec.is_file() {
+        vec!["--target".into(), spec.into_os_string(), "-Zjson-target-spec".into()]
+    } else {
+        vec!["--target".into(), target.into()]
+    }
 }
 
 /// `gcc-12-arm-linux-gnueabihf` -> `gcc-12`; a package without a version -> `gcc`.
