@@ -17,7 +17,7 @@ use ktap_protocol::record::{RecordKind, RecordWriter};
 
 use crate::error::RunError;
 use crate::program::{Counters, Env, Program};
-use crate::table::{AGG_COUNT, AGG_MAX, AGG_MIN, AGG_STATS, AGG_SUM, Comp, KeyParts, Table, components};
+use crate::table::{AGG_COUNT, AGG_MAX, AGG_MIN, AGG_STATS, AGG_SUM, Comp, KeyParts, One, Table, components};
 use crate::verified::{AluOp, ArgList, Cond, FuncInfo, Op, StrBuf};
 
 /// Where to resume after a call returns.
@@ -111,8 +111,15 @@ impl Machine<'_> {
     /// is counted.
     fn update(&mut self, t: u8, keys: &ArgList, f: impl FnOnce(&mut [i64])) -> Result<(), RunError> {
         self.charge(cost::TABLE)?;
-        let (table, key) = self.key(t, keys)?;
-        let full = table.entry(&key).map(f).is_err();
+        let fault = self.fault();
+        let Machine { regs, sregs, tables, ib, sb, .. } = self;
+        let full = match one_key(keys, regs, sregs, *ib, *sb, fault)? {
+            Some(k) => tables.get_mut(usize::from(t)).ok_or(fault)?.entry_one(k).map(f).is_err(),
+            None => {
+                let (table, key) = self.key(t, keys)?;
+                table.entry(&key).map(f).is_err()
+            }
+        };
         if full {
             self.counters.table_full = self.counters.table_full.wrapping_add(1);
         }
@@ -127,6 +134,10 @@ impl Machine<'_> {
         f: impl FnOnce(&[i64]) -> T,
     ) -> Result<Option<T>, RunError> {
         self.charge(cost::TABLE)?;
+        let fault = self.fault();
+        if let Some(k) = one_key(keys, self.regs, self.sregs, self.ib, self.sb, fault)? {
+            return Ok(self.tables.get(usize::from(t)).ok_or(fault)?.get_one(k).map(f));
+        }
         let (table, key) = self.key(t, keys)?;
         Ok(table.get(&key).map(f))
     }
@@ -299,6 +310,23 @@ impl KeyParts for RegKey<'_> {
             Arg::Str(r) => Comp::Str(self.sregs.get(self.sb.wrapping_add(r.into()))?.as_bytes()),
         })
     }
+}
+
+/// The key `keys` names when it is a single register (what the compiler emits most: `t[execname]`,
+/// `t[pid]`), read in place from the frame at `ib`/`sb`; `None` for a tuple key.
+fn one_key<'k>(
+    keys: &ArgList,
+    regs: &'k [i64],
+    sregs: &'k [StrBuf],
+    ib: usize,
+    sb: usize,
+    fault: RunError,
+) -> Result<Option<One<'k>>, RunError> {
+    let (1, Some(b)) = (keys.n, keys.bytes.first()) else { return Ok(None) };
+    Ok(Some(match Arg::from_byte(*b) {
+        Arg::Int(r) => One::Int(*regs.get(ib.wrapping_add(r.into())).ok_or(fault)?),
+        Arg::Str(r) => One::Str(sregs.get(sb.wrapping_add(r.into())).ok_or(fault)?),
+    }))
 }
 
 /// A function's result on its way back to the caller.

@@ -21,6 +21,7 @@ use ktap_protocol::limits::{MAX_KEYS, MAX_STR, MAX_TABLE_CAPACITY};
 
 use crate::error::AllocFailed;
 use crate::fixed::try_filled;
+use crate::verified::StrBuf;
 
 // entry numbers + 1 must fit the u16 index
 const _: () = assert!(MAX_TABLE_CAPACITY < u16::MAX as u32);
@@ -93,6 +94,100 @@ impl KeyParts for Key<'_> {
 
     fn part(&self, i: usize) -> Option<Comp<'_>> {
         self.c.get(..self.n)?.get(i).copied()
+    }
+}
+
+/// A key of exactly one component, read where the registers hold it: what the compiler emits
+/// most (`t[execname]`, `t[pid]`). Hashed and compared without walking components, a string a word
+/// at a time with its tail loaded whole from the register's buffer and masked (no byte loop); the
+/// hash equals the general one of the same key, so both paths meet in one table.
+#[derive(Clone, Copy)]
+pub(crate) enum One<'a> {
+    Int(i64),
+    Str(&'a StrBuf),
+}
+
+impl KeyParts for One<'_> {
+    fn len(&self) -> usize {
+        1
+    }
+
+    fn part(&self, i: usize) -> Option<Comp<'_>> {
+        match (i, *self) {
+            (0, One::Int(v)) => Some(Comp::Int(v)),
+            (0, One::Str(s)) => Some(Comp::Str(s.as_bytes())),
+            _ => None,
+        }
+    }
+}
+
+/// The little-endian 4-byte word at `at` of `b`, only its first `keep` bytes (the rest zero; 0 if
+/// the word is not inside `b`).
+fn word32(b: &[u8], at: usize, keep: usize) -> u32 {
+    let Some(w) = b.get(at..).and_then(|r| r.first_chunk::<4>()) else { return 0 };
+    let x = u32::from_le_bytes(*w);
+    if keep >= 4 { x } else { x & 1u32.wrapping_shl((keep as u32).wrapping_mul(8)).wrapping_sub(1) }
+}
+
+/// [`word32`] with 8-byte words.
+fn word64(b: &[u8], at: usize, keep: usize) -> u64 {
+    let Some(w) = b.get(at..).and_then(|r| r.first_chunk::<8>()) else { return 0 };
+    let x = u64::from_le_bytes(*w);
+    if keep >= 8 { x } else { x & 1u64.wrapping_shl((keep as u32).wrapping_mul(8)).wrapping_sub(1) }
+}
+
+/// The hash [`hash`] gives a one-string key, from the register's whole buffer: full words, then
+/// the tail word loaded whole (it lies inside the buffer) and masked to the bytes in use.
+fn hash_str_padded(buf: &[u8; MAX_STR], n: usize) -> u32 {
+    if cfg!(target_pointer_width = "64") { hash_str_padded64(buf, n) } else { hash_str_padded32(buf, n) }
+}
+
+/// [`hash_str_padded`] on 32-bit targets (`Hasher::W32`).
+fn hash_str_padded32(buf: &[u8; MAX_STR], n: usize) -> u32 {
+    let mut h = Hasher::word32(0, n as u32);
+    let full = n >> 2;
+    for i in 0..full {
+        h = Hasher::word32(h, word32(buf, i << 2, 4));
+    }
+    Hasher::W32(Hasher::word32(h, word32(buf, full << 2, n & 3))).finish()
+}
+
+/// [`hash_str_padded`] on 64-bit targets (`Hasher::W64`).
+fn hash_str_padded64(buf: &[u8; MAX_STR], n: usize) -> u32 {
+    let mut h = Hasher::word64(0, n as u64);
+    let full = n >> 3;
+    for i in 0..full {
+        h = Hasher::word64(h, word64(buf, i << 3, 8));
+    }
+    Hasher::W64(Hasher::word64(h, word64(buf, full << 3, n & 7))).finish()
+}
+
+/// The hash of a one-component key (equal to [`hash`] of it).
+fn hash_one(k: One<'_>) -> u32 {
+    match k {
+        One::Int(v) => mix(v as u64),
+        One::Str(s) => {
+            let (buf, n) = s.padded();
+            hash_str_padded(buf, n)
+        }
+    }
+}
+
+/// Whether the stored entry `slot` (a whole key stride, at least one length byte and `MAX_STR`
+/// bytes for a string key) of encoded length `klen` holds the one-component key `k`.
+fn matches_one(k: One<'_>, slot: &[u8], klen: usize) -> bool {
+    match k {
+        One::Int(v) => klen == 8 && slot.first_chunk::<8>().is_some_and(|b| i64::from_le_bytes(*b) == v),
+        One::Str(s) => {
+            let (buf, n) = s.padded();
+            if klen != n.wrapping_add(1) || slot.first().copied() != Some(n as u8) {
+                return false;
+            }
+            let stored = slot.get(1..).unwrap_or(&[]);
+            let full = n >> 2;
+            (0..full).all(|i| word32(buf, i << 2, 4) == word32(stored, i << 2, 4))
+                && word32(buf, full << 2, n & 3) == word32(stored, full << 2, n & 3)
+        }
     }
 }
 
@@ -371,9 +466,10 @@ impl Table {
         self.values.get_mut(start..start.wrapping_add(self.vstride))
     }
 
-    /// Probe for `key`: `(slot, Some(entry))` if present, `(empty slot, None)` if not.
-    /// `None` only if the index has no empty slot, which the load factor rules out.
-    fn find<K: KeyParts + ?Sized>(&self, key: &K, h: u32) -> Option<(usize, Option<usize>)> {
+    /// Probe for the key with hash `h` that `is_key(entry)` recognises: `(slot, Some(entry))` if
+    /// present, `(empty slot, None)` if not. `None` only if the index has no empty slot, which the
+    /// load factor rules out.
+    fn find_by(&self, h: u32, is_key: impl Fn(usize) -> bool) -> Option<(usize, Option<usize>)> {
         let mut slot = h as usize & self.mask;
         for _ in 0..self.index.len() {
             let idx = *self.index.get(slot)?;
@@ -381,12 +477,26 @@ impl Table {
                 return Some((slot, None));
             }
             let e = usize::from(idx).wrapping_sub(1);
-            if self.hashes.get(e) == Some(&h) && matches(key, self.key_of(e)) {
+            if self.hashes.get(e) == Some(&h) && is_key(e) {
                 return Some((slot, Some(e)));
             }
             slot = slot.wrapping_add(1) & self.mask;
         }
         None
+    }
+
+    /// Probe for `key` (see [`Table::find_by`]).
+    fn find<K: KeyParts + ?Sized>(&self, key: &K, h: u32) -> Option<(usize, Option<usize>)> {
+        self.find_by(h, |e| matches(key, self.key_of(e)))
+    }
+
+    /// Probe for a one-component key: the entry's whole stride is compared a word at a time.
+    fn find_one(&self, key: One<'_>, h: u32) -> Option<(usize, Option<usize>)> {
+        self.find_by(h, |e| {
+            let start = e.wrapping_mul(self.stride);
+            let slot = self.keys.get(start..start.wrapping_add(self.stride)).unwrap_or(&[]);
+            matches_one(key, slot, usize::from(self.klens.get(e).copied().unwrap_or(0)))
+        })
     }
 
     /// The value slots for `key` (one for int tables), if present.
@@ -395,11 +505,36 @@ impl Table {
         Some(self.vals(e?))
     }
 
+    /// [`Table::get`] of a one-component key.
+    pub(crate) fn get_one(&self, key: One<'_>) -> Option<&[i64]> {
+        let (_, e) = self.find_one(key, hash_one(key))?;
+        Some(self.vals(e?))
+    }
+
     /// The value slots for `key`, inserting an empty value if absent (0; for aggregates count 0 and
     /// min/max ready for the first value). A full table refuses (and counts) the insert.
     pub(crate) fn entry<K: KeyParts + ?Sized>(&mut self, key: &K) -> Result<&mut [i64], Full> {
         let h = hash(key);
         let (slot, found) = self.find(key, h).ok_or(Full)?;
+        self.entry_found(key, h, slot, found)
+    }
+
+    /// [`Table::entry`] of a one-component key.
+    pub(crate) fn entry_one(&mut self, key: One<'_>) -> Result<&mut [i64], Full> {
+        let h = hash_one(key);
+        let (slot, found) = self.find_one(key, h).ok_or(Full)?;
+        self.entry_found(&key, h, slot, found)
+    }
+
+    /// The value slots of entry `found`, or of a new entry for `key` (hash `h`) linked at the empty
+    /// index slot `slot`.
+    fn entry_found<K: KeyParts + ?Sized>(
+        &mut self,
+        key: &K,
+        h: u32,
+        slot: usize,
+        found: Option<usize>,
+    ) -> Result<&mut [i64], Full> {
         let e = match found {
             Some(e) => e,
             None => {
@@ -695,6 +830,49 @@ mod tests {
         assert!(!matches(&other, enc));
         assert!(!matches(&Key::one(Comp::Str(b"hello, world")), enc));
         assert!(!matches(&k, &enc[..enc.len() - 1]));
+    }
+
+    #[test]
+    fn one_component_keys_meet_the_general_path() {
+        // every string length (tails of 0..3 bytes, and the full buffer), bytes past the length
+        // left dirty in the register, looked up both ways in one table
+        let mut t = Table::new(&TableSpec::single(KeyKind::Str, 200)).unwrap();
+        for n in 0..=MAX_STR {
+            let text: Vec<u8> = (0..n).map(|i| b'a' + (i % 26) as u8).collect();
+            let mut reg = StrBuf::new(&[0xff; MAX_STR]);
+            reg.set(&text);
+            let general = Key::one(Comp::Str(&text));
+            assert_eq!(hash_one(One::Str(&reg)), hash(&general), "length {n}");
+            // both word widths, whichever this host uses
+            let (buf, len) = reg.padded();
+            for (fast, mut slow) in
+                [(hash_str_padded32(buf, len), Hasher::W32(0)), (hash_str_padded64(buf, len), Hasher::W64(0))]
+            {
+                slow.str(&text);
+                assert_eq!(fast, slow.finish(), "length {n}");
+            }
+            t.entry_one(One::Str(&reg)).unwrap()[0] += n as i64 + 1;
+            assert_eq!(t.get(&general), Some(&[n as i64 + 1][..]), "length {n}");
+            t.entry(&general).unwrap()[0] += 1;
+            assert_eq!(t.get_one(One::Str(&reg)), Some(&[n as i64 + 2][..]), "length {n}");
+            // one byte different in the tail or the body, or one byte shorter: another key
+            if n > 0 {
+                let mut other = text.clone();
+                other[n - 1] ^= 1;
+                assert!(t.get_one(One::Str(&StrBuf::new(&other))).is_none(), "length {n}");
+                assert!(
+                    t.get_one(One::Str(&StrBuf::new(&text[..n - 1]))).map(|v| v[0]) != Some(n as i64 + 2)
+                );
+            }
+        }
+        assert_eq!(t.len(), MAX_STR + 1);
+        let mut ints = int_table(16);
+        for k in [0, -1, 7, i64::MIN, i64::MAX] {
+            ints.entry_one(One::Int(k)).unwrap()[0] += 2;
+            assert_eq!(hash_one(One::Int(k)), hash(&ik(k)));
+            assert_eq!(ints.get(&ik(k)), Some(&[2][..]));
+        }
+        assert!(ints.get_one(One::Int(8)).is_none());
     }
 
     #[test]

@@ -57,6 +57,12 @@ impl StrBuf {
         self.len = n.min(MAX_STR) as u8;
     }
 
+    /// The whole buffer and the length in use: word-at-a-time readers may load bytes past the
+    /// length (inside the buffer) and mask them off.
+    pub(crate) fn padded(&self) -> (&[u8; MAX_STR], usize) {
+        (&self.bytes, usize::from(self.len).min(MAX_STR))
+    }
+
     /// The bytes.
     pub fn as_bytes(&self) -> &[u8] {
         self.bytes.get(..self.len as usize).unwrap_or(&[])
