@@ -50,7 +50,7 @@ enum ktap_state {
 /* The one program of the (exclusively opened) device. */
 struct ktap_session {
 	struct mutex mutex;		/* serialises ioctls, read copy-out and release */
-	arch_spinlock_t lock;		/* the VM and the ring; see ktap_enter() */
+	raw_spinlock_t lock;		/* the VM and the ring; see ktap_enter() */
 	enum ktap_state state;		/* written under mutex */
 	bool ending;			/* STOP happened: read returns 0 once drained */
 	struct ktap_vm *vm;

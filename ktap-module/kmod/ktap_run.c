@@ -23,11 +23,8 @@ static DEFINE_PER_CPU(int, ktap_in_vm);
 /*
  * Lock order and deadlock freedom.
  *
- * s->lock is an arch spinlock taken only here, always with local interrupts disabled and only after
- * this CPU's ktap_in_vm flag was found clear and set. With interrupts off nothing can preempt the
- * holder, so the raw_spinlock_t wrapper's preempt-count updates and out-of-line lock/unlock calls
- * (measurable on every hit) buy nothing; lockdep cannot see this lock, and the argument below is
- * why it needs no checking (the kernel's trace ring buffer uses an arch lock the same way). While holding it a CPU runs the VM (bounded
+ * s->lock is a raw spinlock taken only here, always with local interrupts disabled and only after
+ * this CPU's ktap_in_vm flag was found clear and set. While holding it a CPU runs the VM (bounded
  * by the instruction budget, no allocation, no sleeping, no other lock: the ring is protected by
  * the same lock, irq_work_queue() is lock-free) or copies ring/counter bytes; then it releases it.
  *
@@ -57,13 +54,13 @@ static __always_inline bool __ktap_enter(struct ktap_session *s, unsigned long *
 		return false;
 	}
 	__this_cpu_write(ktap_in_vm, 1);
-	arch_spin_lock(&s->lock);
+	raw_spin_lock(&s->lock);
 	return true;
 }
 
 static __always_inline void __ktap_exit(struct ktap_session *s, unsigned long flags)
 {
-	arch_spin_unlock(&s->lock);
+	raw_spin_unlock(&s->lock);
 	__this_cpu_write(ktap_in_vm, 0);
 	local_irq_restore(flags);
 }

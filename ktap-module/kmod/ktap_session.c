@@ -23,7 +23,7 @@ static void ktap_wake_fn(struct irq_work *work)
 void ktap_session_init(struct ktap_session *s)
 {
 	mutex_init(&s->mutex);
-	s->lock = (arch_spinlock_t)__ARCH_SPIN_LOCK_UNLOCKED;
+	raw_spin_lock_init(&s->lock);
 	init_waitqueue_head(&s->wq);
 	init_irq_work(&s->wake_work, ktap_wake_fn);
 	atomic64_set(&s->recursion_skipped, 0);

@@ -7,7 +7,7 @@
  * Concurrency: the callbacks run in hardirq context (hrtimer expiry). They enter the VM through
  * ktap_run() like every other probe: interrupts are already off there, so a timer cannot interrupt
  * the VM on its own CPU; an NMI still can, and finds the per-CPU flag set (see ktap_enter()). On other
- * CPUs the callback spins on the program lock held by a bounded run that takes no other lock.
+ * CPUs the callback spins on the raw program lock held by a bounded run that takes no other lock.
  *
  * CPU hotplug: while profile timers run, a dynamic hotplug state (CPUHP_AP_ONLINE_DYN) follows the
  * CPUs. Its callbacks run on the CPU concerned: a CPU coming online starts its own pinned timers, a
