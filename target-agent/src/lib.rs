@@ -11,6 +11,8 @@
 //!   into place once their CRC matches; the module loaded from one.
 //! - [`batch`]: cuts the kernel's record stream into [`AgentMsg::Records`] batches, never splitting a record.
 //! - [`outq`]: a fixed-size queue of encoded frames for the binary's link writer.
+//! - [`clock`]: the session clock, which leaves out the time the agent was not scheduled, so a
+//!   stalled board does not look like a silent host to the heartbeat.
 //! - [`kinfo`]: parsers for what the Hello reply reports (`/sys/kernel/notes`, `/proc/kallsyms`).
 //! - [`symcheck`]: an image compiled from a System.map is checked against `/proc/kallsyms` instead of
 //!   a build-id.
@@ -39,6 +41,7 @@
 extern crate std;
 
 pub mod batch;
+pub mod clock;
 pub mod install;
 pub mod kinfo;
 pub mod outq;

@@ -32,6 +32,7 @@ mod sys;
 
 use core::cell::UnsafeCell;
 
+use ktap_agent::clock::AwakeClock;
 use ktap_agent::{AGENT_VERSION, BoardInfo, Session, State};
 use ktap_protocol::limits::MAX_IMAGE;
 use ktap_protocol::wire::PROTOCOL_VERSION;
@@ -162,14 +163,16 @@ pub fn run(args: &cli::Args) -> i32 {
     let image: &'static mut [u8] = unsafe { &mut *IMAGE.0.get() };
     let mut session = Session::new(info, image, Ktap::new(), FdLink::new(tx));
 
+    let mut clock = AwakeClock::new();
+    let start = clock.observe(sys::now_ms(), 0);
     let mode = if console {
-        Mode::Console { since: sys::now_ms() }
+        Mode::Console { since: start }
     } else if device.is_some() {
         Mode::Serial
     } else {
         Mode::Stdio
     };
-    let code = serve(&mut session, rx, mode);
+    let code = serve(&mut session, rx, mode, &mut clock);
 
     session.shutdown();
     session.device_mut().close();
@@ -242,10 +245,13 @@ fn console_done(s: &Session<'_, Ktap, FdLink>, since: u64, now: u64) -> bool {
     ended || idle
 }
 
-/// The event loop; returns the exit status.
-fn serve(s: &mut Session<'_, Ktap, FdLink>, rx: Fd, mode: Mode) -> i32 {
+/// The event loop; returns the exit status. The session's timers run on `clock`, which leaves out
+/// the time the agent was not scheduled (a stopped or descheduled board is not a silent host).
+fn serve(s: &mut Session<'_, Ktap, FdLink>, rx: Fd, mode: Mode, clock: &mut AwakeClock) -> i32 {
     let serial = !matches!(mode, Mode::Stdio);
     let mut buf = [0u8; 1024];
+    // what the previous turn slept besides its poll (the idle wait of a serial line without a peer)
+    let mut slept = 0u64;
     loop {
         if let Some(sig) = sys::pending_exit_signal() {
             return 128 + sig;
@@ -275,7 +281,8 @@ fn serve(s: &mut Session<'_, Ktap, FdLink>, rx: Fd, mode: Mode) -> i32 {
             Ok(_) | Err(errno::EINTR) => {}
             Err(_) => return EXIT_LINK,
         }
-        let now = sys::now_ms();
+        let now = clock.observe(sys::now_ms(), u64::from(POLL_MS).saturating_add(slept));
+        slept = 0;
 
         if reqs[0].revents & (ready::IN | ready::HUP) != 0 {
             match sys::read(rx, &mut buf) {
@@ -286,6 +293,7 @@ fn serve(s: &mut Session<'_, Ktap, FdLink>, rx: Fd, mode: Mode) -> i32 {
                 // A serial line (or virtio port) with nobody on the other end: wait for one.
                 _ => {
                     let _ = sys::poll(&mut [], POLL_MS);
+                    slept = u64::from(POLL_MS);
                 }
             }
         }
