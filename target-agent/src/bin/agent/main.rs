@@ -273,7 +273,7 @@ fn serve(s: &mut Session<'_, Ktap, FdLink>, rx: Fd, mode: Mode, clock: &mut Awak
         };
         // the ring only while the session would read it: waiting for link room, a readable ring
         // would wake the loop at once, again and again (a busy loop starving the board's CPU)
-        if let Some(fd) = s.device().fd().filter(|_| s.wants_records(sys::now_ms())) {
+        if let Some(fd) = s.device().fd().filter(|_| s.wants_records(clock.now())) {
             reqs[n] = PollReq::new(fd, ready::IN);
             n += 1;
         }
