@@ -42,6 +42,13 @@ pub struct Sidecar {
     /// The integer values the renderer shows by name: which slot, from which table of `names`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub named: Vec<Named>,
+    /// The KASLR slide (run-time minus link-time address) the image's kernel addresses assume,
+    /// when it was compiled against a vmlinux: `push --image` refuses an image whose slide is not
+    /// the running kernel's, since its kprobe addresses would point into the wrong code. `None`
+    /// for images whose addresses the host did not compute (`asm`, a System.map image, which the
+    /// agent checks symbol by symbol).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_slide: Option<u64>,
 }
 
 /// Names for the values of one integer type. The device sends the number; the host shows the name.

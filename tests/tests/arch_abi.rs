@@ -90,5 +90,38 @@ fn kprobes_land_where_a_randomized_kernel_runs() {
     let (status, out, err) = run.finish(T);
     assert!(status.success(), "push failed: {status}\n{out}\n{err}");
     assert_eq!(case.counted(&out), Some(case.count), "{}: {out}\n{err}", env.board.name);
+
+    // The same script compiled offline (link-time addresses): it runs on a kernel that is not slid,
+    // and is refused before anything is armed on one that is.
+    let image = workspace().join("target/e2e-tmp").join(format!("{}-offline.kimg", std::process::id()));
+    std::fs::create_dir_all(image.parent().unwrap()).unwrap();
+    let st = env
+        .host()
+        .arg("compile")
+        .arg("--vmlinux")
+        .arg(&env.artifacts.vmlinux)
+        .arg(&case.script)
+        .arg("-o")
+        .arg(&image)
+        .status()
+        .unwrap();
+    assert!(st.success(), "offline compile failed");
+    let mut c = env.push(guest.agent_port());
+    c.arg("--image").arg(&image);
+    let mut run = HostRun::spawn(c);
+    if slide == 0 {
+        run.wait_stderr(ARMED, T);
+        guest.console.run_ok(&case.workload, T).unwrap();
+        run.signal("INT");
+        let (status, out, err) = run.finish(T);
+        assert!(status.success(), "push --image failed: {status}\n{out}\n{err}");
+        assert_eq!(case.counted(&out), Some(case.count), "{}: {out}\n{err}", env.board.name);
+    } else {
+        let (status, out, err) = run.finish(T);
+        assert!(!status.success(), "an image for the link-time addresses ran on a slid kernel: {out}\n{err}");
+        assert!(err.contains(&format!("runs slid by {slide:#x} (KASLR)")), "{err}");
+        let list = guest.console.run_ok("cat /sys/kernel/debug/kprobes/list", T).unwrap();
+        assert!(!list.contains(case.function), "probe armed after the refusal:\n{list}");
+    }
     guest.shutdown();
 }

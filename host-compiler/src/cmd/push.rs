@@ -270,7 +270,7 @@ impl Cmd {
         if let Some(v) = &vmlinux {
             super::symbols::index::in_background(v);
         }
-        check_program(&program, &agent, !self.no_host_verify)?;
+        check_program(&program, &agent, vmlinux.as_ref(), !self.no_host_verify)?;
         check_kprobes(&program, &board, self.allow_kprobe_hazard, true)?;
         let t_compiled = t0.elapsed();
 
@@ -448,8 +448,13 @@ fn compile(path: &Path, src: &str, board: &Board, kernel: Kernel<'_>) -> anyhow:
 }
 
 /// The host-side checks before an upload: the image's structure and the VM's verifier (the same code
-/// the kernel runs), and that it was compiled for the running kernel.
-fn check_program(p: &Program, agent: &AgentInfo, verify: bool) -> anyhow::Result<()> {
+/// the kernel runs), and that it was compiled for the running kernel (its build-id and KASLR slide).
+fn check_program(
+    p: &Program,
+    agent: &AgentInfo,
+    vmlinux: Option<&Vmlinux>,
+    verify: bool,
+) -> anyhow::Result<()> {
     if !verify {
         eprintln!("ktap: --no-host-verify: the image goes to the board unchecked");
         return Ok(());
@@ -469,6 +474,21 @@ fn check_program(p: &Program, agent: &AgentInfo, verify: bool) -> anyhow::Result
             if img.build_id.is_empty() { "(none)".to_owned() } else { hex(img.build_id) },
             agent.release,
             hex(&agent.build_id)
+        );
+    }
+    check_slide(p, vmlinux)
+}
+
+/// An image compiled earlier against a vmlinux holds kprobe addresses for the KASLR slide it was
+/// compiled with; on a kernel that runs at another slide they point into the wrong code, so it is
+/// refused (a script is compiled on the spot for the running slide instead).
+fn check_slide(p: &Program, vmlinux: Option<&Vmlinux>) -> anyhow::Result<()> {
+    let (Some(assumed), Some(v)) = (p.sidecar.kernel_slide, vmlinux) else { return Ok(()) };
+    if assumed != v.slide() {
+        bail!(
+            "image {} holds kernel addresses for a kernel slid by {assumed:#x}, but the board's kernel runs slid by {:#x} (KASLR): push the script instead, so it is compiled for the running kernel",
+            p.origin.display(),
+            v.slide()
         );
     }
     Ok(())

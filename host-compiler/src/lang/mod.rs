@@ -124,6 +124,12 @@ pub trait Resolver {
     fn symbol_base(&self) -> Option<(String, u64)> {
         None
     }
+
+    /// The KASLR slide the resolved kernel addresses include (a vmlinux: 0 until rebased to a
+    /// running kernel); `None` when addresses do not come from a vmlinux.
+    fn kernel_slide(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// `*` matches any run of characters, `?` any one character; everything else itself.
@@ -249,7 +255,8 @@ fn run(
         diags.dedup();
         return Err(diags);
     }
-    let (mut builder, sidecar) = assemble(&prog, file_name, opts);
+    let (mut builder, mut sidecar) = assemble(&prog, file_name, opts);
+    sidecar.kernel_slide = resolver.kernel_slide();
     if need_addresses {
         builder.symbols = symbols_section(&builder, resolver);
     }

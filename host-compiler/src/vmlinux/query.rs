@@ -397,6 +397,10 @@ impl Resolver for Vmlinux {
         self.kprobe_address(sym).map_err(|e| e.to_string())
     }
 
+    fn kernel_slide(&self) -> Option<u64> {
+        Some(self.slide())
+    }
+
     fn tracepoint(&self, subsys: &str, event: &str) -> Result<(), String> {
         self.check_tracepoint(subsys, event).map_err(|e| e.to_string())
     }
