@@ -110,7 +110,7 @@ fn kprobes_land_where_a_randomized_kernel_runs() {
     c.arg("--image").arg(&image);
     let mut run = HostRun::spawn(c);
     if slide == 0 {
-        run.wait_stderr(ARMED, T);
+        run.wait_armed(T);
         guest.console.run_ok(&case.workload, T).unwrap();
         run.signal("INT");
         let (status, out, err) = run.finish(T);
