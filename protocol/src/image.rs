@@ -749,7 +749,7 @@ impl<'a> Image<'a> {
         self.symbols = self.parse_symbols()?;
         // variable-length sections: strings, probes, formats
         self.walk_strings(|_| Ok(()))?;
-        self.walk_probes(|_| Ok(()))?;
+        self.walk_probes(|_, _| Ok(()))?;
         self.walk_formats(|_| Ok(()))?;
         Ok(())
     }
@@ -818,7 +818,7 @@ impl<'a> Image<'a> {
 
     fn walk_probes(
         &self,
-        mut f: impl FnMut(ProbeSpec<'a>) -> Result<(), ImageError>,
+        mut f: impl FnMut(usize, ProbeSpec<'a>) -> Result<(), ImageError>,
     ) -> Result<(), ImageError> {
         let k = SectionKind::Probes;
         let Some(sec) = self.section(k) else { return Ok(()) };
@@ -842,7 +842,7 @@ impl<'a> Image<'a> {
             if !name.iter().all(|c| c.is_ascii_graphic()) {
                 return Err(self.malformed(k, at + PROBE_ENTRY_FIXED, "probe name is not printable ASCII"));
             }
-            f(ProbeSpec { kind, func, addr, flags, name })?;
+            f(self.section_offset(k) + at, ProbeSpec { kind, func, addr, flags, name })?;
         }
         if r.remaining() != 0 {
             return Err(self.malformed(k, r.pos(), "trailing bytes"));
@@ -951,8 +951,14 @@ impl<'a> Image<'a> {
 
     /// Probe specs, in index order.
     pub fn probes(&self, mut f: impl FnMut(ProbeSpec<'a>)) {
-        let _ = self.walk_probes(|p| {
-            f(p);
+        self.probes_at(|_, p| f(p));
+    }
+
+    /// Probe specs, in index order, each with the byte offset of its entry in the image (what
+    /// verifier errors and the agent's refusals point at).
+    pub fn probes_at(&self, mut f: impl FnMut(usize, ProbeSpec<'a>)) {
+        let _ = self.walk_probes(|at, p| {
+            f(at, p);
             Ok(())
         });
     }

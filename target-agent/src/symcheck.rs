@@ -9,7 +9,7 @@
 //! function, whichever map the host used. A name listed several times in kallsyms (static functions
 //! of different files) matches if any of its addresses does.
 
-use ktap_protocol::image::{Image, KernelSyms, MAX_SYMBOLS, PROBE_ENTRY_FIXED, ProbeKind, SectionKind};
+use ktap_protocol::image::{Image, KernelSyms, MAX_SYMBOLS, ProbeKind, SectionKind};
 use ktap_protocol::wire::codes;
 
 use crate::Device;
@@ -36,16 +36,13 @@ fn refusal(code: u16, offset: usize, detail: i32) -> Refusal {
 /// lists: same name, address at or above the listed one (a probe may carry an offset into the
 /// function). Refuses with [`codes::SYMBOL_UNLISTED`] at the first probe spec that does not.
 pub fn coverage(image: &Image<'_>, syms: &KernelSyms<'_>) -> Result<(), Refusal> {
-    let mut at = image.section_offset(SectionKind::Probes) + 2;
     let mut first_bad = None;
-    image.probes(|p| {
-        let here = at;
-        at += PROBE_ENTRY_FIXED + p.name.len();
+    image.probes_at(|at, p| {
         if first_bad.is_some() || !matches!(p.kind, ProbeKind::Kprobe | ProbeKind::Kretprobe) {
             return;
         }
         if !syms.iter().any(|s| s.name == p.name && p.addr >= s.addr) {
-            first_bad = Some(here);
+            first_bad = Some(at);
         }
     });
     match first_bad {
@@ -167,8 +164,8 @@ mod tests {
     use std::vec;
     use std::vec::Vec;
 
-    use ktap_protocol::image::FuncSpec;
     use ktap_protocol::image::build::{ImageBuilder, OwnedProbe, OwnedSymbols};
+    use ktap_protocol::image::{FuncSpec, PROBE_ENTRY_FIXED};
 
     use super::*;
 

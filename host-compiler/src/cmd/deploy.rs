@@ -127,14 +127,7 @@ impl Cmd {
         }
         let Some(link) = self.link.open(board)? else { bail!("no link to the board") };
         let mut session = Session::connect(link, Timeouts::default())?;
-        let info = session.agent().clone();
-        eprintln!(
-            "ktap: connected to {} on {} ({}, Linux {})",
-            info.agent,
-            session.port(),
-            info.machine,
-            info.release
-        );
+        eprintln!("ktap: {}", session.connected_to());
         let dest = self.dest.trim_end_matches('/');
         let module_path = format!("{dest}/ktap.ko");
         for (file, path, mode) in

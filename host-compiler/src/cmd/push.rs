@@ -245,13 +245,7 @@ impl Cmd {
         let t0 = Instant::now();
         let mut session = Session::connect(link, Timeouts::default())?;
         let agent = session.agent().clone();
-        eprintln!(
-            "ktap: connected to {} on {} ({}, Linux {})",
-            agent.agent,
-            session.port(),
-            agent.machine,
-            agent.release
-        );
+        eprintln!("ktap: {}", session.connected_to());
         let t_connected = t0.elapsed();
         // The build-id check is mandatory whenever a vmlinux is used, even beside a System.map.
         if let Some(v) = vmlinux.as_mut() {

@@ -527,6 +527,13 @@ impl<L: Link> Session<L> {
         &self.port
     }
 
+    /// `connected to AGENT on LINK (MACHINE, Linux RELEASE)`: what the CLI tells the user once the
+    /// handshake is done, so they see which board and which transport answered.
+    pub fn connected_to(&self) -> String {
+        let a = &self.agent;
+        format!("connected to {} on {} ({}, Linux {})", a.agent, self.port, a.machine, a.release)
+    }
+
     /// Mandatory before arming: the vmlinux symbols were resolved from must be the running kernel's.
     pub fn check_build_id(&self, vmlinux: &Path, vmlinux_build_id: &[u8]) -> Result<(), SessionError> {
         if self.agent.build_id.is_empty() {

@@ -114,13 +114,11 @@ fn symbol_refusal(
             })
         }
         codes::SYMBOL_UNLISTED => {
-            let mut at = img.section_offset(ktap_protocol::image::SectionKind::Probes) + 2;
             let mut found = None;
-            img.probes(|p| {
+            img.probes_at(|at, p| {
                 if at == offset as usize {
                     found = Some(String::from_utf8_lossy(p.name).into_owned());
                 }
-                at += ktap_protocol::image::PROBE_ENTRY_FIXED + p.name.len();
             });
             Some(format!(
                 "{}: the kprobe on `{}` (byte offset {offset}) is not covered by the image's symbol list; the image was not made by ktap-host compile, or is damaged",

@@ -9,8 +9,8 @@
 use alloc::vec::Vec;
 
 use ktap_protocol::image::{
-    ArgKind, FuncSpec, Image, KeyKind, PROBE_ENTRY_FIXED, PROBE_EVERY_CPU, ProbeKind, RetKind, SectionKind,
-    TableSpec, ValueKind, frame_bytes,
+    ArgKind, FuncSpec, Image, KeyKind, PROBE_EVERY_CPU, ProbeKind, RetKind, SectionKind, TableSpec,
+    ValueKind, frame_bytes,
 };
 use ktap_protocol::isa::{self, Arg, CtxField, DecodeError, Insn, Opcode, OperandKind, Stat, Width};
 use ktap_protocol::limits::{
@@ -168,15 +168,12 @@ fn funcs(image: &Image<'_>) -> Result<Vec<FuncSpec>, E> {
 }
 
 fn probes(image: &Image<'_>, v: &mut Verified, specs: &[FuncSpec]) -> Result<(), E> {
-    let base = image.section_offset(SectionKind::Probes).wrapping_add(2);
-    let mut at = base;
     let mut result = Ok(());
     let mut count = 0usize;
     let (mut begin, mut end) = (false, false);
-    image.probes(|p| {
+    image.probes_at(|at, p| {
         let offset = off32(at);
         let probe = count as u16;
-        at = at.wrapping_add(PROBE_ENTRY_FIXED).wrapping_add(p.name.len());
         count = count.wrapping_add(1);
         if result.is_err() {
             return;
