@@ -270,10 +270,14 @@ impl HostRun {
         while !done(&g.stderr) {
             let now = Instant::now();
             if now >= deadline || matches!(self.child.try_wait(), Ok(Some(_))) {
-                panic!(
+                let text = format!(
                     "ktap-host did not print {what} within {timeout:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
                     g.stdout, g.stderr
                 );
+                // released first: a panic holding it poisons the lock and the output pumps panic too,
+                // burying this message under their backtraces
+                drop(g);
+                panic!("{text}");
             }
             g = cv.wait_timeout(g, (deadline - now).min(Duration::from_millis(200))).unwrap().0;
         }
