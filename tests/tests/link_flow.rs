@@ -45,14 +45,11 @@ fn a_line_slower_than_the_events_drops_on_the_board_and_counts_every_loss_live_a
     let env = TestEnv::get();
     let mut guest = env.boot();
     let log = scratch_dir("slow-line").join("relay.log");
-    // 2000 bytes/s (20 kbaud) carrying the plain record stream (~29 B per event here): ~70 events/s,
-    // a tenth of what `dd` reading byte by byte makes even on a loaded TCG guest (>= 600/s). The
-    // packed stream is not used: it carries this repetitive workload at ~0.4 B per event, so whether
-    // such a line overflows at all depends on the machine's load (a CI run lost nothing).
+    // 2000 bytes/s (20 kbaud): far less than `dd` reading byte by byte produces
     let bin = Path::new(env!("CARGO_BIN_EXE_link_relay"));
     let (relay, port) = relay::spawn(bin, guest.agent_port(), &["--bps", "2000"], &log);
     let mut push = env.push(Path::new(&port));
-    push.arg("--no-pack").arg(write_script("printf_reads", PRINTF_READS));
+    push.arg(write_script("printf_reads", PRINTF_READS));
     let mut run = HostRun::spawn(push);
     run.wait_armed(T);
     guest.console.run_ok("dd if=/dev/zero of=/dev/null bs=1 count=20000", T).unwrap();
