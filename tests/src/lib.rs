@@ -223,7 +223,8 @@ fn pump(
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
             let (lock, cv) = &*out;
-            let mut g = lock.lock().unwrap();
+            // a test that failed while holding the lock poisoned it; its message matters, not ours
+            let mut g = lock.lock().unwrap_or_else(|p| p.into_inner());
             let s = if is_err { &mut g.stderr } else { &mut g.stdout };
             s.push_str(&line);
             s.push('\n');
@@ -265,21 +266,44 @@ impl HostRun {
 
     fn wait_stderr_for(&mut self, what: &str, timeout: Duration, done: impl Fn(&str) -> bool) {
         let deadline = Instant::now() + timeout;
-        let (lock, cv) = &*self.out;
-        let mut g = lock.lock().unwrap();
-        while !done(&g.stderr) {
+        loop {
+            let exited = matches!(self.child.try_wait(), Ok(Some(_)));
+            if exited {
+                // The process may print the line and exit before the pumps have read it (a program
+                // that stops by itself a few ticks after arming, on a loaded machine): everything it
+                // printed is only known at the pipes' EOF.
+                self.drain_pumps(deadline);
+            }
+            let (lock, cv) = &*self.out;
+            let g = lock.lock().unwrap_or_else(|p| p.into_inner());
+            if done(&g.stderr) {
+                return;
+            }
             let now = Instant::now();
-            if now >= deadline || matches!(self.child.try_wait(), Ok(Some(_))) {
+            if now >= deadline || exited {
                 let text = format!(
-                    "ktap-host did not print {what} within {timeout:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-                    g.stdout, g.stderr
+                    "ktap-host did not print {what} within {timeout:?}{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                    if exited { " (it exited)" } else { "" },
+                    g.stdout,
+                    g.stderr
                 );
                 // released first: a panic holding it poisons the lock and the output pumps panic too,
                 // burying this message under their backtraces
                 drop(g);
                 panic!("{text}");
             }
-            g = cv.wait_timeout(g, (deadline - now).min(Duration::from_millis(200))).unwrap().0;
+            let wait = (deadline - now).min(Duration::from_millis(200));
+            drop(cv.wait_timeout(g, wait)); // re-checked from the top, under the lock
+        }
+    }
+
+    /// Wait until both pumps reached their pipe's EOF, at most until `deadline` (a grandchild holding a
+    /// pipe open would keep a pump waiting).
+    fn drain_pumps(&mut self, deadline: Instant) {
+        for pump in std::mem::take(&mut self.pumps) {
+            while !pump.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     }
 
@@ -298,23 +322,21 @@ impl HostRun {
             }
             if Instant::now() >= deadline {
                 let _ = self.child.kill();
-                let g = self.out.0.lock().unwrap();
-                panic!(
+                let g = self.out.0.lock().unwrap_or_else(|p| p.into_inner());
+                let text = format!(
                     "ktap-host did not exit within {timeout:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
                     g.stdout, g.stderr
                 );
+                drop(g); // as in `wait_stderr_for`: no poisoned lock under the message
+                panic!("{text}");
             }
             std::thread::sleep(Duration::from_millis(50));
         };
         // Everything it printed, up to the pipes' EOF: on a loaded machine a fixed grace period lost
-        // the last lines (the final table, the summary). A grandchild holding a pipe open would keep
-        // a pump waiting, so the wait is bounded by what is left of the timeout.
-        for pump in std::mem::take(&mut self.pumps) {
-            while !pump.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        let g = self.out.0.lock().unwrap();
+        // the last lines (the final table, the summary). The wait is bounded by what is left of the
+        // timeout.
+        self.drain_pumps(deadline);
+        let g = self.out.0.lock().unwrap_or_else(|p| p.into_inner());
         (status, g.stdout.clone(), g.stderr.clone())
     }
 }
