@@ -3,10 +3,10 @@
 //! between the real host and the real QEMU board.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::Rng;
@@ -18,10 +18,32 @@ pub struct Impair {
     pub flip_per_mille: u32,
     /// Bytes per thousand not forwarded at all.
     pub drop_per_mille: u32,
-    /// Forward at most this many bytes per second (a UART at N baud, 8N1, moves N/10).
-    pub bytes_per_sec: Option<u32>,
     /// Seed of the noise, so a failing run can be repeated.
     pub seed: u64,
+}
+
+/// How fast a line forwards, changeable while the relay runs (`link_relay pty --control`): at
+/// most N bytes per second (a UART at N*10 baud, 8N1), or as fast as the source delivers.
+#[derive(Debug, Default)]
+pub struct Pace(AtomicU32);
+
+impl Pace {
+    /// A pace of `bps` bytes per second (`None`: unlimited).
+    pub fn new(bps: Option<u32>) -> Arc<Pace> {
+        let p = Arc::new(Pace::default());
+        p.set(bps);
+        p
+    }
+
+    /// Change the pace; takes effect within one chunk.
+    pub fn set(&self, bps: Option<u32>) {
+        self.0.store(bps.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// The current pace (`None`: unlimited).
+    pub fn get(&self) -> Option<u32> {
+        Some(self.0.load(Ordering::Relaxed)).filter(|b| *b > 0)
+    }
 }
 
 /// What one direction did.
@@ -76,25 +98,24 @@ impl Source for io::Stdin {
     }
 }
 
-/// Forward `src` to `dst` with `impair` until `src` ends or fails. Runs in the calling thread.
+/// Forward `src` to `dst` with `impair`, at `pace`, until `src` ends or fails. Runs in the calling
+/// thread.
 pub fn pump(
     mut src: impl Source,
     mut dst: impl Write,
     impair: Impair,
+    pace: &Pace,
     counts: Arc<Counts>,
 ) -> io::Result<()> {
     let mut rng = Rng(impair.seed | 1);
     let mut buf = [0u8; 4096];
-    // rate-limited, take no more than the line carries in about 10 ms at a time, as a UART's FIFO
-    // does: the rest waits in the source's buffers (backpressure) instead of here, unread
-    let take = impair.bytes_per_sec.map_or(buf.len(), |bps| (bps as usize / 100).clamp(16, buf.len()));
     let mut out = Vec::with_capacity(buf.len());
-    // when the line may carry its next byte. An idle line earns no credit beyond `SLACK` (a UART
-    // cannot send later, faster, the bytes it did not get earlier); the slack only makes up for
-    // sleeps that overran.
-    const SLACK: Duration = Duration::from_millis(20);
-    let mut next_free = Instant::now();
-    while let Some(n) = src.read_some(&mut buf[..take])? {
+    let mut line = Line::default();
+    loop {
+        // paced, take no more than the line carries in about 10 ms at a time, as a UART's FIFO
+        // does: the rest waits in the source's buffers (backpressure) instead of here, unread
+        let take = pace.get().map_or(buf.len(), |bps| (bps as usize / 100).clamp(16, buf.len()));
+        let Some(n) = src.read_some(&mut buf[..take])? else { break };
         counts.read.fetch_add(n as u64, Ordering::Relaxed);
         out.clear();
         for &b in &buf[..n] {
@@ -109,24 +130,51 @@ pub fn pump(
                 out.push(b);
             }
         }
-        match impair.bytes_per_sec {
-            // one byte at a time at the line's pace, as a UART shifts them out
-            Some(bps) => {
-                let byte_time = Duration::from_secs_f64(1.0 / f64::from(bps));
-                for b in &out {
-                    let now = Instant::now();
-                    next_free = next_free.max(now.checked_sub(SLACK).unwrap_or(now)) + byte_time;
-                    if let Some(wait) = next_free.checked_duration_since(Instant::now()) {
-                        std::thread::sleep(wait);
-                    }
-                    dst.write_all(std::slice::from_ref(b))?;
-                }
-            }
-            None => dst.write_all(&out)?,
-        }
+        line.send(&out, &mut dst, pace)?;
         dst.flush()?;
     }
     Ok(())
+}
+
+/// The clock of a paced line: when it has carried everything it was given so far.
+#[derive(Default)]
+struct Line {
+    free_at: Option<Instant>,
+}
+
+impl Line {
+    /// An idle line earns no credit beyond this (a UART cannot send later, faster, the bytes it did
+    /// not get earlier); within it, a relay that was not scheduled for a while catches up, so a busy
+    /// machine does not make the line slower than its pace.
+    const SLACK: Duration = Duration::from_millis(50);
+    /// The shortest sleep while the line is busy.
+    const TICK: Duration = Duration::from_millis(2);
+
+    /// Write `data` to `dst` no faster than `pace`, in chunks of what the line has carried by now
+    /// (not a write and a sleep per byte: under load every sleep overruns and the line would crawl).
+    fn send(&mut self, mut data: &[u8], dst: &mut impl Write, pace: &Pace) -> io::Result<()> {
+        while !data.is_empty() {
+            let now = Instant::now();
+            let Some(bps) = pace.get() else {
+                self.free_at = None;
+                return dst.write_all(data);
+            };
+            let free_at = self.free_at.map_or(now, |f| f.max(now.checked_sub(Self::SLACK).unwrap_or(now)));
+            if let Some(busy) = free_at.checked_duration_since(now).filter(|d| !d.is_zero()) {
+                // still shifting out what it was given; a few bytes' worth of sleep at least, the
+                // overrun is caught up on the next turn
+                std::thread::sleep(busy.max(Self::TICK));
+                continue;
+            }
+            // what the line carried since it was free, and the byte it starts now
+            let due = (now.duration_since(free_at).as_secs_f64() * f64::from(bps)) as usize + 1;
+            let n = due.min(data.len());
+            dst.write_all(&data[..n])?;
+            data = &data[n..];
+            self.free_at = Some(free_at + Duration::from_secs_f64(n as f64 / f64::from(bps)));
+        }
+        Ok(())
+    }
 }
 
 /// Open a serial line (a pty) raw, with a short read timeout for [`pump`].
@@ -137,13 +185,24 @@ pub fn open(path: &str) -> io::Result<serialport::TTYPort> {
         .map_err(|e| io::Error::other(format!("cannot open {path}: {e}")))
 }
 
-/// Start `link_relay pty PORT ARGS..` (the binary at `bin`) between the board's `port` and a new
-/// pty, its counts going to `log`; returns the process and the new pty's path for the host.
-pub fn spawn(bin: &Path, port: &Path, args: &[&str], log: &Path) -> (Child, String) {
+/// A `link_relay pty` process between the board's pty and one of its own, for the host.
+pub struct Relay {
+    child: Child,
+    control: Option<ChildStdin>,
+    log: PathBuf,
+    /// The relay's pty, for the host to open.
+    pub port: String,
+}
+
+/// Start `link_relay pty PORT --control ARGS..` (the binary at `bin`) between the board's `port`
+/// and a new pty, its counts going to `log`.
+pub fn spawn(bin: &Path, port: &Path, args: &[&str], log: &Path) -> Relay {
     let mut child = Command::new(bin)
         .arg("pty")
         .arg(port)
+        .arg("--control")
         .args(args)
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(log).unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display())))
         .spawn()
@@ -152,15 +211,27 @@ pub fn spawn(bin: &Path, port: &Path, args: &[&str], log: &Path) -> (Child, Stri
     if let Some(out) = child.stdout.take() {
         let _ = BufReader::new(out).read_line(&mut line);
     }
-    let path =
+    let port =
         line.trim().strip_prefix("relay: ").unwrap_or_else(|| panic!("relay said `{line}`")).to_owned();
-    (child, path)
+    let control = child.stdin.take();
+    Relay { child, control, log: log.to_owned(), port }
 }
 
-/// Stop a relay from [`spawn`]; returns its last counts line from `log` ("" if none).
-pub fn stop(mut child: Child, log: &Path) -> String {
-    let _ = child.kill();
-    let _ = child.wait();
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    text.lines().last().unwrap_or("").to_owned()
+impl Relay {
+    /// Change the pace of both directions (`None`: unlimited), as if the line's baud rate changed.
+    pub fn pace(&mut self, bps: Option<u32>) {
+        let control = self.control.as_mut().expect("the relay's control input is open");
+        writeln!(control, "pace {}", bps.unwrap_or(0))
+            .and_then(|()| control.flush())
+            .unwrap_or_else(|e| panic!("cannot tell the relay its pace: {e}"));
+    }
+
+    /// Stop the relay; returns its last counts line from the log ("" if none).
+    pub fn stop(mut self) -> String {
+        drop(self.control.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines().last().unwrap_or("").to_owned()
+    }
 }

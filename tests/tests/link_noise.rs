@@ -15,13 +15,13 @@ fn a_noisy_line_loses_nothing_that_matters_and_says_what_it_cost() {
     let mut guest = env.boot();
     let log = scratch_dir("noise").join("relay.log");
     // 10 per mille flipped, 3 per mille dropped, both directions
-    let (relay, port) = relay::spawn(
+    let relay = relay::spawn(
         Path::new(env!("CARGO_BIN_EXE_link_relay")),
         guest.agent_port(),
         &["--flip", "10", "--drop", "3", "--seed", "6"],
         &log,
     );
-    let mut push = env.push(std::path::Path::new(&port));
+    let mut push = env.push(std::path::Path::new(&relay.port));
     push.arg(script("count_reads.kp"));
     let mut run = HostRun::spawn(push);
     run.wait_armed(T);
@@ -32,7 +32,7 @@ fn a_noisy_line_loses_nothing_that_matters_and_says_what_it_cost() {
     }
     run.signal("INT");
     let (status, out, err) = run.finish(T);
-    let last = relay::stop(relay, &log);
+    let last = relay.stop();
     assert!(status.success(), "push over the noisy line failed: {status}\n{out}\n{err}\nrelay: {last}");
     // the final aggregation, complete and exact
     assert_eq!(count_for(&out, "dd"), Some(900), "stdout:\n{out}\nstderr:\n{err}\nrelay: {last}");
