@@ -1,9 +1,10 @@
 //! `ktap-host deploy` through the protocol into a QEMU guest whose module was removed first: the agent
 //! and the module arrive packed in acknowledged CRC-checked frames (over the guest's serial pty, and
 //! over a real sshd bridged to it), are renamed into place under a directory that did not exist,
-//! the module is loaded from the deployed file, and traces then run on the deployed pieces.
+//! the module is loaded from the deployed file, and traces then run on the deployed pieces. A module
+//! file the kernel refuses is reported with the kernel's errno, and the agent keeps serving.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -42,12 +43,34 @@ fn check_installed(env: &TestEnv, guest: &mut Guest, dest: &str) {
     assert!(loaded.contains("ktap ") && loaded.contains("/dev/ktap"), "module not loaded:\n{loaded}");
 }
 
+/// `ktap-host deploy` of the agent and module that `artifacts` (a directory with an
+/// `artifacts.toml`) names, over the serial `port` into `dest`.
+fn deploy_from(env: &TestEnv, artifacts: &Path, port: &Path, dest: &str) -> Command {
+    let mut deploy = env.host();
+    deploy.arg("deploy").arg("--port").arg(port).arg("--artifacts").arg(artifacts).args(["--dest", dest]);
+    deploy
+}
+
 /// `ktap-host deploy` of the built agent and module over the serial `port` into `dest`.
 fn deploy_over(env: &TestEnv, port: &Path, dest: &str) -> Command {
-    let mut deploy = env.host();
-    deploy.arg("deploy").arg("--port").arg(port).arg("--artifacts");
-    deploy.arg(env.artifacts.agent.parent().unwrap()).args(["--dest", dest]);
-    deploy
+    deploy_from(env, env.artifacts.agent.parent().unwrap(), port, dest)
+}
+
+/// An artifacts directory naming the built agent and the first half of the built module: a file
+/// whose section headers lie past its end, which the kernel's module loader refuses (`ENOEXEC`).
+fn truncated_module_artifacts(env: &TestEnv) -> PathBuf {
+    let dir = scratch_dir("deploy-truncated");
+    let module = std::fs::read(&env.artifacts.module).expect("the built module");
+    let cut = dir.join("ktap.ko");
+    std::fs::write(&cut, &module[..module.len() / 2]).unwrap();
+    let a = &env.artifacts;
+    let text = format!(
+        "board = {:?}\nkernel_release = {:?}\nkernel_package_version = {:?}\nkernel = {:?}\n\
+         initramfs = {:?}\nvmlinux = {:?}\nmodule = {:?}\nagent = {:?}\n",
+        a.board, a.kernel_release, a.kernel_package_version, a.kernel, a.initramfs, a.vmlinux, cut, a.agent
+    );
+    std::fs::write(dir.join("artifacts.toml"), text).unwrap();
+    dir
 }
 
 #[test]
@@ -62,6 +85,14 @@ fn deploy_over_serial_installs_agent_and_module_and_the_trace_runs_on_them() {
     push.arg(&env.kprobe_case(1).script);
     let (status, _, err) = HostRun::spawn(push).finish(T);
     assert!(!status.success() && err.contains("is the ktap module loaded?"), "{err}");
+
+    // a module file the kernel refuses: the refusal and the kernel's errno, nothing loaded
+    let bad = truncated_module_artifacts(&env);
+    let (status, _, err) = HostRun::spawn(deploy_from(&env, &bad, &port, "/tmp/bad")).finish(T);
+    assert!(!status.success(), "deploy of a truncated module succeeded:\n{err}");
+    assert!(err.contains("the kernel refused to load the module: ENOEXEC (errno 8)"), "{err}");
+    let modules = guest.console.run_ok("grep -c '^ktap ' /proc/modules; true", T).unwrap();
+    assert!(modules.lines().any(|l| l.trim() == "0"), "a module is loaded after the refusal:\n{modules}");
 
     let dest = "/tmp/fresh/ktap";
     let (status, _, err) = HostRun::spawn(deploy_over(&env, &port, dest)).finish(T);

@@ -1,7 +1,7 @@
 //! The syscalls of `deploy` through the protocol (link, issue 6): create a file (and its
 //! directories), write it, make it durable, give it its mode, rename it into place, remove it; and
 //! replace the kernel module (`delete_module` + `finit_module`). Two backends like the rest of
-//! [`super`]: rustix where it exists, o32 numbers on big-endian MIPS.
+//! [`super`]: rustix, and o32 numbers on MIPS.
 
 use core::ffi::CStr;
 
@@ -41,7 +41,7 @@ pub fn make_parents(path: &CStr) -> Result<(), Errno> {
 
 pub use imp::{chmod_sync_close, create, load_module, rename, unlink};
 
-#[cfg(not(all(target_arch = "mips", target_endian = "big")))]
+#[cfg(not(target_arch = "mips"))]
 mod imp {
     use core::ffi::CStr;
 
@@ -104,7 +104,7 @@ mod imp {
     }
 }
 
-#[cfg(all(target_arch = "mips", target_endian = "big"))]
+#[cfg(target_arch = "mips")]
 mod imp {
     use core::ffi::CStr;
 

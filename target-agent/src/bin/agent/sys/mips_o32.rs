@@ -1,8 +1,12 @@
-//! The MIPS o32 backend of [`super`], for big-endian MIPS where rustix has no `linux_raw` support.
-//! It is plain o32 and would work on little-endian MIPS too (which uses rustix instead).
+//! The MIPS o32 backend of [`super`], for both byte orders. rustix has no big-endian MIPS backend, and
+//! its little-endian one lets the compiler keep a value in `$at` across a `syscall`, which the
+//! kernel does not preserve (below): `deploy`'s module load on mipsel read back a result that a
+//! later `close` had overwritten.
 //!
 //! o32 calls: number in `$v0` (4000 + n), arguments in `$a0..$a3`, result in `$v0`, and `$a3` non-zero
-//! when `$v0` is a (positive) errno. The kernel may clobber `$v1`, `$t0..$t9`.
+//! when `$v0` is a (positive) errno. The kernel's syscall entry saves only part of the registers:
+//! `$at`, `$v1`, `$t0..$t9`, `hi` and `lo` come back with whatever kernel code left there (glibc and
+//! musl list the same clobbers).
 //! MIPS differs from the generic Linux ABI in what this file touches: `TCGETS`/`TCSETS` numbers, the
 //! `termios` layout (23 control characters, `VMIN` = 4, `VTIME` = 5), `IEXTEN`, `O_NONBLOCK`/`O_NOCTTY`,
 //! `SIG_BLOCK` = 1 and a 128-signal (16-byte) sigset.
@@ -38,15 +42,27 @@ mod nr {
 pub(super) unsafe fn syscall(n: u32, a: usize, b: usize, c: usize, d: usize) -> Result<usize, Errno> {
     let v0: usize;
     let a3: usize;
-    // SAFETY: the caller's contract; the kernel returns in v0/a3 and may clobber v1 and t0-t9.
+    // SAFETY: the caller's contract. Rust's `asm!` cannot name `$at`, `hi` or `lo` as clobbered and
+    // assumes every register it is not told about survives, while LLVM does keep values in `$at`:
+    // so they are parked in `$s0..$s2` (which the kernel preserves) and put back after the call.
     unsafe {
         asm!(
+            ".set push",
+            ".set noat",
+            "move $16, $1",
+            "mfhi $17",
+            "mflo $18",
             "syscall",
+            "move $1, $16",
+            "mthi $17",
+            "mtlo $18",
+            ".set pop",
             inlateout("$2") n as usize => v0,
             in("$4") a,
             in("$5") b,
             in("$6") c,
             inlateout("$7") d => a3,
+            out("$16") _, out("$17") _, out("$18") _,
             lateout("$3") _,
             lateout("$8") _, lateout("$9") _, lateout("$10") _, lateout("$11") _,
             lateout("$12") _, lateout("$13") _, lateout("$14") _, lateout("$15") _,
