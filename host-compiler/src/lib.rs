@@ -10,4 +10,5 @@ pub mod qemu;
 pub mod session;
 pub mod sidecar;
 pub mod sim;
+pub mod textout;
 pub mod vmlinux;

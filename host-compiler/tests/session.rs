@@ -562,6 +562,88 @@ fn lost_pieces_are_asked_for_again_and_the_output_is_complete() {
     assert!(sum.problems().unwrap().contains("2 resend requests (all lost records recovered)"), "{sum:?}");
 }
 
+/// An output that fills up after its first records (stdout piped into a pager that stopped
+/// reading) until the test makes room again.
+struct Filling<'s> {
+    inner: Collect<'s>,
+    room: Arc<AtomicBool>,
+    batches: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Output for Filling<'_> {
+    fn records(&mut self, data: &[u8]) -> std::io::Result<()> {
+        if self.batches.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.room.store(false, Ordering::SeqCst);
+        }
+        self.inner.records(data)
+    }
+    fn notice(&mut self, line: &str) {
+        self.inner.notice(line);
+    }
+    fn has_room(&self) -> bool {
+        self.room.load(Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn an_output_that_falls_behind_withholds_credit_while_the_pings_go_on() {
+    use ktap_host::session::stream::WINDOW;
+    let room = Arc::new(AtomicBool::new(true));
+    let agent_room = Arc::clone(&room);
+    let r1 = rec(RecordKind::Printf, 0, Some(b"one"), &[1]);
+    let r2 = rec(RecordKind::Printf, 0, Some(b"two"), &[2]);
+    let (mut s, a, sc) = running(move |p| {
+        p.records(&r1);
+        // the output took it and is full now: the next acknowledgement grants nothing more
+        loop {
+            match p.recv(SECS5) {
+                Some(Got::Ack { window: 0, .. }) => break,
+                Some(Got::Ack { .. }) => {}
+                Some(Got::Ping { seq }) => p.send(&AgentMsg::Pong { seq }),
+                other => panic!("expected an Ack with no credit, got {other:?}"),
+            }
+        }
+        // while it stays full the host keeps pinging (a silent host gets its program disarmed)
+        // and every acknowledgement keeps the credit at 0
+        let mut pings = 0;
+        while pings < 6 {
+            match p.recv(SECS5) {
+                Some(Got::Ping { seq }) => {
+                    pings += 1;
+                    p.send(&AgentMsg::Pong { seq });
+                }
+                Some(Got::Ack { window, .. }) => assert_eq!(window, 0, "credit while the output is full"),
+                other => panic!("expected pings, got {other:?}"),
+            }
+        }
+        agent_room.store(true, Ordering::SeqCst);
+        loop {
+            match p.recv(SECS5) {
+                Some(Got::Ack { window, .. }) if window == WINDOW => break,
+                Some(Got::Ack { .. }) => {}
+                Some(Got::Ping { seq }) => p.send(&AgentMsg::Pong { seq }),
+                other => panic!("expected the credit back, got {other:?}"),
+            }
+        }
+        p.records(&r2);
+        stop_and_bye(p);
+    });
+    let batches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut out =
+        Filling { inner: Collect::new(&sc), room: Arc::clone(&room), batches: Arc::clone(&batches) };
+    let until = Box::new(move || batches.load(Ordering::SeqCst) >= 2);
+    let opts = RunOptions { until: Some(until), ..RunOptions::default() };
+    let sum = s.run(&mut out, opts).unwrap();
+    a.join().unwrap();
+    let pids: Vec<&str> = out.inner.text.lines().map(|l| l.split_whitespace().nth(2).unwrap()).collect();
+    assert_eq!(pids, ["1", "2"], "{}", out.inner.text);
+    // six pings at least 250 ms apart were sent while it was held
+    assert!(sum.output_held >= Duration::from_millis(1250), "{sum:?}");
+    let problems = sum.problems().unwrap();
+    assert!(problems.contains("output fell behind for "), "{problems}");
+    assert!(problems.ends_with(" s (the board held records back meanwhile)"), "{problems}");
+}
+
 #[test]
 fn install_file_resends_a_chunk_whose_answer_was_lost_and_checks_the_result() {
     use ktap_protocol::pack::{Unpacker, crc32};

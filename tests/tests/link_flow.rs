@@ -89,6 +89,92 @@ fn a_line_slower_than_the_events_drops_on_the_board_and_counts_every_loss_live_a
     guest.shutdown();
 }
 
+/// One long line per `vfs_read`: the host writes ~120 bytes for every few bytes on the link, so one
+/// `dd` fills any pipe many times over.
+const LONG_LINES: &str = "kprobe:vfs_read {\n    printf(\"%s pid %d read %d bytes, one line per call, long enough to fill a pipe that nobody reads\\n\", execname, pid, arg2)\n}\n";
+
+#[test]
+fn a_host_whose_stdout_nobody_reads_keeps_the_program_armed_and_counts_every_hit() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    use std::sync::{Arc, Mutex};
+
+    let env = TestEnv::get();
+    let mut guest = env.boot();
+    let mut push = env.push(guest.agent_port());
+    push.arg(write_script("long_reads", LONG_LINES));
+    let mut child = push
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {push:?}: {e}"));
+    // stdout is a pipe nobody reads until the workload is over (a pager the user paused)
+    let mut stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let err = Arc::new(Mutex::new(String::new()));
+    let err_pump = {
+        let err = Arc::clone(&err);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut e = err.lock().unwrap();
+                e.push_str(&line);
+                e.push('\n');
+            }
+        })
+    };
+    let started = Instant::now();
+    while !err.lock().unwrap().lines().any(|l| l.starts_with(ktap_e2e::ARMED_LINE)) {
+        let exited = child.try_wait().unwrap();
+        assert!(
+            exited.is_none() && started.elapsed() < T,
+            "not armed ({exited:?}):\n{}",
+            err.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // ~1.2 MB of text against a 64 KiB pipe, and then a while more: far past the agent's 1.2 s
+    // heartbeat, which a host blocked in a write would let expire
+    guest.console.run_ok("dd if=/dev/zero of=/dev/null bs=1 count=10000", T).unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        stdout.read_to_string(&mut out).map(|_| out)
+    });
+    let kill = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    assert!(kill.is_ok_and(|s| s.success()), "kill -INT failed");
+    let deadline = Instant::now() + T;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("ktap-host did not exit after Ctrl-C:\n{}", err.lock().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = reader.join().unwrap().unwrap();
+    err_pump.join().unwrap();
+    let err = err.lock().unwrap().clone();
+    assert!(status.success(), "push with an unread stdout failed: {status}\n{err}");
+    // it really was held back: the output fell behind and the board kept the backlog
+    assert!(err.contains("output fell behind for "), "stdout never filled up:\n{err}");
+    let hits = hits(&err).unwrap_or_else(|| panic!("no summary line:\n{err}"));
+    let lost: u64 =
+        ["ring_dropped", "link_dropped", "kernel_missed", "recursion_skipped", "budget_exhausted"]
+            .iter()
+            .map(|c| counter(&err, c))
+            .sum();
+    let printed = out.lines().filter(|l| l.contains(" read ")).count() as u64;
+    assert!(hits >= 10_000, "dd's reads were not all hits: {hits}");
+    assert_eq!(printed + lost, hits, "printed {printed}, lost {lost}\nstderr:\n{err}");
+    assert!(out.lines().all(|l| l.split_whitespace().count() == 19), "a broken line in the output");
+    assert!(!kprobes(&mut guest).contains("vfs_read"), "probe left armed");
+    eprintln!("{}", err.lines().rfind(|l| l.contains(" hits")).unwrap_or(""));
+    guest.shutdown();
+}
+
 #[test]
 fn a_host_killed_mid_stream_leaves_a_board_the_next_push_finds_clean() {
     let env = TestEnv::get();

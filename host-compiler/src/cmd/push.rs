@@ -1,7 +1,6 @@
 //! `ktap-host push`: connect to the board's agent, check the kernel, compile (or load) the program,
 //! upload, run, and print the formatted records until Ctrl-C, `--duration` or the program ends.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +18,7 @@ use ktap_host::session::{
     AgentInfo, ImageContext, Output, RunOptions, Session, StopFlag, Timeouts, function_at,
 };
 use ktap_host::sidecar::Sidecar;
+use ktap_host::textout::TextOut;
 use ktap_host::vmlinux::symmap::SymbolMap;
 use ktap_host::vmlinux::{Vmlinux, hex};
 use ktap_protocol::image::{Image, ProbeKind};
@@ -267,24 +267,22 @@ impl Cmd {
         check_program(&program, &agent, vmlinux.as_ref(), !self.no_host_verify)?;
         check_kprobes(&program, &board, self.allow_kprobe_hazard, true)?;
         let t_compiled = t0.elapsed();
+        // Everything the output needs is ready before the program is armed: from then on the
+        // board expects a ping every 250 ms.
+        let renderer = match (program.sidecar.stacks.is_empty(), &vmlinux, &map) {
+            (true, ..) => Renderer::new(&program.sidecar),
+            // stacks print as symbol+offset (the table is built only for programs that have some)
+            (false, Some(v), _) => Renderer::new(&program.sidecar).with_symbolizer(kernel_symbolizer(v)?),
+            (false, None, Some(m)) => Renderer::new(&program.sidecar).with_symbolizer(m.symbolizer()),
+            (false, None, None) => Renderer::new(&program.sidecar),
+        };
+        let mut out = CliOutput::new(renderer)?;
 
         let probes = session.upload(&program.image, Some(&program.sidecar))?;
         session.set_record_packing(!self.no_pack);
         session.start()?;
         let t_armed = t0.elapsed();
-        eprintln!("ktap: tracing {} ({probes} probes); Ctrl-C to stop", program.origin.display());
-
-        let mut out = CliOutput {
-            renderer: match (program.sidecar.stacks.is_empty(), &vmlinux, &map) {
-                (true, ..) => Renderer::new(&program.sidecar),
-                // stacks print as symbol+offset (the table is built only for programs that have some)
-                (false, Some(v), _) => Renderer::new(&program.sidecar).with_symbolizer(kernel_symbolizer(v)?),
-                (false, None, Some(m)) => Renderer::new(&program.sidecar).with_symbolizer(m.symbolizer()),
-                (false, None, None) => Renderer::new(&program.sidecar),
-            },
-            stdout: std::io::stdout().lock(),
-            first_event: None,
-        };
+        out.status(&format!("tracing {} ({probes} probes); Ctrl-C to stop", program.origin.display()));
         let done = Arc::new(AtomicBool::new(false));
         let summary = std::thread::scope(|scope| {
             let until: Option<StopWhen<'_>> = match (&self.run, guest.as_mut()) {
@@ -310,7 +308,7 @@ impl Cmd {
             };
             session.run(&mut out, RunOptions { duration, stop, until })
         })?;
-        out.finish()?;
+        let first_event = out.finish()?;
         if let Some(problems) = summary.problems() {
             eprintln!("ktap: {problems}");
         }
@@ -321,7 +319,7 @@ impl Cmd {
                 ms(t_connected),
                 ms(t_compiled),
                 ms(t_armed),
-                out.first_event.map_or("none".to_owned(), |t| format!("{:.0} ms", ms(t.duration_since(t0))))
+                first_event.map_or("none".to_owned(), |t| format!("{:.0} ms", ms(t.duration_since(t0))))
             );
             let (wire, records) = session.stream_bytes();
             eprintln!(
@@ -519,43 +517,71 @@ fn install_ctrl_c(stop: &StopFlag) -> anyhow::Result<()> {
     .context("cannot install the Ctrl-C handler")
 }
 
-/// Formatted records to stdout, everything else to stderr.
-struct CliOutput<'s, W: Write> {
+/// Text queued for stdout past which `push` grants the board no more credit: a reader that stopped
+/// reading (a paused pager) holds the trace back on the board, where what does not fit is dropped
+/// and counted, instead of in the host's memory or in a blocked write that would starve the pings.
+const STDOUT_MARK: usize = 256 * 1024;
+
+/// Formatted records to stdout, everything else to stderr; both written by threads of their own
+/// ([`TextOut`]), so neither a paused pager nor a slow terminal ever stops the session's pings.
+struct CliOutput<'s> {
     renderer: Renderer<'s>,
-    stdout: W,
+    stdout: TextOut,
+    stderr: TextOut,
     /// When the first records arrived (for --timings).
     first_event: Option<Instant>,
 }
 
-impl<W: Write> CliOutput<'_, W> {
+impl<'s> CliOutput<'s> {
+    fn new(renderer: Renderer<'s>) -> anyhow::Result<Self> {
+        Ok(CliOutput {
+            renderer,
+            stdout: TextOut::spawn("ktap-stdout", std::io::stdout(), STDOUT_MARK)
+                .context("starting the output thread")?,
+            // status lines are few and short: never a reason to hold the board back
+            stderr: TextOut::spawn("ktap-stderr", std::io::stderr(), usize::MAX)
+                .context("starting the output thread")?,
+            first_event: None,
+        })
+    }
+
+    /// A `ktap: ` line on stderr. A failing stderr is not worth stopping the trace for.
+    fn status(&self, line: &str) {
+        let _ = self.stderr.write(format!("ktap: {line}\n"));
+    }
+
     fn flush_problems(&mut self) {
         for p in self.renderer.take_problems() {
-            eprintln!("ktap: {p}");
+            self.status(&p);
         }
     }
 
-    fn finish(&mut self) -> anyhow::Result<()> {
+    /// The program's last output (trace_end's tables), everything queued written out; returns
+    /// when the first records arrived.
+    fn finish(mut self) -> anyhow::Result<Option<Instant>> {
         let text = self.renderer.finish();
-        self.stdout
-            .write_all(text.as_bytes())
-            .and_then(|()| self.stdout.flush())
-            .context("writing output")?;
         self.flush_problems();
-        Ok(())
+        let written = self.stdout.write(text).and_then(|()| self.stdout.finish());
+        let _ = self.stderr.finish();
+        written.context("writing output")?;
+        Ok(self.first_event)
     }
 }
 
-impl<W: Write> Output for CliOutput<'_, W> {
+impl Output for CliOutput<'_> {
     fn records(&mut self, data: &[u8]) -> std::io::Result<()> {
         self.first_event.get_or_insert_with(Instant::now);
         let text = self.renderer.feed(data);
-        self.stdout.write_all(text.as_bytes())?;
-        self.stdout.flush()?;
+        self.stdout.write(text)?;
         self.flush_problems();
         Ok(())
     }
 
     fn notice(&mut self, line: &str) {
-        eprintln!("ktap: {line}");
+        self.status(line);
+    }
+
+    fn has_room(&self) -> bool {
+        self.stdout.has_room()
     }
 }

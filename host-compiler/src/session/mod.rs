@@ -219,6 +219,13 @@ pub trait Output {
     fn records(&mut self, data: &[u8]) -> io::Result<()>;
     /// A status line for the user (live drop counters, corrupted frames); not program output.
     fn notice(&mut self, line: &str);
+    /// Whether the output keeps up. While it does not (its queue is full: stdout piped into a
+    /// paused pager, a slow terminal), the session grants the agent no more credit, so the backlog
+    /// waits on the board, which drops and counts what does not fit there; pings go on meanwhile,
+    /// so the program stays armed. [`Output::records`] must therefore never block.
+    fn has_room(&self) -> bool {
+        true
+    }
 }
 
 /// A stop request that can be triggered from anywhere (a Ctrl-C handler, another thread).
@@ -296,6 +303,8 @@ pub struct RunSummary {
     pub pings: u32,
     /// Pongs received.
     pub pongs: u32,
+    /// How long the output did not keep up, so the board held its records back.
+    pub output_held: Duration,
 }
 
 impl RunSummary {
@@ -317,6 +326,12 @@ impl RunSummary {
         if self.incomplete_bytes > 0 {
             link.push(format!("{} bytes of an incomplete last record lost", self.incomplete_bytes));
         }
+        if !self.output_held.is_zero() {
+            link.push(format!(
+                "output fell behind for {:.1} s (the board held records back meanwhile)",
+                self.output_held.as_secs_f64()
+            ));
+        }
         loss_line(&self.stats, link)
     }
 }
@@ -337,7 +352,7 @@ fn drop_parts(s: &Stats) -> Vec<String> {
         (s.recursion_skipped, "hits skipped: recursion (recursion_skipped)"),
         (s.table_full, "table inserts refused: table full (table_full)"),
         (s.ring_dropped, "records dropped: kernel ring buffer full (ring_dropped)"),
-        (s.link_dropped, "records dropped: link too slow (link_dropped)"),
+        (s.link_dropped, "records dropped: link or host output too slow (link_dropped)"),
         (s.kernel_missed, "probe hits missed by the kernel (kernel_missed)"),
         (s.mem_faults, "memory reads faulted and read 0 or \"\" (mem_faults)"),
     ]
@@ -379,6 +394,9 @@ pub struct Session<L: Link> {
     bye_sent: bool,
     /// Ask for a packed record stream (`StartPacked`).
     pack_records: bool,
+    /// Since when credit is withheld for a slow output, and for how long it was before.
+    held_since: Option<Instant>,
+    held_before: Duration,
 }
 
 impl<L: Link> std::fmt::Debug for Session<L> {
@@ -444,6 +462,8 @@ impl<L: Link> Session<L> {
             timeouts,
             bye_sent: true, // nothing to say goodbye to until the agent answered
             pack_records: true,
+            held_since: None,
+            held_before: Duration::ZERO,
         };
         let host = concat!("ktap-host ", env!("CARGO_PKG_VERSION"));
         let deadline = Instant::now() + timeouts.hello;
@@ -692,6 +712,8 @@ impl<L: Link> Session<L> {
         let mut shown_losses = 0u64;
         let mut shown_bad_frames = 0u64;
         let mut exited = false;
+        self.held_since = None;
+        self.held_before = Duration::ZERO;
 
         let mut final_stats = None;
         let reason = loop {
@@ -707,6 +729,7 @@ impl<L: Link> Session<L> {
             if opts.until.as_mut().is_some_and(|f| f()) {
                 break StopReason::Trigger;
             }
+            self.pace(out)?;
             hb.tick(self, interval)?;
             let wait = hb.next.min(Instant::now() + Duration::from_millis(100));
             let Some(payload) = self.next_payload(wait)? else {
@@ -791,7 +814,25 @@ impl<L: Link> Session<L> {
             reason,
             pings: hb.seq,
             pongs: hb.pongs,
+            output_held: self.held_before + self.held_since.map_or(Duration::ZERO, |t| t.elapsed()),
         })
+    }
+
+    /// Withhold the agent's credit while `out` has no room, grant it again when it has; each change
+    /// is sent at once (a released hold must not wait for the next ping).
+    fn pace(&mut self, out: &dyn Output) -> Result<(), SessionError> {
+        let hold = !out.has_room();
+        if hold == self.rx.held() {
+            return Ok(());
+        }
+        self.rx.hold(hold);
+        match (hold, self.held_since.take()) {
+            (true, _) => self.held_since = Some(Instant::now()),
+            (false, Some(t)) => self.held_before += t.elapsed(),
+            (false, None) => {}
+        }
+        let ack = self.rx.ack();
+        self.send(&ack)
     }
 
     /// One piece of the record stream: whole records to `out`, and the acknowledgement or resend
@@ -822,6 +863,7 @@ impl<L: Link> Session<L> {
                 self.send(&HostMsg::Stop)?;
                 resend = Instant::now() + LOAD_RETRY;
             }
+            self.pace(out)?;
             hb.tick(self, interval)?;
             if Instant::now() >= deadline {
                 return Err(SessionError::Timeout {
@@ -867,6 +909,7 @@ impl<L: Link> Session<L> {
                     secs: self.timeouts.stop.as_secs(),
                 });
             }
+            self.pace(out)?;
             if let Some(nak) = self.rx.nak(Instant::now()) {
                 self.send(&nak)?;
             }

@@ -35,6 +35,8 @@ pub struct RecordRx {
     pub wire_bytes: u64,
     /// Record bytes they carried.
     pub record_bytes: u64,
+    /// Credit withheld: the output does not keep up (see [`RecordRx::hold`]).
+    held: bool,
 }
 
 /// How a stream's bytes become record bytes.
@@ -67,7 +69,22 @@ impl RecordRx {
 
     /// The acknowledgement to send now (with every ping, so a lost one costs nothing).
     pub fn ack(&self) -> HostMsg<'static> {
-        HostMsg::Ack { next: self.next, window: WINDOW }
+        HostMsg::Ack { next: self.next, window: self.window() }
+    }
+
+    /// Withhold credit (`hold`: every acknowledgement grants a window of 0, so the agent sends
+    /// nothing beyond what it was already allowed) or grant it again.
+    pub fn hold(&mut self, hold: bool) {
+        self.held = hold;
+    }
+
+    /// Whether credit is withheld.
+    pub fn held(&self) -> bool {
+        self.held
+    }
+
+    fn window(&self) -> u32 {
+        if self.held { 0 } else { WINDOW }
     }
 
     /// A `Nak` for the first missing byte, unless one went out in the last [`NAK_INTERVAL`].
@@ -77,7 +94,7 @@ impl RecordRx {
         }
         self.last_nak = Some(now);
         self.naks += 1;
-        Some(HostMsg::Nak { next: self.next, window: WINDOW })
+        Some(HostMsg::Nak { next: self.next, window: self.window() })
     }
 
     /// One piece from the agent: returns the whole records it completes (possibly none) and what to
@@ -189,6 +206,17 @@ mod tests {
         assert_eq!(whole, [rec(40, 2), rec(40, 3)].concat());
         assert_eq!((rx.naks, rx.repeated_bytes), (1, 40));
         assert_eq!(rx.piece(0, &stream[..40], t).1, None, "a stale repeat needs no answer");
+    }
+
+    #[test]
+    fn held_credit_grants_a_window_of_zero_until_released() {
+        let mut rx = RecordRx::new();
+        rx.hold(true);
+        let (_, reply) = rx.piece(0, &rec(10, 1), Instant::now());
+        assert_eq!(reply, Some(HostMsg::Ack { next: 10, window: 0 }), "what came is acknowledged");
+        assert_eq!(rx.nak(Instant::now()), Some(HostMsg::Nak { next: 10, window: 0 }));
+        rx.hold(false);
+        assert_eq!(rx.ack(), HostMsg::Ack { next: 10, window: WINDOW });
     }
 
     #[test]
