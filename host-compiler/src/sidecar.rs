@@ -71,10 +71,7 @@ pub struct Names {
 impl Names {
     /// The name of `v`, if it has one.
     pub fn name_of(&self, v: i64) -> Option<&str> {
-        let mask = match self.bytes {
-            0 | 8.. => u64::MAX,
-            b => (1u64 << (u32::from(b) * 8)) - 1,
-        };
+        let mask = compared_bits(self.bytes);
         let key = v as u64 & mask;
         // values are sorted as masked when built with `Names::new`
         self.values
@@ -95,14 +92,19 @@ impl Names {
     /// Names for `values`, kept in the order `name_of` searches (by masked value; the first name
     /// of a value wins).
     pub fn new(what: String, bytes: u8, values: Vec<(i64, String)>, other: Option<String>) -> Names {
-        let mask = match bytes {
-            0 | 8.. => u64::MAX,
-            b => (1u64 << (u32::from(b) * 8)) - 1,
-        };
+        let mask = compared_bits(bytes);
         let mut values = values;
         values.sort_by_key(|(v, _)| *v as u64 & mask);
         values.dedup_by_key(|(v, _)| *v as u64 & mask);
         Names { what, bytes, values, other }
+    }
+}
+
+/// The mask of the low `bytes` bytes of a value that [`Names`] compares (0 or 8 and more: all 64 bits).
+fn compared_bits(bytes: u8) -> u64 {
+    match bytes {
+        0 | 8.. => u64::MAX,
+        b => (1u64 << (u32::from(b) * 8)) - 1,
     }
 }
 

@@ -154,7 +154,8 @@ pub struct Stats {
     pub table_full: u64,
     /// Records dropped because the kernel ring buffer was full.
     pub ring_dropped: u64,
-    /// Records the agent could not send (link too slow), counted by the agent.
+    /// Records the agent could not send (the link, or the host's output, too slow: no credit), counted
+    /// by the agent.
     pub link_dropped: u64,
     /// Kprobe/kretprobe misses counted by the kernel (`nmissed`).
     pub kernel_missed: u64,
@@ -366,6 +367,72 @@ pub fn decode<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, postcard::
     postcard::from_bytes(payload)
 }
 
+/// One of every message with typical field values: the round-trip test's cases and the seeds of
+/// the link's fuzz targets (`cargo xtask fuzz`), kept in one list so neither misses a message.
+#[doc(hidden)]
+pub mod examples {
+    use super::{AgentMsg, HostMsg, PROTOCOL_VERSION, Stats};
+
+    static DATA: [u8; 64] = [0x5a; 64];
+
+    /// Every `HostMsg`, in variant order.
+    pub fn host() -> [HostMsg<'static>; 15] {
+        [
+            HostMsg::Hello { version: PROTOCOL_VERSION, host: "ktap-host" },
+            HostMsg::LoadBegin { len: 4096 },
+            HostMsg::LoadChunk { offset: 512, data: &DATA },
+            HostMsg::LoadEnd,
+            HostMsg::Start,
+            HostMsg::Stop,
+            HostMsg::Ping { seq: 7 },
+            HostMsg::Bye,
+            HostMsg::Ack { next: 4096, window: 32768 },
+            HostMsg::Nak { next: 300, window: 32768 },
+            HostMsg::FileBegin {
+                path: "/tmp/ktap/ktap.ko",
+                len: 120_000,
+                packed: 47_000,
+                crc: 0x1234_5678,
+                mode: 0o644,
+            },
+            HostMsg::FileChunk { offset: 960, data: &DATA },
+            HostMsg::FileEnd,
+            HostMsg::ModuleLoad { path: "/tmp/ktap/ktap.ko" },
+            HostMsg::StartPacked,
+        ]
+    }
+
+    /// Every `AgentMsg`, in variant order.
+    pub fn agent() -> [AgentMsg<'static>; 13] {
+        [
+            AgentMsg::Hello {
+                version: PROTOCOL_VERSION,
+                agent: "0.1.0",
+                machine: "armv7l",
+                release: "6.1.0",
+                build_id: &DATA[..20],
+                base_symbol: "_stext",
+                base_addr: 0xc000_8000,
+            },
+            AgentMsg::Loaded { probes: 2 },
+            AgentMsg::Rejected { code: 0x201, offset: 40, detail: -22 },
+            AgentMsg::Started,
+            AgentMsg::Records { offset: 1 << 33, data: &DATA },
+            AgentMsg::Stats(Stats { hits: 1000, ring_dropped: 3, ..Stats::default() }),
+            AgentMsg::Stopped {
+                stats: Stats { hits: 1000, ring_dropped: 2, ..Stats::default() },
+                end: 12345,
+            },
+            AgentMsg::Pong { seq: 7 },
+            AgentMsg::Error { code: 0x406, detail: 1 },
+            AgentMsg::LoadAck { next: 512 },
+            AgentMsg::FileAck { next: 960 },
+            AgentMsg::FileDone { len: 120_000, crc: 0x1234_5678 },
+            AgentMsg::ModuleLoaded,
+        ]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -393,52 +460,55 @@ mod tests {
     }
 
     #[test]
-    fn messages_round_trip_borrowed() {
-        let data = [9u8; 100];
+    fn every_example_round_trips_and_each_message_has_one() {
         let mut buf = [0u8; 256];
-        for m in [
-            HostMsg::LoadChunk { offset: 512, data: &data },
-            HostMsg::Ping { seq: 3 },
-            HostMsg::Stop,
-            HostMsg::Bye,
-        ] {
+        let mut tags = [false; 32];
+        for m in examples::host() {
             let b = encode(&m, &mut buf).unwrap();
+            assert!(!core::mem::replace(&mut tags[usize::from(b[0])], true), "two examples of {m:?}");
             assert_eq!(decode::<HostMsg<'_>>(b).unwrap(), m);
+            // a new message needs an example: this match has no wildcard on purpose
+            match m {
+                HostMsg::Hello { .. }
+                | HostMsg::LoadBegin { .. }
+                | HostMsg::LoadChunk { .. }
+                | HostMsg::LoadEnd
+                | HostMsg::Start
+                | HostMsg::Stop
+                | HostMsg::Ping { .. }
+                | HostMsg::Bye
+                | HostMsg::Ack { .. }
+                | HostMsg::Nak { .. }
+                | HostMsg::FileBegin { .. }
+                | HostMsg::FileChunk { .. }
+                | HostMsg::FileEnd
+                | HostMsg::ModuleLoad { .. }
+                | HostMsg::StartPacked => {}
+            }
         }
-        for m in [
-            AgentMsg::Stopped { stats: Stats { hits: 1000, ring_dropped: 2, ..Stats::default() }, end: 77 },
-            AgentMsg::Records { offset: 1 << 40, data: &data },
-            AgentMsg::LoadAck { next: 4096 },
-        ] {
+        assert!(tags[..examples::host().len()].iter().all(|t| *t), "variants without an example");
+        let mut tags = [false; 32];
+        for m in examples::agent() {
             let b = encode(&m, &mut buf).unwrap();
+            assert!(!core::mem::replace(&mut tags[usize::from(b[0])], true), "two examples of {m:?}");
             assert_eq!(decode::<AgentMsg<'_>>(b).unwrap(), m);
+            match m {
+                AgentMsg::Hello { .. }
+                | AgentMsg::Loaded { .. }
+                | AgentMsg::Rejected { .. }
+                | AgentMsg::Started
+                | AgentMsg::Records { .. }
+                | AgentMsg::Stats(_)
+                | AgentMsg::Stopped { .. }
+                | AgentMsg::Pong { .. }
+                | AgentMsg::Error { .. }
+                | AgentMsg::LoadAck { .. }
+                | AgentMsg::FileAck { .. }
+                | AgentMsg::FileDone { .. }
+                | AgentMsg::ModuleLoaded => {}
+            }
         }
-        for m in [
-            HostMsg::FileBegin {
-                path: "/tmp/ktap/ktap.ko",
-                len: 120_000,
-                packed: 47_000,
-                crc: 7,
-                mode: 0o644,
-            },
-            HostMsg::FileChunk { offset: 960, data: &data },
-            HostMsg::FileEnd,
-            HostMsg::ModuleLoad { path: "/tmp/ktap/ktap.ko" },
-            HostMsg::StartPacked,
-        ] {
-            let b = encode(&m, &mut buf).unwrap();
-            assert_eq!(decode::<HostMsg<'_>>(b).unwrap(), m);
-        }
-        for m in
-            [AgentMsg::FileAck { next: 3 }, AgentMsg::FileDone { len: 9, crc: 1 }, AgentMsg::ModuleLoaded]
-        {
-            let b = encode(&m, &mut buf).unwrap();
-            assert_eq!(decode::<AgentMsg<'_>>(b).unwrap(), m);
-        }
-        for m in [HostMsg::Ack { next: 5, window: 8192 }, HostMsg::Nak { next: 0, window: 1 }] {
-            let b = encode(&m, &mut buf).unwrap();
-            assert_eq!(decode::<HostMsg<'_>>(b).unwrap(), m);
-        }
+        assert!(tags[..examples::agent().len()].iter().all(|t| *t), "variants without an example");
     }
 
     #[test]

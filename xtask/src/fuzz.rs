@@ -82,60 +82,14 @@ fn seeds(root: &Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
 /// first (what `frame_decode` reads).
 fn link_seeds(framed: bool) -> Vec<(String, Vec<u8>)> {
     use ktap_protocol::frame::{MAX_PAYLOAD, encode_vec};
-    use ktap_protocol::wire::{self, AgentMsg, HostMsg, Stats};
-    let chunk = [0x5au8; 64];
+    use ktap_protocol::wire::{self, examples};
     let mut payloads = Vec::new();
     let mut buf = [0u8; MAX_PAYLOAD];
-    let mut add = |bytes: &[u8]| payloads.push(bytes.to_vec());
-    for m in [
-        HostMsg::Hello { version: wire::PROTOCOL_VERSION, host: "ktap-host" },
-        HostMsg::LoadBegin { len: 4096 },
-        HostMsg::LoadChunk { offset: 512, data: &chunk },
-        HostMsg::LoadEnd,
-        HostMsg::Start,
-        HostMsg::Stop,
-        HostMsg::Ping { seq: 7 },
-        HostMsg::Bye,
-        HostMsg::Ack { next: 4096, window: 32768 },
-        HostMsg::Nak { next: 300, window: 32768 },
-        HostMsg::FileBegin {
-            path: "/tmp/ktap/ktap.ko",
-            len: 120_000,
-            packed: 47_000,
-            crc: 0x1234_5678,
-            mode: 0o644,
-        },
-        HostMsg::FileChunk { offset: 960, data: &chunk },
-        HostMsg::FileEnd,
-        HostMsg::ModuleLoad { path: "/tmp/ktap/ktap.ko" },
-        HostMsg::StartPacked,
-    ] {
-        add(wire::encode(&m, &mut buf).unwrap_or_default());
+    for m in examples::host() {
+        payloads.push(wire::encode(&m, &mut buf).unwrap_or_default().to_vec());
     }
-    for m in [
-        AgentMsg::Hello {
-            version: wire::PROTOCOL_VERSION,
-            agent: "0.1.0",
-            machine: "armv7l",
-            release: "6.1.0",
-            build_id: &chunk[..20],
-            base_symbol: "_stext",
-            base_addr: 0xc000_8000,
-        },
-        AgentMsg::Loaded { probes: 2 },
-        AgentMsg::Rejected { code: 0x201, offset: 40, detail: -22 },
-        AgentMsg::Started,
-        AgentMsg::Records { offset: 1 << 33, data: &chunk },
-        AgentMsg::Stats(Stats { hits: 1000, ring_dropped: 3, ..Stats::default() }),
-        AgentMsg::Stopped { stats: Stats::default(), end: 12345 },
-        AgentMsg::Pong { seq: 7 },
-        AgentMsg::Error { code: 0x406, detail: 1 },
-        AgentMsg::LoadAck { next: 512 },
-        AgentMsg::FileAck { next: 960 },
-        AgentMsg::FileDone { len: 120_000, crc: 0x1234_5678 },
-        AgentMsg::ModuleLoaded,
-    ] {
-        add(wire::encode(&m, &mut buf).unwrap_or_default());
+    for m in examples::agent() {
+        payloads.push(wire::encode(&m, &mut buf).unwrap_or_default().to_vec());
     }
     payloads
         .into_iter()
