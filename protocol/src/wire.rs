@@ -38,7 +38,7 @@ pub const RECORD_BATCH: usize = 768;
 /// Smallest piece of the record stream the agent falls back to after retransmissions.
 pub const MIN_RECORD_BATCH: usize = 48;
 /// The agent resends unacknowledged record bytes (go-back-N) when no acknowledgement advanced for
-/// this long.
+/// this long, or for the line's measured round trip when that is longer (a slow line).
 pub const RESEND_TIMEOUT_MS: u32 = 500;
 
 /// The symbols the agent may report as the kernel's run-time base, in order of preference. `_text`
@@ -202,7 +202,7 @@ pub enum AgentMsg<'a> {
     Started,
     /// A piece of the program's record stream: the kernel's records concatenated (see
     /// [`crate::record`]) and cut anywhere, so a record may span pieces. The stream starts at offset 0
-    /// with each loaded program; pieces are resent after a [`HostMsg::Nak`] or a silence of
+    /// with each loaded program; pieces are resent after a [`HostMsg::Nak`] or a silence of at least
     /// [`RESEND_TIMEOUT_MS`], and only sent within the host's credit ([`HostMsg::Ack`]).
     Records {
         /// Stream offset of `data[0]`.

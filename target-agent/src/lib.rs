@@ -10,6 +10,7 @@
 //! - [`install`]: files sent by `deploy` over a serial line, unpacked into a temporary file and renamed
 //!   into place once their CRC matches; the module loaded from one.
 //! - [`batch`]: cuts the kernel's record stream into [`AgentMsg::Records`] batches, never splitting a record.
+//! - [`rto`]: the record stream's resend timeout, following the line's measured round trip.
 //! - [`outq`]: a fixed-size queue of encoded frames for the binary's link writer.
 //! - [`clock`]: the session clock, which leaves out the time the agent was not scheduled, so a
 //!   stalled board does not look like a silent host to the heartbeat.
@@ -45,6 +46,7 @@ pub mod clock;
 pub mod install;
 pub mod kinfo;
 pub mod outq;
+pub mod rto;
 pub mod session;
 pub mod stream;
 pub mod symcheck;

@@ -20,9 +20,10 @@
 //! - While running or draining, a host silent for [`HEARTBEAT_TIMEOUT_MS`] ends the session: stop,
 //!   unload, and back to `AwaitHello`.
 //! - Records travel as a reliable byte stream ([`RecordStream`]): pieces go out within the host's
-//!   credit (`Ack{next, window}`) and at most [`IN_FLIGHT`] unacknowledged bytes; a `Nak` or
-//!   [`RESEND_TIMEOUT_MS`] without progress resends from the oldest unacknowledged byte and halves
-//!   the piece size (a short frame survives a noisy line), which grows back as acknowledgements come.
+//!   credit (`Ack{next, window}`) and at most [`IN_FLIGHT`] unacknowledged bytes; a `Nak` or a
+//!   silence without progress ([`ResendTimer`]: the measured round trip, at least
+//!   [`wire::RESEND_TIMEOUT_MS`]) resends from the oldest unacknowledged byte and halves the piece size (a
+//!   short frame survives a noisy line), which grows back as acknowledgements come.
 //!   `Stop` disarms and moves to `Draining`: the kernel's last records (trace_end) join the stream,
 //!   and `Stopped{end}` follows once all of it was sent; retransmissions are still served after that.
 //! - Every request may be repeated by a host that lost the answer: `LoadBegin`/`LoadChunk` are
@@ -41,12 +42,13 @@ use ktap_protocol::kdev::KStats;
 use ktap_protocol::limits::MAX_RECORD;
 use ktap_protocol::pack::{StreamPacker, packed_bound, unpacked_fit};
 use ktap_protocol::wire::{
-    self, AgentMsg, HEARTBEAT_TIMEOUT_MS, HostMsg, MIN_RECORD_BATCH, PROTOCOL_VERSION, RECORD_BATCH,
-    RESEND_TIMEOUT_MS, Stats, codes,
+    self, AgentMsg, HEARTBEAT_TIMEOUT_MS, HostMsg, MIN_RECORD_BATCH, PROTOCOL_VERSION, RECORD_BATCH, Stats,
+    codes,
 };
 
 use crate::batch;
 use crate::install::{self, FileRx, Install};
+use crate::rto::ResendTimer;
 use crate::stream::RecordStream;
 use crate::symcheck;
 use crate::upload::{Refusal, Step, Upload};
@@ -142,6 +144,8 @@ struct Core<'a, D, L> {
     piece: usize,
     /// When the stream last made progress (an acknowledgement, or the first unacknowledged send).
     last_progress: u64,
+    /// How long without progress means a lost piece: follows the line's measured round trip.
+    rto: ResendTimer,
     /// Draining: reads so far, and whether the kernel's stream ended.
     drain_reads: usize,
     kernel_done: bool,
@@ -211,6 +215,7 @@ impl<'a, D: Device + Install, L: Link> Session<'a, D, L> {
                 credit: 0,
                 piece: RECORD_BATCH,
                 last_progress: 0,
+                rto: ResendTimer::new(),
                 drain_reads: 0,
                 kernel_done: false,
                 last_load: None,
@@ -548,6 +553,7 @@ impl<D: Device + Install, L: Link> Core<'_, D, L> {
         self.stream.reset();
         self.credit = 0;
         self.piece = RECORD_BATCH;
+        self.rto.restart();
         self.drain_reads = 0;
         self.kernel_done = false;
         self.packed = false;
@@ -558,6 +564,7 @@ impl<D: Device + Install, L: Link> Core<'_, D, L> {
     fn ack(&mut self, next: u64, window: u32, resend: bool, now: u64) {
         if self.stream.ack(next) {
             self.last_progress = now;
+            self.rto.acked(next, now);
             if !resend {
                 self.piece = (self.piece * 2).min(RECORD_BATCH);
             }
@@ -573,6 +580,7 @@ impl<D: Device + Install, L: Link> Core<'_, D, L> {
     /// Go back to the oldest unacknowledged byte with smaller pieces.
     fn resend(&mut self, now: u64) {
         self.stream.rewind();
+        self.rto.rewound();
         self.piece = (self.piece / 2).max(MIN_RECORD_BATCH);
         self.last_progress = now;
         self.counters.resends += 1;
@@ -580,7 +588,7 @@ impl<D: Device + Install, L: Link> Core<'_, D, L> {
 
     /// Queue stream pieces while the host's credit, [`IN_FLIGHT`] and the link allow.
     fn send_pieces(&mut self, now: u64) {
-        let Core { stream, link, piece, credit, last_progress, .. } = self;
+        let Core { stream, link, piece, credit, last_progress, rto, .. } = self;
         let limit = (*credit).min(stream.acked() + IN_FLIGHT as u64);
         while let Some((offset, data)) = stream.next_piece(*piece, limit) {
             let len = data.len();
@@ -591,6 +599,7 @@ impl<D: Device + Install, L: Link> Core<'_, D, L> {
             if first {
                 *last_progress = now;
             }
+            rto.sent(offset, offset + len as u64, now);
             stream.sent(len);
         }
     }
@@ -656,7 +665,8 @@ impl<D: Device + Install, L: Link> Core<'_, D, L> {
         if streaming {
             self.pump(now);
         }
-        if self.stream.unacked() && now.saturating_sub(self.last_progress) >= u64::from(RESEND_TIMEOUT_MS) {
+        if self.stream.unacked() && now.saturating_sub(self.last_progress) >= self.rto.timeout() {
+            self.rto.expired();
             self.resend(now);
         }
         self.send_pieces(now);

@@ -929,3 +929,82 @@ fn a_packed_stream_unpacks_to_the_records_and_costs_far_fewer_bytes() {
     s.poll(21);
     assert_eq!(stream_bytes(s.link()), rec(12, 1), "Start streams unpacked from offset 0");
 }
+
+/// A serial line at `bytes_per_ms` between the agent and a host that acknowledges each piece as it
+/// arrives (as `RecordRx` does), with the agent's 8 KiB output queue in front of it; the line stops
+/// for `stall` ms once at 3 s (the board or QEMU not scheduled). Runs until every record arrived or
+/// `limit_ms` passed; returns (stream bytes the host received once, bytes it received again,
+/// resends, when the last byte arrived).
+fn over_a_line(bytes_per_ms: usize, records: u16, stall: u64, limit_ms: u64) -> (u64, u64, u64, u64) {
+    let mut buf = vec![0u8; 4096];
+    let mut s = running(&mut buf);
+    for i in 0..records {
+        s.device_mut().ring.push_back(rec(29, i));
+    }
+    s.link_mut().room = 8 * 1024;
+    let (mut next, mut repeated) = (0u64, 0u64);
+    // the frame on the wire and the bytes of it still to go
+    let mut wire: Option<(Vec<u8>, usize)> = None;
+    for now in 0..limit_ms {
+        if now % u64::from(HEARTBEAT_INTERVAL_MS) == 0 {
+            s.on_message(HostMsg::Ping { seq: now as u32 }, now);
+        }
+        s.poll(now);
+        let mut budget = if (3000..3000 + stall).contains(&now) { 0 } else { bytes_per_ms };
+        while budget > 0 {
+            let (payload, left) = match wire.take() {
+                Some(w) => w,
+                None if !s.link().sent.is_empty() => {
+                    let p = s.link_mut().sent.remove(0);
+                    let n = crate::outq::frame_len(p.len());
+                    (p, n)
+                }
+                None => break,
+            };
+            let n = left.min(budget);
+            budget -= n;
+            if n < left {
+                wire = Some((payload, left - n));
+                break;
+            }
+            // the whole frame is out: the queue has its room back and the host has the message
+            s.link_mut().room += crate::outq::frame_len(payload.len());
+            if let Ok(AgentMsg::Records { offset, data }) = wire::decode::<AgentMsg<'_>>(&payload) {
+                let end = offset + data.len() as u64;
+                if offset > next {
+                    s.on_message(HostMsg::Nak { next, window: WINDOW }, now);
+                } else if end <= next {
+                    repeated += data.len() as u64;
+                } else {
+                    repeated += next - offset;
+                    next = end;
+                    s.on_message(HostMsg::Ack { next, window: WINDOW }, now);
+                }
+            }
+        }
+        // everything read from the kernel arrived (what the stream had no room for was dropped
+        // and counted: a slow line backs up into the kernel, by design)
+        if s.device().ring.is_empty() && next == s.core.stream.end() {
+            return (next, repeated, s.counters().resends, now);
+        }
+    }
+    (next, repeated, s.counters().resends, limit_ms)
+}
+
+#[test]
+fn a_slow_line_carries_the_stream_once_even_after_a_stall() {
+    // 2000 bytes/s: the 4 KiB in flight take 2 s to cross, four times the minimum resend timeout
+    let (got, repeated, resends, at) = over_a_line(2, 3000, 700, 120_000);
+    assert!(at < 120_000, "the stream did not complete within 120 s: {got} bytes");
+    // a stall longer than the timeout may cost a resend of what was in flight, not a collapse
+    assert!(resends <= 3, "{resends} resends");
+    assert!(repeated * 10 <= got, "{repeated} of {got} bytes carried twice");
+}
+
+#[test]
+fn a_fast_line_never_resends() {
+    // 115200 baud: about 11.5 bytes/ms; nothing is lost, so nothing is ever resent
+    let (got, repeated, resends, at) = over_a_line(11, 3000, 0, 60_000);
+    assert_eq!((got, repeated, resends), (29 * 3000, 0, 0));
+    assert!(at < 10_000, "took {at} ms");
+}
