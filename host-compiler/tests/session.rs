@@ -508,6 +508,11 @@ fn agent_errors_while_running() {
     let mut out = Collect::new(&sc);
     let e = s.run(&mut out, RunOptions::default()).unwrap_err().to_string();
     assert!(e.contains("reported: no session on the agent"), "{e}");
+    // with what the host saw before it, to tell a stalled line from a host that did not ping
+    assert!(
+        e.contains("ms into the run; the agent was last heard ") && e.contains("one every 250 ms"),
+        "{e}"
+    );
     assert_eq!(out.notices, ["agent: kernel error: EIO (errno 5)"]);
     a.join().unwrap();
 }

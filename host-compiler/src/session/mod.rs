@@ -709,6 +709,8 @@ impl<L: Link> Session<L> {
         let interval = Duration::from_millis(u64::from(HEARTBEAT_INTERVAL_MS));
         let mut hb = Heartbeat { next: started, seq: 0, pongs: 0 };
         let mut last_heard = started;
+        // pings sent when the agent was last heard (for the account of a lost session)
+        let mut pings_when_heard = 0u32;
         let mut shown_losses = 0u64;
         let mut shown_bad_frames = 0u64;
         let mut exited = false;
@@ -741,7 +743,8 @@ impl<L: Link> Session<L> {
                 }
                 continue;
             };
-            last_heard = Instant::now();
+            let heard_before = std::mem::replace(&mut last_heard, Instant::now());
+            let pings_before = std::mem::replace(&mut pings_when_heard, hb.seq);
             match wire::decode::<AgentMsg<'_>>(&payload) {
                 Ok(AgentMsg::Records { offset, data }) => exited |= self.take_records(offset, data, out)?,
                 Ok(AgentMsg::Pong { .. }) => hb.pongs += 1,
@@ -756,12 +759,18 @@ impl<L: Link> Session<L> {
                     break StopReason::Agent;
                 }
                 // The agent dropped our session (e.g. its heartbeat timed out): nothing runs any more.
+                // What the host saw before tells a line or board that stalled (pings went out, the
+                // board heard none) from a host that did not ping.
                 Ok(AgentMsg::Error { code: code @ (codes::NO_SESSION | codes::NOT_LOADED), detail }) => {
-                    return Err(SessionError::Agent {
-                        port: self.port.clone(),
-                        code,
-                        text: agent_error(code, detail, &self.agent.machine),
-                    });
+                    let text = format!(
+                        "{} ({} ms into the run; the agent was last heard {} ms before this, and {} pings, one every {} ms, went out in between)",
+                        agent_error(code, detail, &self.agent.machine),
+                        last_heard.duration_since(started).as_millis(),
+                        last_heard.duration_since(heard_before).as_millis(),
+                        hb.seq.wrapping_sub(pings_before),
+                        interval.as_millis(),
+                    );
+                    return Err(SessionError::Agent { port: self.port.clone(), code, text });
                 }
                 // One of our frames arrived corrupted: counted (it is repeated or its loss is harmless).
                 Ok(AgentMsg::Error { code: codes::BAD_MESSAGE, .. }) => self.agent_bad_frames += 1,
