@@ -32,6 +32,14 @@ fn counter(err: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Every hit the final summary counts as lost on the way (never printed).
+fn losses(err: &str) -> u64 {
+    ["ring_dropped", "link_dropped", "kernel_missed", "recursion_skipped", "budget_exhausted"]
+        .iter()
+        .map(|c| counter(err, c))
+        .sum()
+}
+
 /// Hits in the final summary line (`ktap: N hits; ...`), or from `--stats`-less clean runs: none.
 fn hits(err: &str) -> Option<u64> {
     err.lines()
@@ -72,11 +80,7 @@ fn a_line_slower_than_the_events_drops_on_the_board_and_counts_every_loss_live_a
     assert!(live.contains("dropped"), "the live notice names no drop: {live}");
 
     let hits = hits(&err).unwrap_or_else(|| panic!("no summary line:\n{err}"));
-    let lost: u64 =
-        ["ring_dropped", "link_dropped", "kernel_missed", "recursion_skipped", "budget_exhausted"]
-            .iter()
-            .map(|c| counter(&err, c))
-            .sum();
+    let lost = losses(&err);
     let printed = out.lines().filter(|l| l.contains(" read ")).count() as u64;
     assert!(lost > 0, "a 1000 B/s line carried every event: nothing tested\n{err}");
     assert!(hits >= 20_000, "dd's reads were not all hits: {hits}");
@@ -161,11 +165,7 @@ fn a_host_whose_stdout_nobody_reads_keeps_the_program_armed_and_counts_every_hit
     // it really was held back: the output fell behind and the board kept the backlog
     assert!(err.contains("output fell behind for "), "stdout never filled up:\n{err}");
     let hits = hits(&err).unwrap_or_else(|| panic!("no summary line:\n{err}"));
-    let lost: u64 =
-        ["ring_dropped", "link_dropped", "kernel_missed", "recursion_skipped", "budget_exhausted"]
-            .iter()
-            .map(|c| counter(&err, c))
-            .sum();
+    let lost = losses(&err);
     let printed = out.lines().filter(|l| l.contains(" read ")).count() as u64;
     assert!(hits >= 10_000, "dd's reads were not all hits: {hits}");
     assert_eq!(printed + lost, hits, "printed {printed}, lost {lost}\nstderr:\n{err}");
