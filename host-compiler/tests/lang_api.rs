@@ -108,7 +108,7 @@ fn arch_decides_the_argument_registers() {
 fn listing_without_a_sidecar() {
     let c = lang::compile(SKELETON, "skel.kp", &opts(), &FakeKernel).unwrap();
     let text = lang::disasm::disassemble(&c.image, None).unwrap();
-    assert!(text.contains("tadd t0, (s0), r0"), "{text}");
+    assert!(text.contains("taddi t0, (s0), 1"), "{text}");
     assert!(!text.contains("reads"), "{text}");
     assert!(lang::disasm::disassemble(&c.image[..20], None).is_err());
 }

@@ -182,24 +182,30 @@ static u32 ktap_comm_len(const u8 *c)
 	return TASK_COMM_LEN - 1;
 }
 
-u32 ktap_hit_comm(void *opaque, u8 *buf, u32 len)
+/* A buffer shorter than a comm (the VM always passes a whole string register): out of line, so
+ * its stack copy does not give the common path a stack-protector check. */
+static noinline u32 ktap_hit_comm_short(u8 *buf, u32 len)
 {
 	u8 comm[TASK_COMM_LEN];
 	u32 n;
 
-	/*
-	 * Like bpf_get_current_comm: a racy copy without task_lock, harmless. Measured in our copy, so
-	 * the length matches the bytes copied even if the task renames itself meanwhile; copied whole
-	 * (four words) straight into the caller's buffer when it has room.
-	 */
-	if (likely(len >= TASK_COMM_LEN)) {
-		memcpy(buf, current->comm, TASK_COMM_LEN);
-		return ktap_comm_len(buf);
-	}
 	memcpy(comm, current->comm, sizeof(comm));
 	n = min_t(u32, ktap_comm_len(comm), len);
 	memcpy(buf, comm, n);
 	return n;
+}
+
+u32 ktap_hit_comm(void *opaque, u8 *buf, u32 len)
+{
+	/*
+	 * Like bpf_get_current_comm: a racy copy without task_lock, harmless. Measured in our copy, so
+	 * the length matches the bytes copied even if the task renames itself meanwhile; copied whole
+	 * (four words) straight into the caller's buffer.
+	 */
+	if (unlikely(len < TASK_COMM_LEN))
+		return ktap_hit_comm_short(buf, len);
+	memcpy(buf, current->comm, TASK_COMM_LEN);
+	return ktap_comm_len(buf);
 }
 
 int ktap_emit(void *opaque, const u8 *rec, u32 len)

@@ -216,6 +216,9 @@ isa! {
     /// none, jump. Entries are dense, so a cursor starting at 0 visits each live entry once (unless
     /// the loop deletes). Costs budget like a back edge.
     Tnext = 0x3a, "tnext", [Reg, Table, Args, Reg, Jump];
+    /// `table[keys] += imm` (int-valued tables, wrapping): the compiler's `t[k] += C`, one
+    /// instruction instead of a `movi` and a `tadd`. Costs budget as the `tadd` it replaces.
+    Taddi = 0x3b, "taddi", [Table, Args, Imm];
     /// Call function `F` with the listed arguments (they become its r0.., s0.. in order of kind);
     /// `rD` = its int result (0 for a void function). Costs budget.
     Call = 0x40, "call", [Reg, Func, Args];
@@ -248,7 +251,7 @@ isa! {
 pub mod cost {
     /// A `call`/`calls`: the frame setup and argument copies.
     pub const CALL: u32 = 2;
-    /// A table operation (`tld`, `tst`, `tadd`, `tdel`, `tagg`, `tstat`, `tnext`): it hashes up to
+    /// A table operation (`tld`, `tst`, `tadd`, `taddi`, `tdel`, `tagg`, `tstat`, `tnext`): it hashes up to
     /// 516 key bytes and probes a run of the index, which at a load factor of at most one half is
     /// about the work of four plain instructions.
     pub const TABLE: u32 = 4;

@@ -11,6 +11,8 @@
 //! right after frame k-1's in one register array sized by the verifier for the deepest call path.
 //! The interpreter never recurses, so its kernel stack use does not depend on the program.
 
+use alloc::vec::Vec;
+
 use ktap_protocol::isa::{Arg, Stat, cost};
 use ktap_protocol::limits::{MAX_CALL_DEPTH, MAX_STACK, MAX_STR};
 use ktap_protocol::record::{RecordKind, RecordWriter};
@@ -39,14 +41,17 @@ pub(crate) struct CallFrame {
 /// Preallocated frame stack: one entry per active call.
 pub(crate) type FrameStack = [CallFrame; MAX_CALL_DEPTH];
 
-/// The mutable state one run works on, borrowed from the [`Program`] apart from the code.
-struct Machine<'p> {
-    regs: &'p mut [i64],
-    sregs: &'p mut [StrBuf],
-    globals: &'p mut [i64],
-    tables: &'p mut [Table],
-    rec: &'p mut [u8],
-    counters: &'p mut Counters,
+/// The program's mutable memory and the registers of the run in progress. It lives in the
+/// [`Program`] and is used in place: building a borrowed copy of a dozen slices on every hit cost
+/// more guest instructions than a short handler's own work (the in-guest profile).
+#[derive(Debug)]
+pub(crate) struct Machine {
+    pub(crate) regs: Vec<i64>,
+    pub(crate) sregs: Vec<StrBuf>,
+    pub(crate) globals: Vec<i64>,
+    pub(crate) tables: Vec<Table>,
+    pub(crate) rec: Vec<u8>,
+    pub(crate) counters: Counters,
     /// Register bases of the current frame.
     ib: usize,
     sb: usize,
@@ -55,7 +60,29 @@ struct Machine<'p> {
     budget: u32,
 }
 
-impl Machine<'_> {
+impl Machine {
+    /// A machine over preallocated memory.
+    pub(crate) fn new(
+        regs: Vec<i64>,
+        sregs: Vec<StrBuf>,
+        globals: Vec<i64>,
+        tables: Vec<Table>,
+        rec: Vec<u8>,
+    ) -> Machine {
+        Machine {
+            regs,
+            sregs,
+            globals,
+            tables,
+            rec,
+            counters: Counters::default(),
+            ib: 0,
+            sb: 0,
+            pc: 0,
+            budget: 0,
+        }
+    }
+
     fn fault(&self) -> RunError {
         RunError::Fault { pc: self.pc }
     }
@@ -135,7 +162,7 @@ impl Machine<'_> {
     ) -> Result<Option<T>, RunError> {
         self.charge(cost::TABLE)?;
         let fault = self.fault();
-        if let Some(k) = one_key(keys, self.regs, self.sregs, self.ib, self.sb, fault)? {
+        if let Some(k) = one_key(keys, &self.regs, &self.sregs, self.ib, self.sb, fault)? {
             return Ok(self.tables.get(usize::from(t)).ok_or(fault)?.get_one(k).map(f));
         }
         let (table, key) = self.key(t, keys)?;
@@ -149,7 +176,7 @@ impl Machine<'_> {
         id: u16,
         fill: impl FnOnce(&mut RecordWriter<'_>),
     ) {
-        let mut w = RecordWriter::new(self.rec, kind, id);
+        let mut w = RecordWriter::new(&mut self.rec, kind, id);
         fill(&mut w);
         let ok = match w.finish() {
             Some(bytes) => env.emit(bytes),
@@ -329,6 +356,21 @@ fn one_key<'k>(
     }))
 }
 
+/// Zero the registers of `f`'s frame (at bases `ib`/`sb`) that its verified `clear_*` ranges name;
+/// `None` if they lie outside the register files.
+fn clear_frame(regs: &mut [i64], sregs: &mut [StrBuf], ib: usize, sb: usize, f: &FuncInfo) -> Option<()> {
+    let (ci, cs) = (f.clear_int, f.clear_str);
+    if ci.lo < ci.hi {
+        let lo = ib.wrapping_add(ci.lo.into());
+        regs.get_mut(lo..ib.wrapping_add(ci.hi.into()))?.fill(0);
+    }
+    if cs.lo < cs.hi {
+        let lo = sb.wrapping_add(cs.lo.into());
+        sregs.get_mut(lo..sb.wrapping_add(cs.hi.into()))?.iter_mut().for_each(StrBuf::clear);
+    }
+    Some(())
+}
+
 /// A function's result on its way back to the caller.
 enum Ret {
     Void,
@@ -352,27 +394,13 @@ fn copy_sreg(sregs: &mut [StrBuf], from: usize, to: usize) -> Option<()> {
 
 impl Program {
     pub(crate) fn exec(&mut self, func: u16, env: &mut impl Env) -> Result<(), RunError> {
-        let Program { v, globals, tables, regs, sregs, rec, counters, frames, exited, .. } = self;
+        let Program { v, m, frames, exited, .. } = self;
         let mut cur: FuncInfo = *v.funcs.get(usize::from(func)).ok_or(RunError::NoSuchFunc)?;
         let mut cur_index = func;
-        for r in regs.iter_mut().take(cur.n_int.into()) {
-            *r = 0;
-        }
-        for s in sregs.iter_mut().take(cur.n_str.into()) {
-            s.clear();
-        }
-        let mut m = Machine {
-            regs: regs.as_mut_slice(),
-            sregs: sregs.as_mut_slice(),
-            globals: globals.as_mut_slice(),
-            tables: tables.as_mut_slice(),
-            rec: rec.as_mut_slice(),
-            counters,
-            ib: 0,
-            sb: 0,
-            pc: cur.start,
-            budget: v.budget,
-        };
+        // only what the verifier could not prove written before read (`clears.rs`)
+        let fault = RunError::Fault { pc: cur.start };
+        clear_frame(&mut m.regs, &mut m.sregs, 0, 0, &cur).ok_or(fault)?;
+        (m.ib, m.sb, m.pc, m.budget) = (0, 0, cur.start, v.budget);
         let mut depth = 0usize;
         let mut pc = cur.start;
         loop {
@@ -407,12 +435,7 @@ impl Program {
                     let (nib, nsb) =
                         (m.ib.wrapping_add(cur.n_int.into()), m.sb.wrapping_add(cur.n_str.into()));
                     let fault = m.fault();
-                    for r in m.regs.get_mut(nib..nib.wrapping_add(callee.n_int.into())).ok_or(fault)? {
-                        *r = 0;
-                    }
-                    for s in m.sregs.get_mut(nsb..nsb.wrapping_add(callee.n_str.into())).ok_or(fault)? {
-                        s.clear();
-                    }
+                    clear_frame(&mut m.regs, &mut m.sregs, nib, nsb, &callee).ok_or(fault)?;
                     let (mut ni, mut ns) = (nib, nsb);
                     for b in args.bytes.iter().take(args.n.into()) {
                         match Arg::from_byte(*b) {
@@ -422,7 +445,7 @@ impl Program {
                                 ni = ni.wrapping_add(1);
                             }
                             Arg::Str(r) => {
-                                copy_sreg(m.sregs, m.sb.wrapping_add(r.into()), ns).ok_or(fault)?;
+                                copy_sreg(&mut m.sregs, m.sb.wrapping_add(r.into()), ns).ok_or(fault)?;
                                 ns = ns.wrapping_add(1);
                             }
                         }
@@ -533,6 +556,12 @@ impl Program {
                     pc = next;
                     continue;
                 }
+                Op::Taddi { t, ref keys, imm } => {
+                    let x = i64::from(imm);
+                    m.update(t, keys, |v| v.iter_mut().for_each(|s| *s = s.wrapping_add(x)))?;
+                    pc = next;
+                    continue;
+                }
                 Op::Tagg { t, ref keys, v: r } => {
                     let x = m.r(r)?;
                     let kind = m.table(t)?.spec.value;
@@ -541,7 +570,7 @@ impl Program {
                     continue;
                 }
                 _ => {
-                    pc = step_cold(&mut m, op, pc, next, v, env)?;
+                    pc = step_cold(m, op, pc, next, v, env)?;
                     continue;
                 }
             };
@@ -556,7 +585,7 @@ impl Program {
             match (ret, fr.str_result) {
                 (Ret::Str(s), true) => {
                     let fault = m.fault();
-                    copy_sreg(m.sregs, s, m.sb.wrapping_add(fr.dest.into())).ok_or(fault)?
+                    copy_sreg(&mut m.sregs, s, m.sb.wrapping_add(fr.dest.into())).ok_or(fault)?
                 }
                 (Ret::Int(x), false) => m.set(fr.dest, x)?,
                 (Ret::Void, false) => m.set(fr.dest, 0)?,
@@ -573,7 +602,7 @@ impl Program {
 /// register spills on every hit.
 #[inline(never)]
 fn step_cold(
-    m: &mut Machine<'_>,
+    m: &mut Machine,
     op: &Op,
     pc: u32,
     next: u32,
@@ -588,7 +617,7 @@ fn step_cold(
         }
         Op::Movs { d, s } => {
             let f = m.fault();
-            copy_sreg(m.sregs, m.sb.wrapping_add(s.into()), m.sb.wrapping_add(d.into())).ok_or(f)?;
+            copy_sreg(&mut m.sregs, m.sb.wrapping_add(s.into()), m.sb.wrapping_add(d.into())).ok_or(f)?;
             next
         }
         Op::Tstat { d, t, ref keys, stat: s } => {
@@ -717,6 +746,7 @@ fn step_cold(
         | Op::Tld { .. }
         | Op::Tst { .. }
         | Op::Tadd { .. }
+        | Op::Taddi { .. }
         | Op::Tagg { .. } => return Err(m.fault()),
     })
 }

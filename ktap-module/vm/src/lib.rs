@@ -28,6 +28,7 @@
 
 extern crate alloc;
 
+mod clears;
 mod error;
 mod fixed;
 mod interp;
@@ -38,5 +39,5 @@ mod verify;
 
 pub use error::{AllocFailed, RunError, VerifyError, describe_code};
 pub use program::{Counters, Env, Program};
-pub use verified::{AluOp, ArgList, Cond, FormatSpec, FuncInfo, Op, ProbeInfo, StrBuf, Verified};
+pub use verified::{AluOp, ArgList, Cond, FormatSpec, FuncInfo, Op, ProbeInfo, RegRange, StrBuf, Verified};
 pub use verify::verify;

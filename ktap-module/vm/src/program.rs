@@ -12,7 +12,7 @@ use ktap_protocol::record::{RecordKind, RecordWriter};
 
 use crate::error::{AllocFailed, RunError};
 use crate::fixed::{try_filled, try_push};
-use crate::interp::{CallFrame, FrameStack};
+use crate::interp::{CallFrame, FrameStack, Machine};
 use crate::table::{Comp, Key, Table};
 use crate::verified::{ProbeInfo, StrBuf, Verified};
 
@@ -67,12 +67,8 @@ pub struct Counters {
 #[derive(Debug)]
 pub struct Program {
     pub(crate) v: Verified,
-    pub(crate) globals: Vec<i64>,
-    pub(crate) tables: Vec<Table>,
-    pub(crate) regs: Vec<i64>,
-    pub(crate) sregs: Vec<StrBuf>,
-    pub(crate) rec: Vec<u8>,
-    pub(crate) counters: Counters,
+    /// Globals, tables, registers, the record buffer and the counters.
+    pub(crate) m: Machine,
     pub(crate) frames: FrameStack,
     /// The program ran `exit`: only the END handler runs from now on.
     pub(crate) exited: bool,
@@ -92,12 +88,13 @@ impl Program {
             try_push(&mut tables, Table::new(spec)?)?;
         }
         Ok(Program {
-            globals: try_filled(v.globals.into(), 0)?,
-            tables,
-            regs: try_filled(v.stack_int.max(1), 0)?,
-            sregs: try_filled(v.stack_str.max(1), StrBuf::EMPTY)?,
-            rec: try_filled(MAX_RECORD, 0)?,
-            counters: Counters::default(),
+            m: Machine::new(
+                try_filled(v.stack_int.max(1), 0)?,
+                try_filled(v.stack_str.max(1), StrBuf::EMPTY)?,
+                try_filled(v.globals.into(), 0)?,
+                tables,
+                try_filled(MAX_RECORD, 0)?,
+            ),
             frames: [CallFrame::default(); ktap_protocol::limits::MAX_CALL_DEPTH],
             exited: false,
             budget_reported: [0; BUDGET_REPORT_WORDS],
@@ -114,10 +111,10 @@ impl Program {
         if self.exited && self.v.end_func() != Some(func) {
             return Ok(());
         }
-        let c = &mut self.counters;
+        let c = &mut self.m.counters;
         c.hits = c.hits.wrapping_add(1);
         let r = self.exec(func, env);
-        let c = &mut self.counters;
+        let c = &mut self.m.counters;
         match r {
             Ok(()) => {}
             Err(RunError::BudgetExhausted) => {
@@ -138,19 +135,19 @@ impl Program {
         if *w & bit != 0 {
             return;
         }
-        let sent = RecordWriter::new(&mut self.rec, RecordKind::BudgetExhausted, func)
+        let sent = RecordWriter::new(&mut self.m.rec, RecordKind::BudgetExhausted, func)
             .finish()
             .is_some_and(|bytes| env.emit(bytes));
         if sent {
             *w |= bit;
         } else {
-            self.counters.ring_dropped = self.counters.ring_dropped.wrapping_add(1);
+            self.m.counters.ring_dropped = self.m.counters.ring_dropped.wrapping_add(1);
         }
     }
 
     /// The counters so far.
     pub fn counters(&self) -> Counters {
-        self.counters
+        self.m.counters
     }
 
     /// The probes to attach, in image order.
@@ -165,12 +162,12 @@ impl Program {
 
     /// Current values of the integer globals.
     pub fn globals(&self) -> &[i64] {
-        &self.globals
+        &self.m.globals
     }
 
     /// Number of entries in table `t`.
     pub fn table_len(&self, t: u8) -> Option<usize> {
-        self.tables.get(usize::from(t)).map(Table::len)
+        self.m.tables.get(usize::from(t)).map(Table::len)
     }
 
     /// Whether the program ran `exit`.
@@ -180,11 +177,11 @@ impl Program {
 
     /// `table[key]` of an int-keyed table `t` (the first value slot: the count, for aggregates).
     pub fn table_get_int(&self, t: u8, key: i64) -> Option<i64> {
-        self.tables.get(usize::from(t))?.get(&Key::one(Comp::Int(key)))?.first().copied()
+        self.m.tables.get(usize::from(t))?.get(&Key::one(Comp::Int(key)))?.first().copied()
     }
 
     /// `table[key]` of a string-keyed table `t` (the first value slot).
     pub fn table_get_str(&self, t: u8, key: &[u8]) -> Option<i64> {
-        self.tables.get(usize::from(t))?.get(&Key::one(Comp::Str(key)))?.first().copied()
+        self.m.tables.get(usize::from(t))?.get(&Key::one(Comp::Str(key)))?.first().copied()
     }
 }

@@ -353,7 +353,9 @@ fn mix(x: u64) -> u32 {
 /// FNV-1a it replaces did one per byte). Only this table ever sees the value.
 #[derive(Clone, Copy)]
 enum Hasher {
-    /// 32-bit targets: murmur3's 32-bit block step and finaliser (no 64-bit multiplies).
+    /// 32-bit targets: one rotate, xor and multiply per word (FxHash's step; murmur3's block step
+    /// it replaces took two multiplies, two rotates and an add, which showed per hit on ARMv7),
+    /// then murmur3's finaliser so the index's low bits depend on every input bit.
     W32(u32),
     /// 64-bit targets: a multiply-xorshift per 8-byte word.
     W64(u64),
@@ -365,8 +367,7 @@ impl Hasher {
     }
 
     fn word32(h: u32, w: u32) -> u32 {
-        let k = w.wrapping_mul(0xcc9e_2d51).rotate_left(15).wrapping_mul(0x1b87_3593);
-        (h ^ k).rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64)
+        (h.rotate_left(5) ^ w).wrapping_mul(0x9e37_79b9)
     }
 
     fn word64(h: u64, w: u64) -> u64 {
@@ -492,11 +493,17 @@ impl Table {
 
     /// Probe for a one-component key: the entry's whole stride is compared a word at a time.
     fn find_one(&self, key: One<'_>, h: u32) -> Option<(usize, Option<usize>)> {
-        self.find_by(h, |e| {
-            let start = e.wrapping_mul(self.stride);
-            let slot = self.keys.get(start..start.wrapping_add(self.stride)).unwrap_or(&[]);
-            matches_one(key, slot, usize::from(self.klens.get(e).copied().unwrap_or(0)))
-        })
+        self.find_by(h, |e| self.holds_one(e, key))
+    }
+
+    /// Whether entry `e` holds `key`. Out of line: inlined into the probe loop, its loads of the
+    /// key storage were hoisted in front of the loop and spilled, a few dozen guest instructions
+    /// per lookup, though it runs only for an entry whose hash matched (about once per lookup).
+    #[inline(never)]
+    fn holds_one(&self, e: usize, key: One<'_>) -> bool {
+        let start = e.wrapping_mul(self.stride);
+        let slot = self.keys.get(start..start.wrapping_add(self.stride)).unwrap_or(&[]);
+        matches_one(key, slot, usize::from(self.klens.get(e).copied().unwrap_or(0)))
     }
 
     /// The value slots for `key` (one for int tables), if present.

@@ -182,6 +182,8 @@ pub enum Op {
     Tst { t: u8, keys: ArgList, v: u8 },
     /// `tables[t][keys] += rv`.
     Tadd { t: u8, keys: ArgList, v: u8 },
+    /// `tables[t][keys] += imm`.
+    Taddi { t: u8, keys: ArgList, imm: i32 },
     /// Delete `tables[t][keys]`.
     Tdel { t: u8, keys: ArgList },
     /// Empty table `t`.
@@ -235,6 +237,19 @@ pub struct FuncInfo {
     pub params_str: u8,
     /// What it returns.
     pub ret: RetKind,
+    /// The integer registers its entry zeroes (the others are arguments or written before read).
+    pub clear_int: RegRange,
+    /// The string registers its entry empties.
+    pub clear_str: RegRange,
+}
+
+/// Registers `lo..hi` of one register file (empty when `lo >= hi`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RegRange {
+    /// First register.
+    pub lo: u8,
+    /// One past the last.
+    pub hi: u8,
 }
 
 /// A probe spec, owned.

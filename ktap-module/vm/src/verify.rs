@@ -19,6 +19,7 @@ use ktap_protocol::limits::{
     MAX_TABLE_CAPACITY, MAX_TABLES, MAX_TIMER_PERIOD_NS, MIN_TIMER_PERIOD_NS,
 };
 
+use crate::clears::entry_clears;
 use crate::error::VerifyError as E;
 use crate::fixed::try_push;
 use crate::table::entry_bytes;
@@ -269,6 +270,8 @@ fn code(
             try_push(edges, edge)?;
         }
     }
+    let (clear_int, clear_str) =
+        entry_clears(&ops, off32(first), (spec.params_int, spec.n_int), (spec.params_str, spec.n_str));
     for op in ops {
         try_push(&mut v.ops, op)?;
     }
@@ -282,6 +285,8 @@ fn code(
             params_int: spec.params_int,
             params_str: spec.params_str,
             ret: spec.ret,
+            clear_int,
+            clear_str,
         },
     )?;
     Ok(())
@@ -390,7 +395,7 @@ impl Check<'_> {
         // (table operand slot, whether the op reads/writes ints or aggregates, has a key list)
         let table_op = match insn.op {
             O::Tld | O::Tnext => Some((1, None)),
-            O::Tst | O::Tadd => Some((0, Some(false))),
+            O::Tst | O::Tadd | O::Taddi => Some((0, Some(false))),
             O::Tagg => Some((0, Some(true))),
             O::Tstat => Some((1, Some(true))),
             O::Tdel => Some((0, None)),
@@ -624,6 +629,7 @@ fn convert(insn: &Insn, to: u32) -> Op {
         O::Tld => Op::Tld { d: r(0), t: r(1), keys: list(insn) },
         O::Tst => Op::Tst { t: r(0), keys: list(insn), v: r(1) },
         O::Tadd => Op::Tadd { t: r(0), keys: list(insn), v: r(1) },
+        O::Taddi => Op::Taddi { t: r(0), keys: list(insn), imm: insn.op(1) },
         O::Tdel => Op::Tdel { t: r(0), keys: list(insn) },
         O::Tclr => Op::Tclr { t: r(0) },
         O::Tlen => Op::Tlen { d: r(0), t: r(1) },

@@ -401,3 +401,86 @@ fn globals_persist_across_hits() {
     }
     assert_eq!(p.globals(), [12, 12]);
 }
+
+#[test]
+fn taddi_adds_its_immediate_like_movi_and_tadd() {
+    let mut a = asm("
+        .func main int=1 str=1
+            comm s0
+            taddi t0, (s0), 1
+            ctx r0, arg0
+            taddi t1, (r0), -3
+            ret
+    ");
+    a.b.tables = vec![TableSpec::single(KeyKind::Str, 4), TableSpec::single(KeyKind::Int, 4)];
+    let mut p = program(&a);
+    let mut env = KeyEnv(TestEnv::default(), 9);
+    for _ in 0..5 {
+        p.run(0, &mut env).unwrap();
+    }
+    assert_eq!(p.table_get_str(0, b"dd"), Some(5));
+    assert_eq!(p.table_get_int(1, 9), Some(-15));
+}
+
+#[test]
+fn registers_read_before_written_start_at_zero_on_every_hit() {
+    // The entry zeroes only what the verifier could not prove written before read. r1 is written
+    // on one path only (after the jump target), s1 and r3 never before their reads, r2 and s0 in the
+    // entry run: on the second hit r1, r3 and s1 must read 0 / "" again, not the first hit's values.
+    let mut a = asm("
+        .func main int=4 str=2
+            lds s0, str0
+            movi r2, 1
+            ldg r0, g0
+            jnz r0, skip
+            movi r1, 5
+            movi r3, 7
+            lds s1, str0
+        skip:
+            addg g1, r1
+            addg g1, r3
+            slen r3, s1
+            addg g1, r3
+            stg g0, r2
+            ret
+    ");
+    a.b.globals = 2;
+    a.b.strings = vec![b"abc".to_vec()];
+    let mut p = program(&a);
+    let mut env = TestEnv::default();
+    p.run(0, &mut env).unwrap();
+    assert_eq!(p.globals(), [1, 5 + 7 + 3]);
+    p.run(0, &mut env).unwrap();
+    assert_eq!(p.globals(), [1, 15], "stale registers were read");
+    let f = p.verified().funcs()[0];
+    // r0 is written before read too, but only r1..r3 after it need zeroing; s0 is written first
+    assert_eq!((f.clear_int.lo, f.clear_int.hi, f.clear_str.lo, f.clear_str.hi), (1, 4, 1, 2));
+}
+
+#[test]
+fn a_callee_frame_is_zeroed_past_its_arguments() {
+    let mut a = asm("
+        .func main int=2
+            ldg r0, g0
+            call r1, fn1, (r0)
+            addg g1, r1
+            movi r0, 1
+            stg g0, r0
+            ret
+        .func f int=3 pint=1 ret=int
+            jnz r0, late
+            movi r1, 4
+        late:
+            add r2, r0, r1
+            retv r2
+    ");
+    a.b.globals = 2;
+    let mut p = program(&a);
+    let mut env = TestEnv::default();
+    p.run(0, &mut env).unwrap();
+    p.run(0, &mut env).unwrap();
+    // 0 + 4 on the first hit, then 1 + a zeroed r1
+    assert_eq!(p.globals(), [1, 5]);
+    let f = p.verified().funcs()[1];
+    assert_eq!((f.clear_int.lo, f.clear_int.hi), (1, 3));
+}

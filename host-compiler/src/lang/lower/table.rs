@@ -211,16 +211,25 @@ impl Lower<'_, '_> {
             self.expr(value);
             return;
         }
-        // `t[k] -= c`: add the negated constant
-        let v = match (op, value.const_int()) {
-            (Some(BinOp::Sub), Some(c)) => {
-                let r = self.alloc_int(value.span);
-                self.load_const(r, c.wrapping_neg(), value.span);
-                self.emit_args(Opcode::Tadd, &[t as i32, r as i32], &args);
-                return;
-            }
-            _ => self.expr(value),
+        // `t[k] += c` and `t[k] -= c` (adding the negated constant): one `taddi`, the canonical
+        // count needs no register for its constant
+        let add = match (op, value.const_int()) {
+            (Some(BinOp::Add), Some(c)) => Some(c),
+            (Some(BinOp::Sub), Some(c)) => Some(c.wrapping_neg()),
+            _ => None,
         };
+        if let Some(c) = add {
+            match i32::try_from(c) {
+                Ok(imm) => self.emit_args(Opcode::Taddi, &[t as i32, imm], &args),
+                Err(_) => {
+                    let r = self.alloc_int(value.span);
+                    self.load_const(r, c, value.span);
+                    self.emit_args(Opcode::Tadd, &[t as i32, r as i32], &args);
+                }
+            }
+            return;
+        }
+        let v = self.expr(value);
         let Some(r) = self.expect_int(v, value, op_text) else { return };
         let t = t as i32;
         match op {
