@@ -359,7 +359,8 @@ fn board_suite(name: &str, host_tests: bool, full: bool) -> Result<()> {
         step("host tests", unit)?;
     }
     let files = e2e_files(name, full);
-    for f in E2E_FILES.iter().filter(|f| !files.contains(&f.name)) {
+    // a pair file is not skipped here: it runs after the boards, when both of a pair were selected
+    for f in E2E_FILES.iter().filter(|f| !files.contains(&f.name) && f.scope != Scope::Pair) {
         println!("test: {name}: {} runs on {PRIMARY} only ({}; --full runs it here)", f.name, f.why);
     }
     let mut e2e = cargo();
