@@ -1008,3 +1008,56 @@ fn a_fast_line_never_resends() {
     assert_eq!((got, repeated, resends), (29 * 3000, 0, 0));
     assert!(at < 10_000, "took {at} ms");
 }
+
+#[test]
+fn a_packed_trickle_gathers_in_the_ring_and_costs_few_flushes() {
+    use ktap_protocol::pack::Unpacker;
+    let mut buf = vec![0u8; 4096];
+    let mut s = session(&mut buf);
+    hello(&mut s);
+    upload(&mut s, &image(&BUILD_ID), 0);
+    s.on_message(HostMsg::StartPacked, 1000);
+    s.on_message(HostMsg::Ack { next: 0, window: WINDOW }, 1000);
+    s.link_mut().clear();
+    // the first event is read at once: nothing gathers before it
+    s.device_mut().ring.push_back(rec(28, 0));
+    assert!(s.wants_records(1000));
+    s.poll(1000);
+    assert!(s.device().ring.is_empty(), "the first record waited");
+    // then one event per millisecond, the agent woken every millisecond: the ring is emptied once
+    // per gathering time, not once per event
+    let mut want = rec(28, 0);
+    let mut emptied = 0;
+    for t in 1001..2001u64 {
+        let r = rec(28, (t % 3) as u16);
+        want.extend_from_slice(&r);
+        s.device_mut().ring.push_back(r);
+        let gathering = s.wake_in(t);
+        assert_eq!(s.wants_records(t), gathering.is_none(), "at {t}");
+        s.poll(t);
+        emptied += usize::from(s.device().ring.is_empty());
+        if t % 10 == 0 {
+            ack_all(&mut s, t);
+        }
+    }
+    let most = 1 + 1000 / PACK_GATHER_MS as usize;
+    assert!(
+        emptied <= most,
+        "the ring was read out {emptied} times for a 1000-event trickle (at most {most})"
+    );
+    s.on_message(HostMsg::Stop, 2001);
+    drain_until_stopped(&mut s, 2002, 100);
+    let packed = stream_bytes(s.link());
+    // one flush per event was ~5 bytes each: well over 1000 bytes for these 1001 events
+    assert!(packed.len() < 1001 * 2, "{} packed bytes for 1001 events", packed.len());
+    let mut got = Vec::new();
+    Unpacker::new(u64::MAX)
+        .feed(&packed, true, |b| {
+            got.extend_from_slice(b);
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+    assert!(got == want, "every record, in order");
+    // a plain stream never waits
+    assert_eq!(s.wake_in(3000), None);
+}

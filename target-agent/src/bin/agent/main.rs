@@ -277,7 +277,10 @@ fn serve(s: &mut Session<'_, Ktap, FdLink>, rx: Fd, mode: Mode, clock: &mut Awak
             reqs[n] = PollReq::new(fd, ready::IN);
             n += 1;
         }
-        match sys::poll(&mut reqs[..n], POLL_MS) {
+        // a packed stream's records gather in the ring until a set time: wake for it
+        let wait =
+            s.wake_in(clock.now()).map_or(POLL_MS, |ms| u32::try_from(ms).unwrap_or(POLL_MS).min(POLL_MS));
+        match sys::poll(&mut reqs[..n], wait) {
             Ok(_) | Err(errno::EINTR) => {}
             Err(_) => return EXIT_LINK,
         }
