@@ -65,14 +65,32 @@ const WINDOW: u32 = 1 << 20;
 
 /// Hello, load, start, first credit: a running session at t=0, link cleared.
 fn running(buf: &mut [u8]) -> S<'_> {
+    started(buf, HostMsg::Start, 0)
+}
+
+/// Hello and load at t=0, then `start` (`Start` or `StartPacked`) and the first credit at `now`;
+/// link cleared.
+fn started<'a>(buf: &'a mut [u8], start: HostMsg<'static>, now: u64) -> S<'a> {
     let mut s = session(buf);
     hello(&mut s);
     upload(&mut s, &image(&BUILD_ID), 0);
-    s.on_message(HostMsg::Start, 0);
+    s.on_message(start, now);
     assert_eq!(s.link().msgs(), [AgentMsg::Loaded { probes: 1 }, AgentMsg::Started]);
-    s.on_message(HostMsg::Ack { next: 0, window: WINDOW }, 0);
+    s.on_message(HostMsg::Ack { next: 0, window: WINDOW }, now);
     s.link_mut().clear();
     s
+}
+
+/// A packed record stream, unpacked as the host does.
+fn unpacked(packed: &[u8]) -> Vec<u8> {
+    let mut got = Vec::new();
+    ktap_protocol::pack::Unpacker::new(u64::MAX)
+        .feed(packed, true, |b| {
+            got.extend_from_slice(b);
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+    got
 }
 
 /// The record stream as the host reassembles it: every piece must continue where the stream ends
@@ -885,15 +903,8 @@ fn a_new_session_discards_an_unfinished_file() {
 
 #[test]
 fn a_packed_stream_unpacks_to_the_records_and_costs_far_fewer_bytes() {
-    use ktap_protocol::pack::Unpacker;
     let mut buf = vec![0u8; 4096];
-    let mut s = session(&mut buf);
-    hello(&mut s);
-    upload(&mut s, &image(&BUILD_ID), 0);
-    s.on_message(HostMsg::StartPacked, 0);
-    s.on_message(HostMsg::Ack { next: 0, window: WINDOW }, 0);
-    assert_eq!(s.link().msgs(), [AgentMsg::Loaded { probes: 1 }, AgentMsg::Started]);
-    s.link_mut().clear();
+    let mut s = started(&mut buf, HostMsg::StartPacked, 0);
     // a trace's typical stream: the same few events again and again
     let mut want = Vec::new();
     for i in 0..400u16 {
@@ -912,14 +923,7 @@ fn a_packed_stream_unpacks_to_the_records_and_costs_far_fewer_bytes() {
     let packed = stream_bytes(s.link());
     assert_eq!(end, packed.len() as u64, "offsets count packed bytes");
     assert!(packed.len() * 8 < want.len(), "{} packed bytes for {}", packed.len(), want.len());
-    let mut u = Unpacker::new(u64::MAX);
-    let mut got = Vec::new();
-    u.feed(&packed, true, |b| {
-        got.extend_from_slice(b);
-        Ok::<(), ()>(())
-    })
-    .unwrap();
-    assert!(got == want, "the stream unpacks to every record in order");
+    assert!(unpacked(&packed) == want, "the stream unpacks to every record in order");
     assert_eq!(s.link_dropped(), 0);
     // the next program starts a new stream (the host starts a new decoder)
     s.link_mut().clear();
@@ -1011,14 +1015,8 @@ fn a_fast_line_never_resends() {
 
 #[test]
 fn a_packed_trickle_gathers_in_the_ring_and_costs_few_flushes() {
-    use ktap_protocol::pack::Unpacker;
     let mut buf = vec![0u8; 4096];
-    let mut s = session(&mut buf);
-    hello(&mut s);
-    upload(&mut s, &image(&BUILD_ID), 0);
-    s.on_message(HostMsg::StartPacked, 1000);
-    s.on_message(HostMsg::Ack { next: 0, window: WINDOW }, 1000);
-    s.link_mut().clear();
+    let mut s = started(&mut buf, HostMsg::StartPacked, 1000);
     // the first event is read at once: nothing gathers before it
     s.device_mut().ring.push_back(rec(28, 0));
     assert!(s.wants_records(1000));
@@ -1050,14 +1048,7 @@ fn a_packed_trickle_gathers_in_the_ring_and_costs_few_flushes() {
     let packed = stream_bytes(s.link());
     // one flush per event was ~5 bytes each: well over 1000 bytes for these 1001 events
     assert!(packed.len() < 1001 * 2, "{} packed bytes for 1001 events", packed.len());
-    let mut got = Vec::new();
-    Unpacker::new(u64::MAX)
-        .feed(&packed, true, |b| {
-            got.extend_from_slice(b);
-            Ok::<(), ()>(())
-        })
-        .unwrap();
-    assert!(got == want, "every record, in order");
+    assert!(unpacked(&packed) == want, "every record, in order");
     // a plain stream never waits
     assert_eq!(s.wake_in(3000), None);
 }
