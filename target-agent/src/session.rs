@@ -287,8 +287,7 @@ impl<'a, D: Device + Install, L: Link> Session<'a, D, L> {
     pub fn wake_in(&self, now: u64) -> Option<u64> {
         // once gathered, the ring's descriptor is in the poll set and wakes the loop itself
         let c = &self.core;
-        let left = c.gather_left(now);
-        (c.packed && c.state == State::Running && c.read_room().1 && left > 0).then_some(left)
+        (c.read_room().1 && !c.gathered(now)).then(|| c.gather_left(now))
     }
 
     /// The agent's own counters.
